@@ -1,0 +1,440 @@
+'use strict'
+const { EventEmitter } = require('node:events')
+const { NativeReplicator } = require('../binding.js')
+const { fromNative, make, typeError, rangeError } = require('./errors.js')
+const snapshots = require('./snapshot.js')
+const debug = require('./debug.js')('quilt:replicator')
+
+const U32_MAX = 0xffffffff
+const RETRY_LIMIT = 1024 // frames kept per peer when its send throws
+
+function call (fn) {
+  try {
+    return fn()
+  } catch (e) {
+    throw fromNative(e)
+  }
+}
+
+function checkMs (name, v) {
+  if (v === undefined) return undefined
+  if (typeof v !== 'number' || Number.isNaN(v)) throw typeError(`options.${name} must be a number`)
+  if (!Number.isFinite(v) || v < 0) throw rangeError(`options.${name} must be a finite number >= 0`)
+  return v
+}
+
+function checkPeerId (v, what = 'peerId') {
+  if (typeof v !== 'number' || !Number.isInteger(v)) throw typeError(`${what} must be an integer`)
+  if (v < 1 || v > U32_MAX) throw rangeError(`${what} must be a u32 > 0`)
+  return v
+}
+
+function checkTable (table) {
+  if (typeof table !== 'string' || table.length === 0) throw typeError('table must be a non-empty string')
+}
+
+function checkRow (row, what = 'row') {
+  if (row === null || typeof row !== 'object' || Array.isArray(row) || Buffer.isBuffer(row)) {
+    throw typeError(`${what} must be a plain object of column values`)
+  }
+}
+
+/** Parse a session token `"<peerId>.<seq>"`; null when it is not one. */
+function parseToken (token) {
+  if (typeof token !== 'string') return null
+  const m = /^(\d{1,10})\.(\d{1,16})$/.exec(token)
+  if (!m) return null
+  const peer = Number(m[1])
+  const seq = Number(m[2])
+  if (peer < 1 || peer > U32_MAX || !Number.isSafeInteger(seq)) return null
+  return { peer, seq }
+}
+
+class Replicator extends EventEmitter {
+  constructor (options) {
+    super()
+    if (options === null || typeof options !== 'object') throw typeError('new Replicator(options): options must be an object')
+    const { path, peerId, clusterKey, snapshot } = options
+    if (typeof path !== 'string' || path.length === 0) throw typeError('options.path must be a non-empty string')
+    if (peerId !== undefined) checkPeerId(peerId, 'options.peerId')
+    let key
+    if (clusterKey !== undefined && clusterKey !== null) {
+      if (typeof clusterKey === 'string') key = Buffer.from(clusterKey, 'utf8')
+      else if (clusterKey instanceof Uint8Array) key = Buffer.from(clusterKey)
+      else throw typeError('options.clusterKey must be a string or Buffer')
+      if (key.length === 0) throw rangeError('options.clusterKey must not be empty')
+    }
+    const heartbeatMs = checkMs('heartbeatMs', options.heartbeatMs) ?? 1000
+    const maxFrameBytes = checkMs('maxFrameBytes', options.maxFrameBytes)
+    if (maxFrameBytes !== undefined && maxFrameBytes < 256) throw rangeError('options.maxFrameBytes must be at least 256')
+    if (snapshot !== undefined && snapshot !== null) {
+      if (typeof snapshot !== 'object' || typeof snapshot.url !== 'string') throw typeError('options.snapshot must be { url, intervalMs?, options? }')
+      checkMs('snapshot.intervalMs', snapshot.intervalMs)
+    }
+    this._native = call(() => new NativeReplicator({
+      path,
+      peerId,
+      clusterKey: key,
+      heartbeatMs,
+      retentionMs: checkMs('retentionMs', options.retentionMs),
+      maxDriftMs: checkMs('maxDriftMs', options.maxDriftMs),
+      maxFrameBytes
+    }))
+    this._path = path
+    this._options = { ...options, heartbeatMs }
+    this._sends = new Map()
+    this._retry = new Map()
+    this._waiters = new Set()
+    this._ackWaiters = new Set()
+    this._flushScheduled = false
+    this._closed = false
+    this._closing = null
+    this._snapshotting = null
+    this._lastScheduledSnapshot = 0
+    this.peerId = this._native.peerId
+    if (heartbeatMs > 0) {
+      this._timer = setInterval(() => this._heartbeat(), heartbeatMs)
+      this._timer.unref()
+    }
+  }
+
+  _checkOpen () {
+    if (this._closed || this._closing) throw make('E_CLOSED', 'Error', 'the replicator is closed')
+  }
+
+  // ----- schema --------------------------------------------------------
+
+  /** Bring the schema to `migrations.length` (forward or backward). */
+  migrate (migrations) {
+    this._checkOpen()
+    if (!Array.isArray(migrations)) throw typeError('migrate(migrations): migrations must be an array')
+    const list = migrations.map((m, i) => {
+      if (m === null || typeof m !== 'object' || typeof m.up !== 'string') throw typeError(`migrations[${i}] must be { up: string, down?: string }`)
+      if (m.down !== undefined && m.down !== null && typeof m.down !== 'string') throw typeError(`migrations[${i}].down must be a string`)
+      if (m.renames !== undefined && (m.renames === null || typeof m.renames !== 'object')) throw typeError(`migrations[${i}].renames must be { table: { old: 'new' } }`)
+      return { up: m.up, down: m.down ?? undefined, renames: m.renames }
+    })
+    const r = call(() => this._native.migrate(list))
+    this._drainEvents()
+    return r
+  }
+
+  // ----- local writes ----------------------------------------------------
+
+  /** Write one row (only the given columns change); returns its token. */
+  upsert (table, row) {
+    this._checkOpen()
+    checkTable(table)
+    checkRow(row)
+    const token = call(() => this._native.upsert(table, row))
+    this._afterWrite()
+    return token
+  }
+
+  /** Write many rows in one transaction; returns the last token. */
+  upsertMany (table, rows) {
+    this._checkOpen()
+    checkTable(table)
+    if (!Array.isArray(rows)) throw typeError('upsertMany(table, rows): rows must be an array')
+    for (let i = 0; i < rows.length; i++) checkRow(rows[i], `rows[${i}]`)
+    const token = call(() => this._native.upsertMany(table, rows))
+    this._afterWrite()
+    return token
+  }
+
+  /** Tombstone: sets `deletedAt` to now. */
+  delete (table, pk) {
+    this._checkOpen()
+    checkTable(table)
+    checkRow(pk, 'pk')
+    const token = call(() => this._native.delete(table, pk))
+    this._afterWrite()
+    return token
+  }
+
+  _afterWrite () {
+    this._wake()
+    if (!this._flushScheduled && this._sends.size > 0) {
+      this._flushScheduled = true
+      setImmediate(() => {
+        this._flushScheduled = false
+        if (!this._closed) this._safe(() => this.flush())
+      })
+    }
+  }
+
+  // ----- transport -------------------------------------------------------
+
+  /** Register (or re-register after a reconnect) a peer's send callback. */
+  addPeer (peerId, send) {
+    this._checkOpen()
+    checkPeerId(peerId)
+    if (typeof send !== 'function') throw typeError('addPeer(peerId, send): send must be a function')
+    if (peerId === this.peerId) throw rangeError('addPeer: a replicator cannot add itself as a peer')
+    this._sends.set(peerId, send)
+    const out = call(() => this._native.addPeer(peerId))
+    this._dispatch(out)
+    this._drainEvents()
+  }
+
+  /** Forget a peer. */
+  removePeer (peerId) {
+    this._checkOpen()
+    checkPeerId(peerId)
+    this._sends.delete(peerId)
+    this._retry.delete(peerId)
+    call(() => this._native.removePeer(peerId))
+  }
+
+  /** Take in a frame from any peer. Throws (and changes nothing) when it is not valid. */
+  applyPatches (frame) {
+    if (this._closed) throw make('E_CLOSED', 'Error', 'the replicator is closed')
+    if (!(frame instanceof Uint8Array)) throw typeError('applyPatches(frame): frame must be a Buffer or Uint8Array')
+    const r = call(() => this._native.applyPatches(frame))
+    this._dispatch(r.out)
+    this._drainEvents()
+    this._wake()
+    return { applied: r.applied, stored: r.stored, duplicates: r.duplicates, requested: r.requested }
+  }
+
+  /** Run one heartbeat now: pings, gap requests, retention. */
+  tick () {
+    if (this._closed) throw make('E_CLOSED', 'Error', 'the replicator is closed')
+    this._resendFailed()
+    const out = call(() => this._native.tick())
+    this._dispatch(out)
+    this._drainEvents()
+    this._wake()
+    this._maybeScheduledSnapshot()
+  }
+
+  /** Hand queued outgoing patches to `send` now. */
+  flush () {
+    if (this._closed) throw make('E_CLOSED', 'Error', 'the replicator is closed')
+    this._resendFailed()
+    this._dispatch(call(() => this._native.flush()))
+  }
+
+  _heartbeat () {
+    if (this._closed) return
+    this._safe(() => this.tick())
+  }
+
+  _safe (fn) {
+    try {
+      fn()
+    } catch (e) {
+      this._emitError(e)
+    }
+  }
+
+  _emitError (err) {
+    debug('error %s', err && err.message)
+    // An 'error' event without a listener would throw from a timer: only
+    // emit when someone listens.
+    if (this.listenerCount('error') > 0) this.emit('error', err)
+  }
+
+  _dispatch (out) {
+    if (!out || out.length === 0) return
+    let frames = 0
+    let bytes = 0
+    let failures = 0
+    for (const { peer, frame } of out) {
+      const send = this._sends.get(peer)
+      if (!send) continue
+      try {
+        send(frame)
+        frames++
+        bytes += frame.length
+      } catch (e) {
+        failures++
+        debug('send to %d threw: %s', peer, e && e.message)
+        let q = this._retry.get(peer)
+        if (!q) this._retry.set(peer, (q = []))
+        if (q.length < RETRY_LIMIT) q.push(frame)
+      }
+    }
+    if (frames || failures) this._native.noteSent(frames, bytes, failures)
+  }
+
+  _resendFailed () {
+    if (this._retry.size === 0) return
+    const pending = this._retry
+    this._retry = new Map()
+    for (const [peer, frames] of pending) this._dispatch(frames.map((frame) => ({ peer, frame })))
+  }
+
+  _drainEvents () {
+    const events = this._native.takeEvents()
+    for (const ev of events) {
+      if (ev.kind === 'synced') this.emit('synced', ev.peerId)
+      else if (ev.kind === 'error') this._emitError(make(ev.code, 'Error', ev.message))
+    }
+  }
+
+  // ----- reads and waiting -------------------------------------------------
+
+  /** Run a read-only statement; all rows as objects. */
+  all (sql, params) {
+    this._checkReadable(sql)
+    return call(() => this._native.all(sql, params === undefined ? undefined : params))
+  }
+
+  /** Run a read-only statement; the first row, or undefined. */
+  get (sql, params) {
+    this._checkReadable(sql)
+    return call(() => this._native.get(sql, params === undefined ? undefined : params))
+  }
+
+  _checkReadable (sql) {
+    if (this._closed) throw make('E_CLOSED', 'Error', 'the replicator is closed')
+    if (typeof sql !== 'string') throw typeError('sql must be a string')
+  }
+
+  /** Resolves true once the write named by `token` is applied here, false on timeout. */
+  waitFor (token, timeoutMs = 5000) {
+    const t = parseToken(token)
+    if (!t) return Promise.reject(typeError(`waitFor: ${JSON.stringify(token)} is not a token "<peerId>.<seq>"`))
+    if (typeof timeoutMs !== 'number' || Number.isNaN(timeoutMs) || timeoutMs < 0) return Promise.reject(rangeError('waitFor: timeoutMs must be a number >= 0'))
+    if (this._closed) return Promise.reject(make('E_CLOSED', 'Error', 'the replicator is closed'))
+    if (this._native.has(t.peer, t.seq)) return Promise.resolve(true)
+    return new Promise((resolve) => {
+      const w = { ...t, resolve, timer: null }
+      w.timer = setTimeout(() => {
+        this._waiters.delete(w)
+        resolve(false)
+      }, timeoutMs)
+      this._waiters.add(w)
+    })
+  }
+
+  _wake () {
+    if (this._waiters.size > 0 && !this._closed) {
+      for (const w of this._waiters) {
+        if (this._native.has(w.peer, w.seq)) {
+          clearTimeout(w.timer)
+          this._waiters.delete(w)
+          w.resolve(true)
+        }
+      }
+    }
+    if (this._ackWaiters.size > 0 && !this._closed && this._native.allAcked()) {
+      for (const f of this._ackWaiters) f()
+      this._ackWaiters.clear()
+    }
+  }
+
+  /** Express/Connect middleware: waits until the token in `header` is applied here. */
+  readYourWrites ({ header = 'x-quilt-token', timeoutMs = 5000 } = {}) {
+    const name = String(header).toLowerCase()
+    return (req, res, next) => {
+      const raw = req && req.headers ? req.headers[name] : undefined
+      const token = Array.isArray(raw) ? raw[raw.length - 1] : raw
+      if (!parseToken(token) || this._closed) return next()
+      this.waitFor(token, timeoutMs).then((ok) => {
+        if (ok) return next()
+        const err = make('E_STALE', 'Error', `write ${token} did not reach this replica within ${timeoutMs} ms`)
+        err.status = 503
+        err.statusCode = 503
+        next(err)
+      }, next)
+    }
+  }
+
+  // ----- cluster ---------------------------------------------------------
+
+  /** Peer id, schema version, seq, leadership, peers and pending patches. */
+  status () {
+    if (this._closed) throw make('E_CLOSED', 'Error', 'the replicator is closed')
+    const s = call(() => this._native.status())
+    return {
+      peerId: s.peerId,
+      schemaVersion: s.schemaVersion,
+      seq: s.seq,
+      isLeader: s.isLeader,
+      peers: s.peers.map((p) => ({
+        peerId: p.peerId,
+        connected: p.connected,
+        lastSeq: p.lastSeq,
+        contiguousSeq: p.contiguousSeq,
+        missing: p.missing,
+        lastSeenMs: p.lastSeenMs ?? null
+      })),
+      pending: s.pending
+    }
+  }
+
+  /** True when this peer has the lowest id among live peers. */
+  isLeader () {
+    if (this._closed) throw make('E_CLOSED', 'Error', 'the replicator is closed')
+    return call(() => this._native.isLeader())
+  }
+
+  /** OpenMetrics text. */
+  metrics () {
+    if (this._closed) throw make('E_CLOSED', 'Error', 'the replicator is closed')
+    return call(() => this._native.metrics())
+  }
+
+  // ----- snapshots -------------------------------------------------------
+
+  /** Take a consistent, compressed snapshot to `options.snapshot.url`. */
+  snapshot (opts) {
+    if (this._closed || this._closing) return Promise.reject(make('E_CLOSED', 'Error', 'the replicator is closed'))
+    return snapshots.take(this, opts)
+  }
+
+  /** Fetch the latest (or a named) snapshot and write it to `path`. */
+  static restore (opts) {
+    return snapshots.restore(opts)
+  }
+
+  _maybeScheduledSnapshot () {
+    const s = this._options.snapshot
+    if (!s || !s.intervalMs || this._snapshotting || this._closing) return
+    const now = Date.now()
+    if (now - this._lastScheduledSnapshot < s.intervalMs) return
+    if (!this._native.isLeader()) return
+    this._lastScheduledSnapshot = now
+    this.snapshot().catch((e) => this._emitError(e))
+  }
+
+  // ----- shutdown --------------------------------------------------------
+
+  /** Flush, wait (bounded) for peers to acknowledge, then close. Idempotent. */
+  close ({ timeoutMs = 5000 } = {}) {
+    if (this._closing) return this._closing
+    if (this._closed) return Promise.resolve()
+    this._closing = (async () => {
+      try {
+        this.flush()
+        this._native.tick !== undefined && this._safe(() => this._dispatch(call(() => this._native.tick())))
+      } catch (e) { this._emitError(e) }
+      if (!this._native.allAcked() && timeoutMs > 0) {
+        await new Promise((resolve) => {
+          const f = () => { clearTimeout(timer); resolve() }
+          const timer = setTimeout(() => { this._ackWaiters.delete(f); resolve() }, timeoutMs)
+          this._ackWaiters.add(f)
+        })
+      }
+      if (this._snapshotting) await this._snapshotting.catch(() => {})
+      if (this._timer) clearInterval(this._timer)
+      this._closed = true
+      for (const w of this._waiters) { clearTimeout(w.timer); w.resolve(false) }
+      this._waiters.clear()
+      call(() => this._native.close())
+    })()
+    return this._closing
+  }
+
+  [Symbol.asyncDispose] () {
+    return this.close()
+  }
+}
+
+if (!Symbol.asyncDispose) {
+  // Node 20 may lack the well-known symbol; nothing to add then.
+}
+
+module.exports = { Replicator, parseToken }

@@ -1,0 +1,13 @@
+//! The plain-Rust core: no napi here (CI greps for it), so everything is
+//! tested with `cargo test` and reusable outside Node.
+
+pub mod engine;
+pub mod error;
+pub mod hlc;
+pub mod metrics;
+pub mod protocol;
+pub mod schema;
+pub mod snapshot;
+pub mod store;
+pub mod sync;
+pub mod value;

@@ -1,0 +1,457 @@
+//! Frames on the wire: `"QLT" | version u8 | flags u8 | sender u32 (BE) |
+//! body (MessagePack) | [HMAC-SHA256 tag, 32 bytes]`. The tag covers every
+//! byte before it and is checked before any MessagePack decoding. Layout and
+//! rationale: `docs/protocol.md`.
+
+use crate::core::error::{frame_err, Error, Result};
+use crate::core::value::Value;
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+/// First bytes of every frame.
+pub const MAGIC: &[u8; 3] = b"QLT";
+/// Protocol version written by this build.
+pub const PROTOCOL_VERSION: u8 = 1;
+/// Flag bit: a 32-byte HMAC-SHA256 tag ends the frame.
+pub const FLAG_MAC: u8 = 1;
+/// Bytes of the fixed header.
+pub const HEADER_LEN: usize = 9;
+/// Bytes of the MAC tag.
+pub const TAG_LEN: usize = 32;
+/// Caps applied while validating a decoded body.
+pub const MAX_COLUMNS: usize = 2000;
+pub const MAX_NAME_LEN: usize = 255;
+
+/// A run of patches of one table from one origin that all set the same
+/// columns. Stamps and sequence numbers are delta-coded against the previous
+/// row of the group (the first against zero).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PatchGroup {
+    pub table: String,
+    pub origin: u32,
+    pub columns: Vec<String>,
+    pub rows: Vec<WireRow>,
+}
+
+/// `(at_delta, seq_delta, values)`; values follow `PatchGroup::columns`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WireRow(pub i64, pub i64, pub Vec<Value>);
+
+/// A heartbeat. It carries the sender's own last seq and, per origin it
+/// knows, the highest contiguous seq it holds and the highest it has seen.
+/// It doubles as an acknowledgement.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ping {
+    pub own_last_seq: u64,
+    pub vector: Vec<(u32, u64, u64)>,
+}
+
+/// Inclusive seq ranges of one origin (asked for, or answered as gone).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ranges {
+    pub origin: u32,
+    pub ranges: Vec<(u64, u64)>,
+}
+
+/// Everything one frame can carry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Body {
+    pub schema_version: u32,
+    pub groups: Vec<PatchGroup>,
+    pub ping: Option<Ping>,
+    pub requests: Vec<Ranges>,
+    pub gone: Vec<Ranges>,
+}
+
+/// One patch, decoded: absolute stamp and seq, columns by name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Patch {
+    pub table: String,
+    pub origin: u32,
+    pub seq: u64,
+    pub at: u64,
+    pub columns: Vec<String>,
+    pub values: Vec<Value>,
+}
+
+/// A decoded frame.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Frame {
+    pub version: u8,
+    pub sender: u32,
+    pub body: Body,
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+fn tag(key: &[u8], bytes: &[u8]) -> [u8; 32] {
+    // new_from_slice accepts any key length for HMAC; the error arm is unreachable.
+    let mut mac = match HmacSha256::new_from_slice(key) {
+        Ok(m) => m,
+        Err(_) => return [0; 32],
+    };
+    mac.update(bytes);
+    mac.finalize().into_bytes().into()
+}
+
+/// Seal a body into a frame: header, MessagePack body and, with a key, the tag.
+pub fn encode_frame(sender: u32, body: &Body, key: Option<&[u8]>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    write_header(&mut out, sender, key.is_some());
+    // Serializing plain structs into a Vec cannot fail.
+    let _ = rmp_serde::encode::write(&mut out, body);
+    seal(out, key)
+}
+
+/// Write the fixed header.
+pub fn write_header(out: &mut Vec<u8>, sender: u32, mac: bool) {
+    out.extend_from_slice(MAGIC);
+    out.push(PROTOCOL_VERSION);
+    out.push(if mac { FLAG_MAC } else { 0 });
+    out.extend_from_slice(&sender.to_be_bytes());
+}
+
+/// Append the tag when a key is set.
+pub fn seal(mut out: Vec<u8>, key: Option<&[u8]>) -> Vec<u8> {
+    if let Some(k) = key {
+        let t = tag(k, &out);
+        out.extend_from_slice(&t);
+    }
+    out
+}
+
+/// Check header and MAC, then decode and validate the body. `max_len`
+/// bounds the whole frame.
+pub fn decode_frame(bytes: &[u8], key: Option<&[u8]>, max_len: usize) -> Result<Frame> {
+    if bytes.len() > max_len {
+        return Err(frame_err(format!(
+            "frame of {} bytes is larger than the {max_len}-byte limit",
+            bytes.len()
+        )));
+    }
+    if bytes.len() < HEADER_LEN || &bytes[..3] != MAGIC {
+        return Err(frame_err("not a quilt frame (bad magic or too short)"));
+    }
+    let version = bytes[3];
+    if version != PROTOCOL_VERSION {
+        return Err(Error::Version(format!(
+            "protocol version {version} is not supported (this build speaks {PROTOCOL_VERSION})"
+        )));
+    }
+    let flags = bytes[4];
+    if flags & !FLAG_MAC != 0 {
+        return Err(frame_err("unknown frame flags"));
+    }
+    let sender = u32::from_be_bytes([bytes[5], bytes[6], bytes[7], bytes[8]]);
+    let has_tag = flags & FLAG_MAC != 0;
+    let body_end = if has_tag {
+        if bytes.len() < HEADER_LEN + TAG_LEN {
+            return Err(if key.is_some() {
+                Error::Auth("frame too short to hold its MAC".into())
+            } else {
+                frame_err("frame too short to hold its MAC")
+            });
+        }
+        bytes.len() - TAG_LEN
+    } else {
+        bytes.len()
+    };
+    if let Some(k) = key {
+        if !has_tag {
+            return Err(Error::Auth("frame carries no MAC but a clusterKey is set".into()));
+        }
+        let mut mac = HmacSha256::new_from_slice(k).map_err(|_| Error::Auth("bad key".into()))?;
+        mac.update(&bytes[..body_end]);
+        mac.verify_slice(&bytes[body_end..])
+            .map_err(|_| Error::Auth("frame MAC does not match the clusterKey".into()))?;
+    }
+    if sender == 0 {
+        return Err(frame_err("sender peer id 0 is not valid"));
+    }
+    let mut rd = &bytes[HEADER_LEN..body_end];
+    let body: Body = rmp_serde::decode::from_read(&mut rd)
+        .map_err(|e| frame_err(format!("malformed frame body: {e}")))?;
+    if !rd.is_empty() {
+        return Err(frame_err("trailing bytes after the frame body"));
+    }
+    validate(&body)?;
+    Ok(Frame {
+        version,
+        sender,
+        body,
+    })
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= MAX_NAME_LEN && !s.contains('\0')
+}
+
+fn validate(body: &Body) -> Result<()> {
+    for g in &body.groups {
+        if !valid_name(&g.table) {
+            return Err(frame_err("invalid table name"));
+        }
+        if g.origin == 0 {
+            return Err(frame_err("origin peer id 0 is not valid"));
+        }
+        if g.columns.is_empty() || g.columns.len() > MAX_COLUMNS {
+            return Err(frame_err("a patch group needs 1..2000 columns"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for c in &g.columns {
+            if !valid_name(c) || c.starts_with("_quilt") || !seen.insert(c.as_str()) {
+                return Err(frame_err(format!("invalid or repeated column name {c:?}")));
+            }
+        }
+        let (mut at, mut seq) = (0i64, 0i64);
+        for r in &g.rows {
+            if r.2.len() != g.columns.len() {
+                return Err(frame_err("a row's value count differs from its columns"));
+            }
+            at = at.checked_add(r.0).ok_or_else(|| frame_err("stamp overflow"))?;
+            seq = seq.checked_add(r.1).ok_or_else(|| frame_err("seq overflow"))?;
+            if at <= 0 || at as u64 > crate::core::hlc::MAX_HLC || seq <= 0 {
+                return Err(frame_err("patch stamp or seq out of range"));
+            }
+        }
+    }
+    for r in body.requests.iter().chain(body.gone.iter()) {
+        if r.origin == 0 || r.ranges.iter().any(|&(a, b)| a == 0 || b < a) {
+            return Err(frame_err("invalid seq range"));
+        }
+    }
+    Ok(())
+}
+
+impl PatchGroup {
+    /// Expand delta-coded rows into absolute patches.
+    pub fn patches(&self) -> impl Iterator<Item = Patch> + '_ {
+        let (mut at, mut seq) = (0i64, 0i64);
+        self.rows.iter().map(move |r| {
+            at = at.wrapping_add(r.0);
+            seq = seq.wrapping_add(r.1);
+            Patch {
+                table: self.table.clone(),
+                origin: self.origin,
+                seq: seq as u64,
+                at: at as u64,
+                columns: self.columns.clone(),
+                values: r.2.clone(),
+            }
+        })
+    }
+}
+
+/// Groups consecutive patches that share table, origin and columns, and
+/// splits them into bodies whose frames stay under `max_bytes`.
+pub struct FrameBuilder<'k> {
+    sender: u32,
+    schema_version: u32,
+    key: Option<&'k [u8]>,
+    max_bytes: usize,
+    frames: Vec<Vec<u8>>,
+    body: Body,
+    size: usize,
+    last: (i64, i64),
+}
+
+/// Rough per-frame overhead budget: header, body array, tag, group headers.
+const FRAME_OVERHEAD: usize = HEADER_LEN + TAG_LEN + 16;
+
+impl<'k> FrameBuilder<'k> {
+    pub fn new(sender: u32, schema_version: u32, key: Option<&'k [u8]>, max_bytes: usize) -> Self {
+        FrameBuilder {
+            sender,
+            schema_version,
+            key,
+            max_bytes,
+            frames: Vec::new(),
+            body: Body {
+                schema_version,
+                ..Default::default()
+            },
+            size: FRAME_OVERHEAD,
+            last: (0, 0),
+        }
+    }
+
+    /// Add one patch; starts a new frame when this one would overflow.
+    pub fn push(&mut self, p: &Patch) {
+        let row_size = estimate_row(&p.values) + 18;
+        let same_group = matches!(self.body.groups.last(), Some(g)
+            if g.table == p.table && g.origin == p.origin && g.columns == p.columns);
+        let group_size = if same_group {
+            0
+        } else {
+            p.table.len() + 8 + p.columns.iter().map(|c| c.len() + 2).sum::<usize>()
+        };
+        if self.size + row_size + group_size > self.max_bytes && !self.body.groups.is_empty() {
+            self.finish_frame();
+            return self.push(p);
+        }
+        if !same_group || self.body.groups.is_empty() {
+            self.body.groups.push(PatchGroup {
+                table: p.table.clone(),
+                origin: p.origin,
+                columns: p.columns.clone(),
+                rows: Vec::new(),
+            });
+            self.last = (0, 0);
+            self.size += group_size;
+        }
+        let (at, seq) = (p.at as i64, p.seq as i64);
+        let row = WireRow(at - self.last.0, seq - self.last.1, p.values.clone());
+        self.last = (at, seq);
+        self.size += row_size;
+        if let Some(g) = self.body.groups.last_mut() {
+            g.rows.push(row);
+        }
+    }
+
+    /// Add control messages (they go in the current frame).
+    pub fn body_mut(&mut self) -> &mut Body {
+        &mut self.body
+    }
+
+    fn finish_frame(&mut self) {
+        let body = std::mem::replace(
+            &mut self.body,
+            Body {
+                schema_version: self.schema_version,
+                ..Default::default()
+            },
+        );
+        self.frames.push(encode_frame(self.sender, &body, self.key));
+        self.size = FRAME_OVERHEAD;
+        self.last = (0, 0);
+    }
+
+    /// All frames (empty when nothing was pushed and no control was set).
+    pub fn finish(mut self) -> Vec<Vec<u8>> {
+        let b = &self.body;
+        if !b.groups.is_empty() || b.ping.is_some() || !b.requests.is_empty() || !b.gone.is_empty() {
+            self.finish_frame();
+        }
+        self.frames
+    }
+}
+
+/// Upper bound of the MessagePack size of a row's values.
+pub fn estimate_row(values: &[Value]) -> usize {
+    values
+        .iter()
+        .map(|v| match v {
+            Value::Null => 1,
+            Value::Int(_) => 9,
+            Value::Real(_) => 9,
+            Value::Text(s) => s.len() + 5,
+            Value::Blob(b) => b.len() + 5,
+        })
+        .sum::<usize>()
+        + 5
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn patch(seq: u64, cols: &[&str], vals: Vec<Value>) -> Patch {
+        Patch {
+            table: "t".into(),
+            origin: 7,
+            seq,
+            at: 1000 + seq,
+            columns: cols.iter().map(|s| s.to_string()).collect(),
+            values: vals,
+        }
+    }
+
+    #[test]
+    fn round_trip_with_and_without_key() {
+        for key in [None, Some(&b"secret"[..])] {
+            let mut b = FrameBuilder::new(9, 3, key, 1 << 20);
+            b.push(&patch(1, &["id", "name"], vec![Value::Int(1), Value::Text("a".into())]));
+            b.push(&patch(2, &["id", "name"], vec![Value::Int(2), Value::Null]));
+            b.push(&patch(3, &["id"], vec![Value::Int(3)]));
+            b.body_mut().ping = Some(Ping { own_last_seq: 3, vector: vec![(7, 3, 3)] });
+            let frames = b.finish();
+            assert_eq!(frames.len(), 1);
+            let f = decode_frame(&frames[0], key, 1 << 20).unwrap();
+            assert_eq!(f.sender, 9);
+            assert_eq!(f.body.schema_version, 3);
+            let ps: Vec<Patch> = f.body.groups.iter().flat_map(|g| g.patches()).collect();
+            assert_eq!(ps.len(), 3);
+            assert_eq!(ps[1], patch(2, &["id", "name"], vec![Value::Int(2), Value::Null]));
+            assert_eq!(ps[2].seq, 3);
+            assert_eq!(f.body.ping.unwrap().own_last_seq, 3);
+        }
+    }
+
+    #[test]
+    fn all_value_types_round_trip() {
+        let vals = vec![
+            Value::Null,
+            Value::Int(-5),
+            Value::Int(i64::MAX),
+            Value::Real(1.5),
+            Value::Text("héllo".into()),
+            Value::Blob(vec![0, 1, 255]),
+        ];
+        let cols = ["a", "b", "c", "d", "e", "f"];
+        let mut b = FrameBuilder::new(1, 1, None, 1 << 20);
+        b.push(&patch(1, &cols, vals.clone()));
+        let f = decode_frame(&b.finish()[0], None, 1 << 20).unwrap();
+        assert_eq!(f.body.groups[0].rows[0].2, vals);
+    }
+
+    #[test]
+    fn splits_under_max_bytes() {
+        let mut b = FrameBuilder::new(1, 1, Some(b"k"), 1200);
+        for i in 1..=500 {
+            b.push(&patch(i, &["id", "name"], vec![Value::Int(i as i64), Value::Text("x".repeat(20))]));
+        }
+        let frames = b.finish();
+        assert!(frames.len() > 5);
+        let mut n = 0;
+        for f in &frames {
+            assert!(f.len() <= 1200, "frame of {} bytes", f.len());
+            n += decode_frame(f, Some(b"k"), 1200).unwrap().body.groups.iter().map(|g| g.rows.len()).sum::<usize>();
+        }
+        assert_eq!(n, 500);
+    }
+
+    #[test]
+    fn rejects_tampering_truncation_and_wrong_key() {
+        let mut b = FrameBuilder::new(1, 1, Some(b"k1"), 1 << 20);
+        b.push(&patch(1, &["id"], vec![Value::Int(1)]));
+        let f = b.finish().remove(0);
+        let mut t = f.clone();
+        let n = t.len();
+        t[n - 40] ^= 1;
+        assert_eq!(decode_frame(&t, Some(b"k1"), 1 << 20).unwrap_err().code(), "E_AUTH");
+        assert_eq!(decode_frame(&f, Some(b"k2"), 1 << 20).unwrap_err().code(), "E_AUTH");
+        assert_eq!(decode_frame(&f[..n - 3], Some(b"k1"), 1 << 20).unwrap_err().code(), "E_AUTH");
+        let plain = encode_frame(1, &Body::default(), None);
+        assert_eq!(decode_frame(&plain, Some(b"k1"), 1 << 20).unwrap_err().code(), "E_AUTH");
+        for cut in 0..plain.len() {
+            let _ = decode_frame(&plain[..cut], None, 1 << 20);
+        }
+        let mut v = plain.clone();
+        v[3] = 99;
+        assert_eq!(decode_frame(&v, None, 1 << 20).unwrap_err().code(), "E_VERSION");
+        assert_eq!(decode_frame(&f, None, 10).unwrap_err().code(), "E_FRAME");
+    }
+
+    #[test]
+    fn truncated_bodies_fail_cleanly() {
+        let mut b = FrameBuilder::new(1, 1, None, 1 << 20);
+        for i in 1..50 {
+            b.push(&patch(i, &["id", "v"], vec![Value::Int(i as i64), Value::Blob(vec![1; 30])]));
+        }
+        let f = b.finish().remove(0);
+        for cut in HEADER_LEN..f.len() {
+            assert!(decode_frame(&f[..cut], None, 1 << 20).is_err());
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! Schema discovery and the library's own tables. A table is replicated when
+//! a `<table>_patches` twin exists (replic-sqlite's layout). The library adds
+//! what it needs under a `_quilt` prefix: a `_quiltNulls` column on each
+//! patches table (explicit NULL writes), an index on `(_peerId,
+//! _sequenceId)`, and one `_quilt_clock_<t>` table holding the winning stamp
+//! of every column of every row.
+
+use crate::core::error::{schema_err, Result};
+use rusqlite::Connection;
+use std::collections::{BTreeMap, HashMap};
+
+/// Reserved columns every patches table must have.
+pub const RESERVED: [&str; 3] = ["_patchedAt", "_sequenceId", "_peerId"];
+/// Hidden column listing the columns a patch set to NULL on purpose.
+pub const NULLS_COL: &str = "_quiltNulls";
+
+/// A replicated table as the local schema has it now.
+#[derive(Debug, Clone)]
+pub struct TableInfo {
+    pub name: String,
+    /// Columns of the base table, in declaration order.
+    pub columns: Vec<String>,
+    /// Primary-key columns, in key order.
+    pub pk: Vec<String>,
+    /// Declared type of each primary-key column (for the clock table).
+    pub pk_types: Vec<String>,
+    /// Column name to its index in `columns`.
+    pub index: HashMap<String, usize>,
+}
+
+impl TableInfo {
+    pub fn has(&self, col: &str) -> bool {
+        self.index.contains_key(col)
+    }
+    pub fn is_pk(&self, col: &str) -> bool {
+        self.pk.iter().any(|p| p == col)
+    }
+    pub fn patches(&self) -> String {
+        format!("{}_patches", self.name)
+    }
+    pub fn clock(&self) -> String {
+        format!("_quilt_clock_{}", self.name)
+    }
+}
+
+/// Quote an identifier for SQL.
+pub fn q(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Create the library's own tables (idempotent).
+pub fn ensure_meta(conn: &Connection) -> Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS _quilt_state(
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            peer_id INTEGER NOT NULL, seq INTEGER NOT NULL, hlc INTEGER NOT NULL,
+            schema_version INTEGER NOT NULL, protocol INTEGER NOT NULL);
+         CREATE TABLE IF NOT EXISTS _quilt_migrations(
+            version INTEGER PRIMARY KEY, up TEXT NOT NULL, down TEXT, renames BLOB);
+         CREATE TABLE IF NOT EXISTS _quilt_kept(
+            origin INTEGER NOT NULL, seq INTEGER NOT NULL, at INTEGER NOT NULL,
+            tbl TEXT NOT NULL, schema_version INTEGER NOT NULL, payload BLOB NOT NULL,
+            PRIMARY KEY (origin, seq)) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS _quilt_purged(
+            origin INTEGER PRIMARY KEY, upto INTEGER NOT NULL);
+         CREATE TABLE IF NOT EXISTS _quilt_meta(key TEXT PRIMARY KEY, value);",
+    )?;
+    Ok(())
+}
+
+fn table_columns(conn: &Connection, table: &str) -> Result<Vec<(String, String, i64)>> {
+    let mut st = conn.prepare(&format!("PRAGMA table_info({})", q(table)))?;
+    let rows = st.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(1)?,
+            r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+            r.get::<_, i64>(5)?,
+        ))
+    })?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+/// Find every replicated table and check it has what replication needs.
+/// A missing primary key or reserved column is an `E_SCHEMA` naming the table.
+pub fn load_tables(conn: &Connection) -> Result<BTreeMap<String, TableInfo>> {
+    let names: Vec<String> = {
+        let mut st = conn.prepare(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE '%\\_patches' ESCAPE '\\'",
+        )?;
+        let r = st.query_map([], |r| r.get::<_, String>(0))?;
+        r.collect::<rusqlite::Result<Vec<_>>>()?
+    };
+    let mut out = BTreeMap::new();
+    for pname in names {
+        let base = &pname[..pname.len() - "_patches".len()];
+        if base.is_empty() || base.starts_with("_quilt") {
+            continue;
+        }
+        let cols = table_columns(conn, base)?;
+        if cols.is_empty() {
+            // A patches table without its base table: nothing to replicate yet.
+            continue;
+        }
+        let pcols = table_columns(conn, &pname)?;
+        for r in RESERVED {
+            if !pcols.iter().any(|c| c.0 == r) {
+                return Err(schema_err(format!(
+                    "table {pname} is missing the reserved column {r} (needs _patchedAt, _sequenceId, _peerId)"
+                )));
+            }
+        }
+        let mut pk: Vec<(i64, String, String)> = cols
+            .iter()
+            .filter(|c| c.2 > 0)
+            .map(|c| (c.2, c.0.clone(), c.1.clone()))
+            .collect();
+        if pk.is_empty() {
+            return Err(schema_err(format!(
+                "replicated table {base} has no PRIMARY KEY; declare one so rows can be matched across peers"
+            )));
+        }
+        pk.sort();
+        for c in &cols {
+            if !pcols.iter().any(|p| p.0 == c.0) {
+                return Err(schema_err(format!(
+                    "table {pname} lacks column {} of {base}; a patches table mirrors every column",
+                    c.0
+                )));
+            }
+            if c.0.starts_with("_quilt") || RESERVED.contains(&c.0.as_str()) {
+                return Err(schema_err(format!("table {base} uses the reserved column name {}", c.0)));
+            }
+        }
+        let columns: Vec<String> = cols.iter().map(|c| c.0.clone()).collect();
+        let index = columns.iter().enumerate().map(|(i, c)| (c.clone(), i)).collect();
+        out.insert(
+            base.to_string(),
+            TableInfo {
+                name: base.to_string(),
+                columns,
+                pk: pk.iter().map(|p| p.1.clone()).collect(),
+                pk_types: pk.iter().map(|p| p.2.clone()).collect(),
+                index,
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// Add the hidden column, index and clock table of one replicated table.
+/// Returns true when the clock table was created just now (so it needs to be
+/// rebuilt from existing patches, e.g. in a replic-sqlite file).
+pub fn ensure_internal(conn: &Connection, t: &TableInfo) -> Result<bool> {
+    let p = t.patches();
+    let pcols = table_columns(conn, &p)?;
+    if !pcols.iter().any(|c| c.0 == NULLS_COL) {
+        conn.execute_batch(&format!("ALTER TABLE {} ADD COLUMN {} TEXT", q(&p), NULLS_COL))?;
+    }
+    conn.execute_batch(&format!(
+        "CREATE INDEX IF NOT EXISTS {} ON {}(_peerId, _sequenceId)",
+        q(&format!("_quilt_idx_{}", t.name)),
+        q(&p)
+    ))?;
+    let clock = t.clock();
+    let existing = table_columns(conn, &clock)?;
+    let want: Vec<&String> = t.pk.iter().collect();
+    let have: Vec<&String> = existing.iter().filter(|c| c.2 > 0).map(|c| &c.0).collect();
+    if !existing.is_empty() && want == have {
+        return Ok(false);
+    }
+    if !existing.is_empty() {
+        // The primary key changed: the clock is rebuilt from the patches.
+        conn.execute_batch(&format!("DROP TABLE {}", q(&clock)))?;
+    }
+    let cols: Vec<String> = t
+        .pk
+        .iter()
+        .zip(&t.pk_types)
+        .map(|(c, ty)| format!("{} {}", q(c), ty))
+        .collect();
+    let pk: Vec<String> = t.pk.iter().map(|c| q(c)).collect();
+    conn.execute_batch(&format!(
+        "CREATE TABLE {}({}, _stamps BLOB NOT NULL, PRIMARY KEY({})) WITHOUT ROWID",
+        q(&clock),
+        cols.join(", "),
+        pk.join(", ")
+    ))?;
+    Ok(true)
+}

@@ -1,0 +1,391 @@
+//! Patch storage and the column-level last-writer-wins merge.
+//!
+//! Every row of a replicated table has one row in `_quilt_clock_<t>`: its
+//! primary key plus a BLOB of `(column, stamp)` pairs holding the winning
+//! stamp of each column. Applying a patch is one point read of that row, a
+//! compare per column, one upsert of the base row and one write of the clock
+//! row, so the cost grows with the rows touched, never with history (the
+//! replic-sqlite re-merge trap), and one clock row per row instead of one per
+//! column (the cr-sqlite insert cost).
+
+use crate::core::error::Result;
+use crate::core::protocol::Patch;
+use crate::core::schema::{q, TableInfo, NULLS_COL};
+use crate::core::value::Value;
+use rusqlite::functions::FunctionFlags;
+use rusqlite::{params_from_iter, Connection, OptionalExtension};
+use std::collections::{BTreeMap, HashMap};
+
+/// The order of writes: HLC first, then origin peer id, then its sequence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Stamp {
+    pub at: u64,
+    pub peer: u32,
+    pub seq: u64,
+}
+
+const STAMP_LEN: usize = 20;
+
+/// Pack `(column, stamp)` pairs, sorted by column name.
+pub fn encode_clock(entries: &BTreeMap<String, Stamp>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(entries.len() * 28);
+    for (name, s) in entries {
+        let n = name.as_bytes();
+        let len = n.len().min(255);
+        out.push(len as u8);
+        out.extend_from_slice(&n[..len]);
+        out.extend_from_slice(&s.at.to_be_bytes());
+        out.extend_from_slice(&s.peer.to_be_bytes());
+        out.extend_from_slice(&s.seq.to_be_bytes());
+    }
+    out
+}
+
+/// Unpack a clock BLOB; a damaged tail is ignored rather than trusted.
+pub fn decode_clock(mut b: &[u8]) -> BTreeMap<String, Stamp> {
+    let mut out = BTreeMap::new();
+    while let Some((&len, rest)) = b.split_first() {
+        let len = len as usize;
+        if rest.len() < len + STAMP_LEN {
+            break;
+        }
+        let name = String::from_utf8_lossy(&rest[..len]).into_owned();
+        let s = &rest[len..len + STAMP_LEN];
+        let at = u64::from_be_bytes(s[0..8].try_into().unwrap_or_default());
+        let peer = u32::from_be_bytes(s[8..12].try_into().unwrap_or_default());
+        let seq = u64::from_be_bytes(s[12..20].try_into().unwrap_or_default());
+        out.insert(name, Stamp { at, peer, seq });
+        b = &rest[len + STAMP_LEN..];
+    }
+    out
+}
+
+/// Union of two clocks keeping the greater stamp per column.
+pub fn merge_clock(old: &[u8], new: &[u8]) -> Vec<u8> {
+    let mut a = decode_clock(old);
+    for (k, s) in decode_clock(new) {
+        let e = a.entry(k).or_insert(s);
+        if s > *e {
+            *e = s;
+        }
+    }
+    encode_clock(&a)
+}
+
+/// Register the SQL helpers the write path uses.
+pub fn register_functions(conn: &Connection) -> Result<()> {
+    conn.create_scalar_function(
+        "quilt_clock_merge",
+        2,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| {
+            let old: Vec<u8> = ctx.get::<Option<Vec<u8>>>(0)?.unwrap_or_default();
+            let new: Vec<u8> = ctx.get::<Option<Vec<u8>>>(1)?.unwrap_or_default();
+            Ok(merge_clock(&old, &new))
+        },
+    )?;
+    Ok(())
+}
+
+/// A patch against a known table, columns resolved to indices.
+pub struct RowPatch<'a> {
+    pub stamp: Stamp,
+    pub cols: &'a [usize],
+    pub values: &'a [Value],
+}
+
+fn col_list(t: &TableInfo, cols: &[usize]) -> String {
+    cols.iter().map(|&i| q(&t.columns[i])).collect::<Vec<_>>().join(",")
+}
+
+fn placeholders(n: usize) -> String {
+    vec!["?"; n].join(",")
+}
+
+fn pk_values<'v>(t: &TableInfo, p: &RowPatch<'v>) -> Vec<&'v Value> {
+    t.pk.iter()
+        .filter_map(|pk| {
+            let idx = t.index.get(pk)?;
+            let pos = p.cols.iter().position(|c| c == idx)?;
+            p.values.get(pos)
+        })
+        .collect()
+}
+
+/// SQL of the base-row upsert for a column set.
+pub fn upsert_sql(t: &TableInfo, cols: &[usize]) -> String {
+    let pk = t.pk.iter().map(|c| q(c)).collect::<Vec<_>>().join(",");
+    let sets: Vec<String> = cols
+        .iter()
+        .filter(|&&i| !t.is_pk(&t.columns[i]))
+        .map(|&i| format!("{0}=excluded.{0}", q(&t.columns[i])))
+        .collect();
+    let action = if sets.is_empty() {
+        "NOTHING".to_string()
+    } else {
+        format!("UPDATE SET {}", sets.join(","))
+    };
+    format!(
+        "INSERT INTO {}({}) VALUES({}) ON CONFLICT({}) DO {}",
+        q(&t.name),
+        col_list(t, cols),
+        placeholders(cols.len()),
+        pk,
+        action
+    )
+}
+
+/// SQL that stores a patch row.
+pub fn patch_insert_sql(t: &TableInfo, cols: &[usize]) -> String {
+    format!(
+        "INSERT INTO {}(_patchedAt,_sequenceId,_peerId,{},{}) VALUES(?,?,?,?,{})",
+        q(&t.patches()),
+        NULLS_COL,
+        col_list(t, cols),
+        placeholders(cols.len())
+    )
+}
+
+fn nulls_marker(t: &TableInfo, p: &RowPatch) -> Option<String> {
+    let names: Vec<&str> = p
+        .cols
+        .iter()
+        .zip(p.values)
+        .filter(|(_, v)| v.is_null())
+        .map(|(&i, _)| t.columns[i].as_str())
+        .collect();
+    if names.is_empty() {
+        None
+    } else {
+        Some(names.join(","))
+    }
+}
+
+/// Store the patch row in `<t>_patches`.
+pub fn insert_patch_row(conn: &Connection, t: &TableInfo, sql: &str, p: &RowPatch) -> Result<()> {
+    let mut st = conn.prepare_cached(sql)?;
+    let nulls = nulls_marker(t, p);
+    let head: [&dyn rusqlite::ToSql; 4] = [&(p.stamp.at as i64), &(p.stamp.seq as i64), &(p.stamp.peer as i64), &nulls];
+    let params = head.into_iter().chain(p.values.iter().map(|v| v as &dyn rusqlite::ToSql));
+    st.execute(params_from_iter(params))?;
+    Ok(())
+}
+
+fn clock_merge_sql(t: &TableInfo) -> String {
+    let pk = t.pk.iter().map(|c| q(c)).collect::<Vec<_>>().join(",");
+    format!(
+        "INSERT INTO {}({pk},_stamps) VALUES({},?) ON CONFLICT({pk}) DO UPDATE SET _stamps=quilt_clock_merge(_stamps, excluded._stamps)",
+        q(&t.clock()),
+        placeholders(t.pk.len())
+    )
+}
+
+fn stamps_of(t: &TableInfo, p: &RowPatch, winners: impl Iterator<Item = usize>) -> BTreeMap<String, Stamp> {
+    let _ = p;
+    winners.map(|i| (t.columns[i].clone(), p.stamp)).collect()
+}
+
+/// Apply a local write. Its stamp is above every stamp this peer has seen
+/// (the HLC observes every applied remote stamp), so every column it names
+/// wins: no clock read is needed, and the clock merge runs inside SQLite.
+pub fn apply_local(conn: &Connection, t: &TableInfo, upsert: &str, p: &RowPatch) -> Result<()> {
+    conn.prepare_cached(upsert)?.execute(params_from_iter(p.values.iter()))?;
+    let clock = encode_clock(&stamps_of(t, p, p.cols.iter().copied().filter(|&i| !t.is_pk(&t.columns[i]))));
+    let pk = pk_values(t, p);
+    let mut st = conn.prepare_cached(&clock_merge_sql(t))?;
+    let params = pk.into_iter().map(|v| v as &dyn rusqlite::ToSql).chain(std::iter::once(&clock as &dyn rusqlite::ToSql));
+    st.execute(params_from_iter(params))?;
+    Ok(())
+}
+
+/// Merge a remote (or kept) patch: a column is written when the patch's
+/// stamp is >= the column's winning stamp (equal means the same patch, so
+/// re-applying is idempotent). Returns how many columns won.
+pub fn apply_remote(conn: &Connection, t: &TableInfo, p: &RowPatch) -> Result<usize> {
+    let pk = pk_values(t, p);
+    let where_pk = t.pk.iter().map(|c| format!("{}=?", q(c))).collect::<Vec<_>>().join(" AND ");
+    let sel = format!("SELECT _stamps FROM {} WHERE {}", q(&t.clock()), where_pk);
+    let current: Option<Vec<u8>> = conn
+        .prepare_cached(&sel)?
+        .query_row(params_from_iter(pk.iter()), |r| r.get(0))
+        .optional()?;
+    let mut clock = current.as_deref().map(decode_clock).unwrap_or_default();
+    let mut win_cols = Vec::with_capacity(p.cols.len());
+    let mut win_vals = Vec::with_capacity(p.cols.len());
+    let mut won = 0;
+    for (&i, v) in p.cols.iter().zip(p.values) {
+        let name = &t.columns[i];
+        if t.is_pk(name) {
+            win_cols.push(i);
+            win_vals.push(v.clone());
+            continue;
+        }
+        let wins = clock.get(name).is_none_or(|s| p.stamp >= *s);
+        if wins {
+            clock.insert(name.clone(), p.stamp);
+            win_cols.push(i);
+            win_vals.push(v.clone());
+            won += 1;
+        }
+    }
+    if won == 0 && current.is_some() {
+        return Ok(0);
+    }
+    conn.prepare_cached(&upsert_sql(t, &win_cols))?
+        .execute(params_from_iter(win_vals.iter()))?;
+    let blob = encode_clock(&clock);
+    let pkc = t.pk.iter().map(|c| q(c)).collect::<Vec<_>>().join(",");
+    let ins = format!(
+        "INSERT OR REPLACE INTO {}({pkc},_stamps) VALUES({},?)",
+        q(&t.clock()),
+        placeholders(t.pk.len())
+    );
+    let params = pk.into_iter().map(|v| v as &dyn rusqlite::ToSql).chain(std::iter::once(&blob as &dyn rusqlite::ToSql));
+    conn.prepare_cached(&ins)?.execute(params_from_iter(params))?;
+    Ok(won)
+}
+
+/// Turn a stored patch row into the columns it set: non-NULL values, plus
+/// NULLs listed in `_quiltNulls`. (A NULL not listed means "not set", which
+/// is also how replic-sqlite files read.) Primary-key columns always count.
+fn row_to_patch(t: &TableInfo, origin: u32, r: &rusqlite::Row) -> rusqlite::Result<Patch> {
+    let at: i64 = r.get(0)?;
+    let seq: i64 = r.get(1)?;
+    let nulls: Option<String> = r.get(2)?;
+    let listed: Vec<&str> = nulls.as_deref().map(|s| s.split(',').collect()).unwrap_or_default();
+    let mut columns = Vec::new();
+    let mut values = Vec::new();
+    for (i, c) in t.columns.iter().enumerate() {
+        let v: Value = r.get(3 + i)?;
+        if !v.is_null() || listed.contains(&c.as_str()) || t.is_pk(c) {
+            columns.push(c.clone());
+            values.push(v);
+        }
+    }
+    Ok(Patch {
+        table: t.name.clone(),
+        origin,
+        seq: seq as u64,
+        at: at as u64,
+        columns,
+        values,
+    })
+}
+
+/// Stored patches of one origin within `[a, b]`, oldest first.
+pub fn read_patches(conn: &Connection, t: &TableInfo, origin: u32, a: u64, b: u64, limit: usize) -> Result<Vec<Patch>> {
+    let sql = format!(
+        "SELECT _patchedAt,_sequenceId,{NULLS_COL},{} FROM {} WHERE _peerId=?1 AND _sequenceId BETWEEN ?2 AND ?3 ORDER BY _sequenceId LIMIT ?4",
+        col_list(t, &(0..t.columns.len()).collect::<Vec<_>>()),
+        q(&t.patches())
+    );
+    let mut st = conn.prepare_cached(&sql)?;
+    let rows = st.query_map(
+        rusqlite::params![origin as i64, a as i64, b.min(i64::MAX as u64) as i64, limit as i64],
+        |r| row_to_patch(t, origin, r),
+    )?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+/// Every stored patch of a table (used to rebuild a missing clock table).
+pub fn rebuild_clock(conn: &Connection, t: &TableInfo) -> Result<()> {
+    let sql = format!(
+        "SELECT _patchedAt,_sequenceId,{NULLS_COL},{},_peerId FROM {}",
+        col_list(t, &(0..t.columns.len()).collect::<Vec<_>>()),
+        q(&t.patches())
+    );
+    let mut st = conn.prepare(&sql)?;
+    let peer_idx = 3 + t.columns.len();
+    let mut rows = st.query([])?;
+    let mut clocks: HashMap<Vec<u8>, (Vec<Value>, BTreeMap<String, Stamp>)> = HashMap::new();
+    while let Some(r) = rows.next()? {
+        let peer: i64 = r.get(peer_idx)?;
+        let p = row_to_patch(t, peer as u32, r)?;
+        let stamp = Stamp { at: p.at, peer: peer as u32, seq: p.seq };
+        let pk: Vec<Value> = t
+            .pk
+            .iter()
+            .map(|k| p.columns.iter().position(|c| c == k).map(|i| p.values[i].clone()).unwrap_or(Value::Null))
+            .collect();
+        let key = rmp_serde::to_vec(&pk).unwrap_or_default();
+        let entry = clocks.entry(key).or_insert_with(|| (pk, BTreeMap::new()));
+        for c in &p.columns {
+            if t.is_pk(c) {
+                continue;
+            }
+            let e = entry.1.entry(c.clone()).or_insert(stamp);
+            if stamp > *e {
+                *e = stamp;
+            }
+        }
+    }
+    let pkc = t.pk.iter().map(|c| q(c)).collect::<Vec<_>>().join(",");
+    let ins = format!(
+        "INSERT OR REPLACE INTO {}({pkc},_stamps) VALUES({},?)",
+        q(&t.clock()),
+        placeholders(t.pk.len())
+    );
+    let mut st = conn.prepare(&ins)?;
+    for (_, (pk, clock)) in clocks {
+        let blob = encode_clock(&clock);
+        let params = pk.iter().map(|v| v as &dyn rusqlite::ToSql).chain(std::iter::once(&blob as &dyn rusqlite::ToSql));
+        st.execute(params_from_iter(params))?;
+    }
+    Ok(())
+}
+
+/// A patch (or part of one) kept whole because the local schema cannot hold
+/// it yet: unknown table, unknown column, or a column a down migration
+/// dropped. Names are as of `schema_version`.
+#[derive(Debug, Clone)]
+pub struct Kept {
+    pub schema_version: u32,
+    pub patch: Patch,
+}
+
+/// Keep a patch whole (idempotent on `(origin, seq)`).
+pub fn insert_kept(conn: &Connection, p: &Patch, schema_version: u32) -> Result<()> {
+    let payload = rmp_serde::to_vec(&(&p.columns, &p.values)).unwrap_or_default();
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO _quilt_kept(origin,seq,at,tbl,schema_version,payload) VALUES(?,?,?,?,?,?)",
+    )?
+    .execute(rusqlite::params![p.origin as i64, p.seq as i64, p.at as i64, p.table, schema_version as i64, payload])?;
+    Ok(())
+}
+
+fn kept_from_row(r: &rusqlite::Row) -> rusqlite::Result<Option<Kept>> {
+    let origin: i64 = r.get(0)?;
+    let seq: i64 = r.get(1)?;
+    let at: i64 = r.get(2)?;
+    let table: String = r.get(3)?;
+    let sv: i64 = r.get(4)?;
+    let payload: Vec<u8> = r.get(5)?;
+    let Ok((columns, values)) = rmp_serde::from_slice::<(Vec<String>, Vec<Value>)>(&payload) else {
+        return Ok(None);
+    };
+    if columns.len() != values.len() {
+        return Ok(None);
+    }
+    Ok(Some(Kept {
+        schema_version: sv as u32,
+        patch: Patch { table, origin: origin as u32, seq: seq as u64, at: at as u64, columns, values },
+    }))
+}
+
+/// Kept patches, all or those of one origin within `[a, b]`.
+pub fn read_kept(conn: &Connection, range: Option<(u32, u64, u64)>) -> Result<Vec<Kept>> {
+    let base = "SELECT origin,seq,at,tbl,schema_version,payload FROM _quilt_kept";
+    let rows: Vec<Option<Kept>> = match range {
+        Some((o, a, b)) => {
+            let mut st = conn.prepare_cached(&format!("{base} WHERE origin=? AND seq BETWEEN ? AND ? ORDER BY seq"))?;
+            let r = st.query_map(rusqlite::params![o as i64, a as i64, b.min(i64::MAX as u64) as i64], kept_from_row)?;
+            r.collect::<rusqlite::Result<_>>()?
+        }
+        None => {
+            let mut st = conn.prepare_cached(&format!("{base} ORDER BY origin, seq"))?;
+            let r = st.query_map([], kept_from_row)?;
+            r.collect::<rusqlite::Result<_>>()?
+        }
+    };
+    Ok(rows.into_iter().flatten().collect())
+}
