@@ -1,6 +1,133 @@
 'use strict'
-const { make } = require('./errors.js')
-module.exports = {
-  take () { return Promise.reject(make('E_SNAPSHOT', 'Error', 'snapshots are not built yet')) },
-  restore () { return Promise.reject(make('E_SNAPSHOT', 'Error', 'snapshots are not built yet')) }
+// Snapshots: the native side copies (VACUUM INTO), compresses (zstd) and
+// streams to object storage on tokio; this side captures the seq vector,
+// reports progress and events, and records what the snapshot covers so
+// retention never purges beyond it.
+const os = require('node:os')
+const nodePath = require('node:path')
+const crypto = require('node:crypto')
+const binding = require('../binding.js')
+const { fromNative, make, typeError } = require('./errors.js')
+
+let nextJob = 1
+const PROGRESS_MS = 250
+
+function storeOptions (o) {
+  if (o === undefined || o === null) return undefined
+  if (typeof o !== 'object') throw typeError('snapshot options must be an object')
+  const out = {}
+  for (const [k, v] of Object.entries(o)) {
+    if (v === undefined || v === null) continue
+    out[k] = String(v)
+  }
+  return out
 }
+
+function info (json) {
+  const { manifest: m, url, peerId } = JSON.parse(json)
+  const seqVector = {}
+  for (const [k, v] of Object.entries(m.seqVector)) seqVector[k] = v
+  const out = {
+    url,
+    id: m.id,
+    bytes: m.bytes,
+    size: m.size,
+    sha256: m.sha256,
+    seqVector,
+    schemaVersion: m.schemaVersion,
+    createdAt: m.createdAt,
+    peerId: m.peerId
+  }
+  if (peerId !== undefined) {
+    out.snapshotPeerId = m.peerId
+    out.peerId = peerId
+  }
+  return out
+}
+
+function watch (job, onProgress) {
+  if (!onProgress) return () => {}
+  let last = -1
+  const t = setInterval(() => {
+    const p = binding.snapshotProgress(job)
+    if (p.length === 2 && p[0] !== last) {
+      last = p[0]
+      onProgress({ bytesDone: p[0], bytesTotal: p[1] })
+    }
+  }, PROGRESS_MS)
+  t.unref()
+  return () => clearInterval(t)
+}
+
+async function take (r, opts = {}) {
+  if (r._snapshotting) return r._snapshotting
+  const cfg = r._options.snapshot || {}
+  const url = (opts && opts.url) || cfg.url
+  if (typeof url !== 'string' || url.length === 0) {
+    throw make('E_SNAPSHOT', 'Error', 'snapshot(): no snapshot url; set options.snapshot.url')
+  }
+  const options = storeOptions((opts && opts.options) || cfg.options)
+  const keep = cfg.keep ?? 7
+  const keepMs = cfg.keepMs ?? 0
+  const job = nextJob++
+  const suffix = crypto.randomBytes(6).toString('hex')
+  const base = r._path === ':memory:' ? nodePath.join(os.tmpdir(), `quilt-mem-${suffix}.db`) : r._path
+  const tempSource = nodePath.join(os.tmpdir(), `quilt-mem-${suffix}.db`)
+  const work = `${base}.quilt-snap-${suffix}`
+  r._snapshotting = (async () => {
+    let prep
+    try {
+      prep = r._native.prepareSnapshot(tempSource)
+    } catch (e) {
+      throw fromNative(e)
+    }
+    const stop = watch(job, (p) => r.emit('snapshot:progress', p))
+    try {
+      const json = await binding.snapshotUpload(job, prep, url, options, work, keep, keepMs)
+      const result = info(json)
+      if (!r._closed) r._native.recordSnapshot(prep.seqVector, prep.createdAt)
+      r.emit('snapshot', result)
+      return result
+    } catch (e) {
+      throw fromNative(e)
+    } finally {
+      stop()
+    }
+  })()
+  try {
+    return await r._snapshotting
+  } finally {
+    r._snapshotting = null
+  }
+}
+
+async function restore (opts) {
+  if (opts === null || typeof opts !== 'object') throw typeError('Replicator.restore(options): options must be an object')
+  const { from, path, overwrite = false, onProgress } = opts
+  const name = opts.snapshot ?? opts.id
+  if (typeof from !== 'string' || from.length === 0) throw typeError('restore: from must be a snapshot url')
+  if (typeof path !== 'string' || path.length === 0 || path === ':memory:') throw typeError('restore: path must be a file path')
+  if (typeof overwrite !== 'boolean') throw typeError('restore: overwrite must be a boolean')
+  if (name !== undefined && typeof name !== 'string') throw typeError('restore: snapshot must be a snapshot id string')
+  const options = storeOptions(opts.options)
+  const job = nextJob++
+  const stop = watch(job, typeof onProgress === 'function' ? onProgress : null)
+  try {
+    return info(await binding.restoreSnapshot(job, from, options, path, overwrite, name))
+  } catch (e) {
+    throw fromNative(e)
+  } finally {
+    stop()
+  }
+}
+
+async function list (url, options) {
+  try {
+    const all = JSON.parse(await binding.listSnapshots(url, storeOptions(options)))
+    return all.map((m) => info(JSON.stringify({ manifest: m, url: `${url.replace(/\/$/, '')}/${m.object}` })))
+  } catch (e) {
+    throw fromNative(e)
+  }
+}
+
+module.exports = { take, restore, list }
