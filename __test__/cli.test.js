@@ -1,0 +1,45 @@
+'use strict'
+// The `quilt` bin: snapshot, ls, restore, inspect, against file:// storage.
+const test = require('node:test')
+const assert = require('node:assert/strict')
+const fs = require('node:fs')
+const os = require('node:os')
+const path = require('node:path')
+const { execFileSync, spawnSync } = require('node:child_process')
+const { Replicator } = require('..')
+
+const BIN = path.join(__dirname, '..', 'bin', 'quilt.js')
+const run = (...args) => execFileSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: 30000 })
+
+test('quilt snapshot / ls / restore / inspect', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'quilt-cli-'))
+  const db = path.join(dir, 'a.db')
+  const r = new Replicator({ path: db, peerId: 42, heartbeatMs: 0 })
+  r.migrate([{ up: `CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT);
+    CREATE TABLE t_patches (_patchedAt INTEGER NOT NULL, _sequenceId INTEGER NOT NULL, _peerId INTEGER NOT NULL, id INTEGER, v TEXT);` }])
+  r.upsertMany('t', Array.from({ length: 100 }, (_, i) => ({ id: i, v: String(i) })))
+  await r.close()
+  const url = `file://${path.join(dir, 'store')}`
+  const snap = JSON.parse(run('snapshot', db, url, '--json'))
+  assert.equal(snap.peerId, 42)
+  assert.deepEqual(snap.seqVector, { 42: 100 })
+  const ls = JSON.parse(run('ls', url, '--json'))
+  assert.equal(ls.length, 1)
+  assert.equal(ls[0].id, snap.id)
+  const dest = path.join(dir, 'b.db')
+  const restored = JSON.parse(run('restore', url, dest, '--json'))
+  assert.notEqual(restored.peerId, 42)
+  const inspect = JSON.parse(run('inspect', dest, '--json'))
+  assert.equal(inspect.peerId, restored.peerId)
+  assert.equal(inspect.schemaVersion, 1)
+  assert.deepEqual(inspect.peers.map((p) => [p.peerId, p.contiguousSeq]), [[42, 100]])
+  // restoring again without --overwrite fails with a code and a message
+  const again = spawnSync(process.execPath, [BIN, 'restore', url, dest], { encoding: 'utf8' })
+  assert.equal(again.status, 1)
+  assert.match(again.stderr, /E_SNAPSHOT/)
+  const usage = spawnSync(process.execPath, [BIN, 'nope'], { encoding: 'utf8' })
+  assert.equal(usage.status, 2)
+  const missing = spawnSync(process.execPath, [BIN, 'inspect', path.join(dir, 'missing.db')], { encoding: 'utf8' })
+  assert.equal(missing.status, 1)
+  assert.equal(fs.existsSync(path.join(dir, 'missing.db')), false)
+})
