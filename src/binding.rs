@@ -454,14 +454,14 @@ impl NativeReplicator {
     /// Write one row; returns the token.
     #[napi(catch_unwind)]
     pub fn upsert(&mut self, table: String, row: JsRow) -> Result<String> {
-        self.e()?.upsert(&table, &[row.0]).map_err(to_napi)
+        self.e()?.upsert(&table, vec![row.0]).map_err(to_napi)
     }
 
     /// Write many rows in one transaction; returns the last token.
     #[napi(catch_unwind)]
     pub fn upsert_many(&mut self, table: String, rows: Vec<JsRow>) -> Result<String> {
         let rows: Vec<Vec<(String, Value)>> = rows.into_iter().map(|r| r.0).collect();
-        self.e()?.upsert(&table, &rows).map_err(to_napi)
+        self.e()?.upsert(&table, rows).map_err(to_napi)
     }
 
     /// Tombstone a row.

@@ -58,7 +58,7 @@ fn build(specs: &[(u32, i64, u64, [bool; 3], [Value; 3])]) -> Vec<Patch> {
                     });
                 }
             }
-            Patch { table: "t".into(), origin: *o, seq: *seq, at: *at, columns, values }
+            Patch { table: "t".into(), origin: *o, seq: *seq, at: *at, columns: std::sync::Arc::new(columns), values }
         })
         .collect()
 }
@@ -150,12 +150,12 @@ fn old_patch_touches_only_its_row() {
     let mut e = engine(60);
     let mut b = FrameBuilder::new(7, 1, None, 1 << 20);
     for i in 1..=2000u64 {
-        b.push(&Patch { table: "t".into(), origin: 7, seq: i, at: 10_000 + i, columns: vec!["id".into(), "k".into(), "a".into()], values: vec![Value::Int(i as i64), Value::Int(1), Value::Text("new".into())] });
+        b.push(&Patch { table: "t".into(), origin: 7, seq: i, at: 10_000 + i, columns: std::sync::Arc::new(vec!["id".into(), "k".into(), "a".into()]), values: vec![Value::Int(i as i64), Value::Int(1), Value::Text("new".into())] });
     }
     for f in b.finish() { e.apply_frame(&f).unwrap(); }
     // A late, older patch for row 5 from another origin loses and changes nothing else.
     let mut b = FrameBuilder::new(8, 1, None, 1 << 20);
-    b.push(&Patch { table: "t".into(), origin: 8, seq: 1, at: 5, columns: vec!["id".into(), "k".into(), "a".into(), "b".into()], values: vec![Value::Int(5), Value::Int(1), Value::Text("old".into()), Value::Real(1.5)] });
+    b.push(&Patch { table: "t".into(), origin: 8, seq: 1, at: 5, columns: std::sync::Arc::new(vec!["id".into(), "k".into(), "a".into(), "b".into()]), values: vec![Value::Int(5), Value::Int(1), Value::Text("old".into()), Value::Real(1.5)] });
     let changes_before = e.connection().total_changes();
     let r = e.apply_frame(&b.finish()[0]).unwrap().0;
     assert_eq!(r.applied, 1);

@@ -14,6 +14,7 @@ use crate::core::sync::{backoff_ticks, RangeSet, SeqVector};
 use crate::core::value::Value;
 use rusqlite::{Connection, OptionalExtension};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 /// Options of a replicator (API.md, `new Replicator(options)`).
 #[derive(Debug, Clone)]
@@ -335,7 +336,7 @@ impl Engine {
     }
 
     fn fully_known(&self, k: &store::Kept) -> bool {
-        let Some(t) = self.tables.get(&k.patch.table) else {
+        let Some(t) = self.tables.get(&*k.patch.table) else {
             return false;
         };
         k.patch
@@ -485,7 +486,7 @@ impl Engine {
     /// idempotent and order-free).
     fn replay_kept(&mut self) -> Result<()> {
         for k in store::read_kept(&self.conn, None)? {
-            let Some(t) = self.tables.get(&k.patch.table) else { continue };
+            let Some(t) = self.tables.get(&*k.patch.table) else { continue };
             let mut cols = Vec::new();
             let mut vals = Vec::new();
             for (c, v) in k.patch.columns.iter().zip(&k.patch.values) {
@@ -498,7 +499,7 @@ impl Engine {
                 continue;
             }
             let stamp = Stamp { at: k.patch.at, peer: k.patch.origin, seq: k.patch.seq };
-            store::apply_remote(&self.conn, t, &RowPatch { stamp, cols: &cols, values: &vals })?;
+            store::apply_remote(&self.conn, t, &RowPatch { stamp, cols: &cols, values: &vals }, None)?;
         }
         Ok(())
     }
@@ -526,65 +527,68 @@ impl Engine {
 
     /// `upsert`/`upsertMany`: one transaction, one patch per row. Returns
     /// the token of the last row.
-    pub fn upsert(&mut self, table: &str, rows: &[Vec<(String, Value)>]) -> Result<String> {
+    pub fn upsert(&mut self, table: &str, rows: Vec<Vec<(String, Value)>>) -> Result<String> {
         self.check_open()?;
         let t = self
             .tables
             .get(table)
             .ok_or_else(|| schema_err(format!("unknown table {table} (no {table}_patches table; did migrate() run?)")))?;
         let mut resolved = Vec::with_capacity(rows.len());
+        let mut values = Vec::with_capacity(rows.len());
+        let budget = self.cfg.max_frame_bytes.saturating_sub(64 + t.name.len());
         for row in rows {
-            let cols = Self::resolve_row(t, row)?;
-            let size = protocol::estimate_row(&row.iter().map(|r| r.1.clone()).collect::<Vec<_>>()) + 64 + t.name.len();
-            if size > self.cfg.max_frame_bytes {
+            let cols = Self::resolve_row(t, &row)?;
+            let vals: Vec<Value> = row.into_iter().map(|r| r.1).collect();
+            let size = protocol::estimate_row(vals.iter()) + cols.iter().map(|&i| t.columns[i].len() + 2).sum::<usize>();
+            if size > budget {
                 return Err(Error::Range(format!(
                     "a patch of about {size} bytes cannot fit maxFrameBytes ({})",
                     self.cfg.max_frame_bytes
                 )));
             }
             resolved.push(cols);
+            values.push(vals);
         }
-        if rows.is_empty() {
+        if values.is_empty() {
             return Ok(self.token());
         }
+        let n = values.len();
         let (seq0, out0) = (self.seq, self.outbox.len());
-        let res = self.write_rows(table, rows, &resolved);
+        let res = self.write_rows(table, values, &resolved);
         if res.is_err() {
             self.seq = seq0;
             self.outbox.truncate(out0);
         }
         res?;
-        for s in seq0 + 1..=self.seq {
-            self.vector.hold(self.peer_id, s);
-        }
-        self.counters.local_writes += rows.len() as u64;
+        self.vector.origin(self.peer_id).held.insert_range(seq0 + 1, self.seq);
+        self.vector.origin(self.peer_id).max_seen = self.seq;
+        self.counters.local_writes += n as u64;
         Ok(self.token())
     }
 
-    fn write_rows(&mut self, table: &str, rows: &[Vec<(String, Value)>], resolved: &[Vec<usize>]) -> Result<()> {
+    fn write_rows(&mut self, table: &str, rows: Vec<Vec<Value>>, resolved: &[Vec<usize>]) -> Result<()> {
         let t = &self.tables[table];
         let tx = self.conn.unchecked_transaction()?;
-        let mut sql_cache: Option<(Vec<usize>, String, String)> = None;
-        let names: Vec<String> = t.columns.clone();
+        let mut sql_cache: Option<(&Vec<usize>, String, String, Arc<Vec<String>>)> = None;
         let now = hlc::wall_ms();
-        for (row, cols) in rows.iter().zip(resolved) {
-            if sql_cache.as_ref().is_none_or(|c| &c.0 != cols) {
-                sql_cache = Some((cols.clone(), store::patch_insert_sql(t, cols), store::upsert_sql(t, cols)));
+        for (values, cols) in rows.into_iter().zip(resolved) {
+            if sql_cache.as_ref().is_none_or(|c| c.0 != cols) {
+                let names = Arc::new(cols.iter().map(|&i| t.columns[i].clone()).collect());
+                sql_cache = Some((cols, store::patch_insert_sql(t, cols), store::upsert_sql(t, cols), names));
             }
-            let (_, ins, ups) = sql_cache.as_ref().ok_or_else(|| frame_err("internal"))?;
+            let (_, ins, ups, names) = sql_cache.as_ref().ok_or_else(|| frame_err("internal"))?;
             let at = self.hlc.tick(now);
             self.seq += 1;
             let stamp = Stamp { at, peer: self.peer_id, seq: self.seq };
-            let values: Vec<Value> = row.iter().map(|r| r.1.clone()).collect();
             let p = RowPatch { stamp, cols, values: &values };
             store::insert_patch_row(&tx, t, ins, &p)?;
             store::apply_local(&tx, t, ups, &p)?;
             self.outbox.push(Patch {
-                table: t.name.clone(),
+                table: t.name_arc.clone(),
                 origin: self.peer_id,
                 seq: self.seq,
                 at,
-                columns: cols.iter().map(|&i| names[i].clone()).collect(),
+                columns: names.clone(),
                 values,
             });
         }
@@ -607,7 +611,7 @@ impl Engine {
         }
         let mut row = pk;
         row.push(("deletedAt".into(), Value::Int(hlc::wall_ms() as i64)));
-        self.upsert(table, &[row])
+        self.upsert(table, vec![row])
     }
 
     /// `"<peerId>.<seq>"` of the last local write.
@@ -774,30 +778,45 @@ impl Engine {
                         return Err(frame_err(format!("patch for {} lacks primary-key column {pk}", t.name)));
                     }
                 }
-                let sqls = local_table.map(|t| store::patch_insert_sql(t, &cols));
-                for p in g.patches() {
-                    if self.vector.holds(p.origin, p.seq) || !seen.insert((p.origin, p.seq)) {
+                let sqls = local_table.map(|t| (store::patch_insert_sql(t, &cols), store::upsert_sql(t, &cols)));
+                let pk_pos: Vec<usize> = local_table
+                    .map(|t| t.pk_index.iter().filter_map(|i| cols.iter().position(|c| c == i)).collect())
+                    .unwrap_or_default();
+                let (mut at, mut seq) = (0i64, 0i64);
+                let mut whole_cols: Option<Arc<Vec<String>>> = None;
+                for r in &g.rows {
+                    at = at.wrapping_add(r.0);
+                    seq = seq.wrapping_add(r.1);
+                    let (at, seq) = (at as u64, seq as u64);
+                    if self.vector.holds(g.origin, seq) || !seen.insert((g.origin, seq)) {
                         res.duplicates += 1;
                         continue;
                     }
-                    self.hlc.observe(p.at);
-                    if let (Some(t), Some(ins)) = (local_table, sqls.as_ref()) {
-                        let vals: Vec<Value> = known.iter().map(|&k| p.values[k].clone()).collect();
-                        if let Some(pkv) = t.pk.iter().map(|k| cols.iter().position(|c| *c == t.index[k])).find_map(|pos| pos.map(|i| &vals[i]).filter(|v| v.is_null())) {
-                            let _ = pkv;
+                    self.hlc.observe(at);
+                    if let (Some(t), Some((ins, ups))) = (local_table, sqls.as_ref()) {
+                        let picked: Vec<Value>;
+                        let vals: &[Value] = if whole {
+                            &r.2
+                        } else {
+                            picked = known.iter().map(|&k| r.2[k].clone()).collect();
+                            &picked
+                        };
+                        if pk_pos.iter().any(|&i| vals[i].is_null()) {
                             return Err(frame_err(format!("patch for {} has a NULL primary key", t.name)));
                         }
-                        let rp = RowPatch { stamp: Stamp { at: p.at, peer: p.origin, seq: p.seq }, cols: &cols, values: &vals };
+                        let rp = RowPatch { stamp: Stamp { at, peer: g.origin, seq }, cols: &cols, values: vals };
                         store::insert_patch_row(&self.conn, t, ins, &rp)?;
-                        store::apply_remote(&self.conn, t, &rp)?;
+                        store::apply_remote(&self.conn, t, &rp, Some(ups))?;
                         res.applied += 1;
                     }
                     if !whole {
+                        let columns = whole_cols.get_or_insert_with(|| Arc::new(g.columns.clone())).clone();
+                        let p = Patch { table: Arc::from(g.table.as_str()), origin: g.origin, seq, at, columns, values: r.2.clone() };
                         store::insert_kept(&self.conn, &p, body.schema_version)?;
                         self.pending += 1;
                     }
                     res.stored += 1;
-                    new_held.push((p.origin, p.seq));
+                    new_held.push((g.origin, seq));
                 }
             }
             if res.stored > 0 {
@@ -913,7 +932,7 @@ impl Engine {
                 }
                 for k in store::read_kept(&self.conn, Some((r.origin, a, bnd)))? {
                     let mut p = k.patch;
-                    p.columns = p.columns.iter().map(|c| self.map_column(&p.table, c, k.schema_version)).collect();
+                    p.columns = Arc::new(p.columns.iter().map(|c| self.map_column(&p.table, c, k.schema_version)).collect());
                     found.insert(p.seq, p);
                 }
                 for p in found.values().take(SERVE_LIMIT - served) {

@@ -8,6 +8,7 @@ use crate::core::value::Value;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+use std::sync::Arc;
 
 /// First bytes of every frame.
 pub const MAGIC: &[u8; 3] = b"QLT";
@@ -67,11 +68,12 @@ pub struct Body {
 /// One patch, decoded: absolute stamp and seq, columns by name.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Patch {
-    pub table: String,
+    pub table: Arc<str>,
     pub origin: u32,
     pub seq: u64,
     pub at: u64,
-    pub columns: Vec<String>,
+    /// Shared by every patch of a batch that sets the same columns.
+    pub columns: Arc<Vec<String>>,
     pub values: Vec<Value>,
 }
 
@@ -228,15 +230,17 @@ impl PatchGroup {
     /// Expand delta-coded rows into absolute patches.
     pub fn patches(&self) -> impl Iterator<Item = Patch> + '_ {
         let (mut at, mut seq) = (0i64, 0i64);
+        let table: Arc<str> = Arc::from(self.table.as_str());
+        let columns = Arc::new(self.columns.clone());
         self.rows.iter().map(move |r| {
             at = at.wrapping_add(r.0);
             seq = seq.wrapping_add(r.1);
             Patch {
-                table: self.table.clone(),
+                table: table.clone(),
                 origin: self.origin,
                 seq: seq as u64,
                 at: at as u64,
-                columns: self.columns.clone(),
+                columns: columns.clone(),
                 values: r.2.clone(),
             }
         })
@@ -278,9 +282,9 @@ impl<'k> FrameBuilder<'k> {
 
     /// Add one patch; starts a new frame when this one would overflow.
     pub fn push(&mut self, p: &Patch) {
-        let row_size = estimate_row(&p.values) + 18;
+        let row_size = estimate_row(p.values.iter()) + 18;
         let same_group = matches!(self.body.groups.last(), Some(g)
-            if g.table == p.table && g.origin == p.origin && g.columns == p.columns);
+            if g.origin == p.origin && *g.table == *p.table && g.columns == *p.columns);
         let group_size = if same_group {
             0
         } else {
@@ -292,9 +296,9 @@ impl<'k> FrameBuilder<'k> {
         }
         if !same_group || self.body.groups.is_empty() {
             self.body.groups.push(PatchGroup {
-                table: p.table.clone(),
+                table: p.table.to_string(),
                 origin: p.origin,
-                columns: p.columns.clone(),
+                columns: p.columns.as_ref().clone(),
                 rows: Vec::new(),
             });
             self.last = (0, 0);
@@ -338,9 +342,8 @@ impl<'k> FrameBuilder<'k> {
 }
 
 /// Upper bound of the MessagePack size of a row's values.
-pub fn estimate_row(values: &[Value]) -> usize {
+pub fn estimate_row<'a>(values: impl Iterator<Item = &'a Value>) -> usize {
     values
-        .iter()
         .map(|v| match v {
             Value::Null => 1,
             Value::Int(_) => 9,
@@ -362,7 +365,7 @@ mod tests {
             origin: 7,
             seq,
             at: 1000 + seq,
-            columns: cols.iter().map(|s| s.to_string()).collect(),
+            columns: Arc::new(cols.iter().map(|s| s.to_string()).collect()),
             values: vals,
         }
     }

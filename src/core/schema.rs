@@ -26,6 +26,14 @@ pub struct TableInfo {
     pub pk_types: Vec<String>,
     /// Column name to its index in `columns`.
     pub index: HashMap<String, usize>,
+    /// Index in `columns` of each primary-key column.
+    pub pk_index: Vec<usize>,
+    /// Prepared-statement SQL of the clock table: select, replace, merge.
+    pub clock_select: String,
+    pub clock_replace: String,
+    pub clock_merge: String,
+    /// Shared name, for patches.
+    pub name_arc: std::sync::Arc<str>,
 }
 
 impl TableInfo {
@@ -132,15 +140,28 @@ pub fn load_tables(conn: &Connection) -> Result<BTreeMap<String, TableInfo>> {
             }
         }
         let columns: Vec<String> = cols.iter().map(|c| c.0.clone()).collect();
-        let index = columns.iter().enumerate().map(|(i, c)| (c.clone(), i)).collect();
+        let index: HashMap<String, usize> = columns.iter().enumerate().map(|(i, c)| (c.clone(), i)).collect();
+        let pk_names: Vec<String> = pk.iter().map(|p| p.1.clone()).collect();
+        let pk_index = pk_names.iter().map(|p| index[p]).collect();
+        let clock = q(&format!("_quilt_clock_{base}"));
+        let pkc = pk_names.iter().map(|c| q(c)).collect::<Vec<_>>().join(",");
+        let ph = vec!["?"; pk_names.len()].join(",");
+        let where_pk = pk_names.iter().map(|c| format!("{}=?", q(c))).collect::<Vec<_>>().join(" AND ");
         out.insert(
             base.to_string(),
             TableInfo {
                 name: base.to_string(),
                 columns,
-                pk: pk.iter().map(|p| p.1.clone()).collect(),
                 pk_types: pk.iter().map(|p| p.2.clone()).collect(),
+                pk: pk_names,
                 index,
+                pk_index,
+                clock_select: format!("SELECT _stamps FROM {clock} WHERE {where_pk}"),
+                clock_replace: format!("INSERT OR REPLACE INTO {clock}({pkc},_stamps) VALUES({ph},?)"),
+                clock_merge: format!(
+                    "INSERT INTO {clock}({pkc},_stamps) VALUES({ph},?) ON CONFLICT({pkc}) DO UPDATE SET _stamps=quilt_clock_merge(_stamps, excluded._stamps)"
+                ),
+                name_arc: std::sync::Arc::from(base),
             },
         );
     }

@@ -15,6 +15,7 @@ use crate::core::value::Value;
 use rusqlite::functions::FunctionFlags;
 use rusqlite::{params_from_iter, Connection, OptionalExtension};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 /// The order of writes: HLC first, then origin peer id, then its sequence.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -103,9 +104,9 @@ fn placeholders(n: usize) -> String {
 }
 
 fn pk_values<'v>(t: &TableInfo, p: &RowPatch<'v>) -> Vec<&'v Value> {
-    t.pk.iter()
-        .filter_map(|pk| {
-            let idx = t.index.get(pk)?;
+    t.pk_index
+        .iter()
+        .filter_map(|idx| {
             let pos = p.cols.iter().position(|c| c == idx)?;
             p.values.get(pos)
         })
@@ -171,18 +172,21 @@ pub fn insert_patch_row(conn: &Connection, t: &TableInfo, sql: &str, p: &RowPatc
     Ok(())
 }
 
-fn clock_merge_sql(t: &TableInfo) -> String {
-    let pk = t.pk.iter().map(|c| q(c)).collect::<Vec<_>>().join(",");
-    format!(
-        "INSERT INTO {}({pk},_stamps) VALUES({},?) ON CONFLICT({pk}) DO UPDATE SET _stamps=quilt_clock_merge(_stamps, excluded._stamps)",
-        q(&t.clock()),
-        placeholders(t.pk.len())
-    )
-}
-
-fn stamps_of(t: &TableInfo, p: &RowPatch, winners: impl Iterator<Item = usize>) -> BTreeMap<String, Stamp> {
-    let _ = p;
-    winners.map(|i| (t.columns[i].clone(), p.stamp)).collect()
+/// Clock BLOB of one stamp for the given columns (names sorted).
+fn clock_of(t: &TableInfo, stamp: Stamp, cols: &[usize]) -> Vec<u8> {
+    let mut names: Vec<&str> = cols.iter().filter(|i| !t.pk_index.contains(i)).map(|&i| t.columns[i].as_str()).collect();
+    names.sort_unstable();
+    let mut out = Vec::with_capacity(names.len() * 28);
+    for n in names {
+        let b = n.as_bytes();
+        let len = b.len().min(255);
+        out.push(len as u8);
+        out.extend_from_slice(&b[..len]);
+        out.extend_from_slice(&stamp.at.to_be_bytes());
+        out.extend_from_slice(&stamp.peer.to_be_bytes());
+        out.extend_from_slice(&stamp.seq.to_be_bytes());
+    }
+    out
 }
 
 /// Apply a local write. Its stamp is above every stamp this peer has seen
@@ -190,9 +194,9 @@ fn stamps_of(t: &TableInfo, p: &RowPatch, winners: impl Iterator<Item = usize>) 
 /// wins: no clock read is needed, and the clock merge runs inside SQLite.
 pub fn apply_local(conn: &Connection, t: &TableInfo, upsert: &str, p: &RowPatch) -> Result<()> {
     conn.prepare_cached(upsert)?.execute(params_from_iter(p.values.iter()))?;
-    let clock = encode_clock(&stamps_of(t, p, p.cols.iter().copied().filter(|&i| !t.is_pk(&t.columns[i]))));
+    let clock = clock_of(t, p.stamp, p.cols);
     let pk = pk_values(t, p);
-    let mut st = conn.prepare_cached(&clock_merge_sql(t))?;
+    let mut st = conn.prepare_cached(&t.clock_merge)?;
     let params = pk.into_iter().map(|v| v as &dyn rusqlite::ToSql).chain(std::iter::once(&clock as &dyn rusqlite::ToSql));
     st.execute(params_from_iter(params))?;
     Ok(())
@@ -201,12 +205,10 @@ pub fn apply_local(conn: &Connection, t: &TableInfo, upsert: &str, p: &RowPatch)
 /// Merge a remote (or kept) patch: a column is written when the patch's
 /// stamp is >= the column's winning stamp (equal means the same patch, so
 /// re-applying is idempotent). Returns how many columns won.
-pub fn apply_remote(conn: &Connection, t: &TableInfo, p: &RowPatch) -> Result<usize> {
+pub fn apply_remote(conn: &Connection, t: &TableInfo, p: &RowPatch, all_win_sql: Option<&str>) -> Result<usize> {
     let pk = pk_values(t, p);
-    let where_pk = t.pk.iter().map(|c| format!("{}=?", q(c))).collect::<Vec<_>>().join(" AND ");
-    let sel = format!("SELECT _stamps FROM {} WHERE {}", q(&t.clock()), where_pk);
     let current: Option<Vec<u8>> = conn
-        .prepare_cached(&sel)?
+        .prepare_cached(&t.clock_select)?
         .query_row(params_from_iter(pk.iter()), |r| r.get(0))
         .optional()?;
     let mut clock = current.as_deref().map(decode_clock).unwrap_or_default();
@@ -215,7 +217,7 @@ pub fn apply_remote(conn: &Connection, t: &TableInfo, p: &RowPatch) -> Result<us
     let mut won = 0;
     for (&i, v) in p.cols.iter().zip(p.values) {
         let name = &t.columns[i];
-        if t.is_pk(name) {
+        if t.pk_index.contains(&i) {
             win_cols.push(i);
             win_vals.push(v.clone());
             continue;
@@ -231,17 +233,14 @@ pub fn apply_remote(conn: &Connection, t: &TableInfo, p: &RowPatch) -> Result<us
     if won == 0 && current.is_some() {
         return Ok(0);
     }
-    conn.prepare_cached(&upsert_sql(t, &win_cols))?
-        .execute(params_from_iter(win_vals.iter()))?;
+    match all_win_sql {
+        Some(sql) if win_cols.len() == p.cols.len() => conn.prepare_cached(sql)?,
+        _ => conn.prepare_cached(&upsert_sql(t, &win_cols))?,
+    }
+    .execute(params_from_iter(win_vals.iter()))?;
     let blob = encode_clock(&clock);
-    let pkc = t.pk.iter().map(|c| q(c)).collect::<Vec<_>>().join(",");
-    let ins = format!(
-        "INSERT OR REPLACE INTO {}({pkc},_stamps) VALUES({},?)",
-        q(&t.clock()),
-        placeholders(t.pk.len())
-    );
     let params = pk.into_iter().map(|v| v as &dyn rusqlite::ToSql).chain(std::iter::once(&blob as &dyn rusqlite::ToSql));
-    conn.prepare_cached(&ins)?.execute(params_from_iter(params))?;
+    conn.prepare_cached(&t.clock_replace)?.execute(params_from_iter(params))?;
     Ok(won)
 }
 
@@ -263,11 +262,11 @@ fn row_to_patch(t: &TableInfo, origin: u32, r: &rusqlite::Row) -> rusqlite::Resu
         }
     }
     Ok(Patch {
-        table: t.name.clone(),
+        table: Arc::from(t.name.as_str()),
         origin,
         seq: seq as u64,
         at: at as u64,
-        columns,
+        columns: Arc::new(columns),
         values,
     })
 }
@@ -309,7 +308,7 @@ pub fn rebuild_clock(conn: &Connection, t: &TableInfo) -> Result<()> {
             .collect();
         let key = rmp_serde::to_vec(&pk).unwrap_or_default();
         let entry = clocks.entry(key).or_insert_with(|| (pk, BTreeMap::new()));
-        for c in &p.columns {
+        for c in p.columns.iter() {
             if t.is_pk(c) {
                 continue;
             }
@@ -319,13 +318,7 @@ pub fn rebuild_clock(conn: &Connection, t: &TableInfo) -> Result<()> {
             }
         }
     }
-    let pkc = t.pk.iter().map(|c| q(c)).collect::<Vec<_>>().join(",");
-    let ins = format!(
-        "INSERT OR REPLACE INTO {}({pkc},_stamps) VALUES({},?)",
-        q(&t.clock()),
-        placeholders(t.pk.len())
-    );
-    let mut st = conn.prepare(&ins)?;
+    let mut st = conn.prepare(&t.clock_replace)?;
     for (_, (pk, clock)) in clocks {
         let blob = encode_clock(&clock);
         let params = pk.iter().map(|v| v as &dyn rusqlite::ToSql).chain(std::iter::once(&blob as &dyn rusqlite::ToSql));
@@ -345,11 +338,11 @@ pub struct Kept {
 
 /// Keep a patch whole (idempotent on `(origin, seq)`).
 pub fn insert_kept(conn: &Connection, p: &Patch, schema_version: u32) -> Result<()> {
-    let payload = rmp_serde::to_vec(&(&p.columns, &p.values)).unwrap_or_default();
+    let payload = rmp_serde::to_vec(&(p.columns.as_ref(), &p.values)).unwrap_or_default();
     conn.prepare_cached(
         "INSERT OR IGNORE INTO _quilt_kept(origin,seq,at,tbl,schema_version,payload) VALUES(?,?,?,?,?,?)",
     )?
-    .execute(rusqlite::params![p.origin as i64, p.seq as i64, p.at as i64, p.table, schema_version as i64, payload])?;
+    .execute(rusqlite::params![p.origin as i64, p.seq as i64, p.at as i64, &*p.table, schema_version as i64, payload])?;
     Ok(())
 }
 
@@ -368,7 +361,7 @@ fn kept_from_row(r: &rusqlite::Row) -> rusqlite::Result<Option<Kept>> {
     }
     Ok(Some(Kept {
         schema_version: sv as u32,
-        patch: Patch { table, origin: origin as u32, seq: seq as u64, at: at as u64, columns, values },
+        patch: Patch { table: Arc::from(table.as_str()), origin: origin as u32, seq: seq as u64, at: at as u64, columns: Arc::new(columns), values },
     }))
 }
 
