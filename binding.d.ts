@@ -60,7 +60,17 @@ export declare class NativeReplicator {
   get closed(): boolean
   /** Test hook: panics inside native code, to prove no panic crosses the FFI. */
   debugPanic(): void
+  /**
+   * Capture the seq vector and the source file for a snapshot. An
+   * in-memory database is copied to `temp_path` first (online backup).
+   */
+  prepareSnapshot(tempPath: string): SnapshotPrep
+  /** Record what a finished snapshot covers (retention keeps the rest). */
+  recordSnapshot(seqVector: Record<string, number>, createdAt: number): void
 }
+
+/** Manifests under a snapshot URL, oldest first, as JSON. */
+export declare function listSnapshots(url: string, options?: Record<string, string> | undefined | null): Promise<string>
 
 /** `{ from, to }` of `migrate()`. */
 export interface MigrateResult {
@@ -129,3 +139,25 @@ export interface OutFrame {
   peer: number
   frame: Buffer
 }
+
+/**
+ * Fetch a snapshot into `path` (temp file, sha256 check, rename); resolves
+ * the manifest plus the new peer id as JSON.
+ */
+export declare function restoreSnapshot(jobId: number, from: string, options: Record<string, string> | undefined | null, path: string, overwrite: boolean, name?: string | undefined | null): Promise<string>
+
+/** What the JS thread captures before a snapshot runs. */
+export interface SnapshotPrep {
+  source: string
+  tempSource: boolean
+  peerId: number
+  schemaVersion: number
+  seqVector: Record<string, number>
+  createdAt: number
+}
+
+/** `[bytesDone, bytesTotal]` of a running snapshot or restore job. */
+export declare function snapshotProgress(jobId: number): Array<number>
+
+/** Copy, compress and upload a snapshot; resolves the manifest as JSON. */
+export declare function snapshotUpload(jobId: number, prep: SnapshotPrep, url: string, options: Record<string, string> | undefined | null, workPath: string, keep: number, keepMs: number): Promise<string>

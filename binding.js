@@ -836,3 +836,7 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.NativeReplicator = nativeBinding.NativeReplicator
+module.exports.listSnapshots = nativeBinding.listSnapshots
+module.exports.restoreSnapshot = nativeBinding.restoreSnapshot
+module.exports.snapshotProgress = nativeBinding.snapshotProgress
+module.exports.snapshotUpload = nativeBinding.snapshotUpload

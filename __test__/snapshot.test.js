@@ -173,3 +173,34 @@ test('a new peer restores from S3, joins, and needs only the frames written afte
   assert.deepEqual(synced.sort(), [1, 2, 3])
   for (const p of [...peers, p4]) await p.close({ timeoutMs: 0 })
 })
+
+test('scheduled snapshots: only the leader takes them, and leadership hands over when it goes quiet', async () => {
+  const dir = tmp()
+  const url = `file://${path.join(dir, 'store')}`
+  const a = new Replicator({ path: path.join(dir, 'a.db'), peerId: 1, heartbeatMs: 0, snapshot: { url, intervalMs: 1 } })
+  const b = new Replicator({ path: path.join(dir, 'b.db'), peerId: 2, heartbeatMs: 0, snapshot: { url, intervalMs: 1 } })
+  a.migrate(SCHEMA)
+  b.migrate(SCHEMA)
+  const q = []
+  a.addPeer(2, (f) => q.push([b, f]))
+  b.addPeer(1, (f) => q.push([a, f]))
+  const took = { 1: 0, 2: 0 }
+  a.on('snapshot', () => took[1]++)
+  b.on('snapshot', () => took[2]++)
+  const round = async (reps) => {
+    for (const r of reps) r.tick()
+    while (q.length) { const [to, f] = q.shift(); if (reps.includes(to)) to.applyPatches(f) }
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+  for (let i = 0; i < 8; i++) await round([a, b])
+  while (a._snapshotting || b._snapshotting) await new Promise((resolve) => setTimeout(resolve, 10))
+  assert.ok(took[1] >= 1, 'the leader snapshots')
+  assert.equal(took[2], 0, 'a follower does not')
+  // a goes quiet: b takes over after a few heartbeats
+  for (let i = 0; i < 8; i++) await round([b])
+  while (b._snapshotting) await new Promise((resolve) => setTimeout(resolve, 10))
+  assert.equal(b.isLeader(), true)
+  assert.ok(took[2] >= 1, 'the new leader snapshots')
+  await a.close({ timeoutMs: 0 })
+  await b.close({ timeoutMs: 0 })
+})

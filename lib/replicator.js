@@ -392,7 +392,10 @@ class Replicator extends EventEmitter {
 
   _maybeScheduledSnapshot () {
     const s = this._options.snapshot
-    if (!s || !s.intervalMs || this._snapshotting || this._closing) return
+    this._ticks = (this._ticks || 0) + 1
+    // Wait a few heartbeats after start so peers are heard before deciding
+    // who leads: a fresh peer alone would otherwise think it leads.
+    if (!s || !s.intervalMs || this._snapshotting || this._closing || this._ticks <= 3) return
     const now = Date.now()
     if (now - this._lastScheduledSnapshot < s.intervalMs) return
     if (!this._native.isLeader()) return
