@@ -4,7 +4,7 @@
 //! callbacks, timers and events, and turns the encoded errors below into
 //! `Error`/`TypeError`/`RangeError` objects with a string `code`.
 
-use crate::core::engine::{Config, Engine, Event, Migration, Outgoing};
+use crate::core::engine::{Config, Engine, Event, Migration, Outgoing, Params};
 use crate::core::error::Error as CoreError;
 use crate::core::metrics;
 use crate::core::value::Value;
@@ -39,7 +39,10 @@ fn check(status: sys::napi_status, what: &str) -> Result<()> {
 
 unsafe fn js_string(env: sys::napi_env, v: sys::napi_value) -> Result<String> {
     let mut len = 0usize;
-    check(sys::napi_get_value_string_utf8(env, v, ptr::null_mut(), 0, &mut len), "string")?;
+    check(
+        sys::napi_get_value_string_utf8(env, v, ptr::null_mut(), 0, &mut len),
+        "string",
+    )?;
     let mut buf = vec![0u8; len + 1];
     let mut written = 0usize;
     check(
@@ -59,25 +62,35 @@ unsafe fn js_bytes(env: sys::napi_env, v: sys::napi_value) -> Result<Option<Vec<
         let mut data = ptr::null_mut();
         let mut ab = ptr::null_mut();
         let mut off = 0usize;
-        check(sys::napi_get_typedarray_info(env, v, &mut ty, &mut len, &mut data, &mut ab, &mut off), "typed array")?;
+        check(
+            sys::napi_get_typedarray_info(env, v, &mut ty, &mut len, &mut data, &mut ab, &mut off),
+            "typed array",
+        )?;
         if ty != sys::TypedarrayType::uint8_array {
             return Err(type_err("binary values must be a Buffer or Uint8Array"));
         }
         if len == 0 || data.is_null() {
             return Ok(Some(Vec::new()));
         }
-        return Ok(Some(std::slice::from_raw_parts(data as *const u8, len).to_vec()));
+        return Ok(Some(
+            std::slice::from_raw_parts(data as *const u8, len).to_vec(),
+        ));
     }
     let mut is_buf = false;
     check(sys::napi_is_buffer(env, v, &mut is_buf), "value")?;
     if is_buf {
         let mut data = ptr::null_mut();
         let mut len = 0usize;
-        check(sys::napi_get_buffer_info(env, v, &mut data, &mut len), "buffer")?;
+        check(
+            sys::napi_get_buffer_info(env, v, &mut data, &mut len),
+            "buffer",
+        )?;
         if len == 0 || data.is_null() {
             return Ok(Some(Vec::new()));
         }
-        return Ok(Some(std::slice::from_raw_parts(data as *const u8, len).to_vec()));
+        return Ok(Some(
+            std::slice::from_raw_parts(data as *const u8, len).to_vec(),
+        ));
     }
     Ok(None)
 }
@@ -178,8 +191,12 @@ impl FromNapiValue for JsRow {
     }
 }
 
-/// Query parameters: an array of values (or a single value).
-pub struct JsParams(pub Vec<Value>);
+/// Query parameters: an array of values, an object of named values, or a
+/// single value.
+pub enum JsParams {
+    Positional(Vec<Value>),
+    Named(Vec<(String, Value)>),
+}
 
 impl TypeName for JsParams {
     fn type_name() -> &'static str {
@@ -195,7 +212,14 @@ impl FromNapiValue for JsParams {
         let mut is_arr = false;
         check(sys::napi_is_array(env, v, &mut is_arr), "params")?;
         if !is_arr {
-            return Ok(JsParams(js_value(env, v, "param")?.into_iter().collect()));
+            let mut t = 0;
+            check(sys::napi_typeof(env, v, &mut t), "params")?;
+            if t == sys::ValueType::napi_object && js_bytes(env, v)?.is_none() {
+                return Ok(JsParams::Named(JsRow::from_napi_value(env, v)?.0));
+            }
+            return Ok(JsParams::Positional(
+                js_value(env, v, "param")?.into_iter().collect(),
+            ));
         }
         let mut n = 0u32;
         check(sys::napi_get_array_length(env, v, &mut n), "params")?;
@@ -205,7 +229,7 @@ impl FromNapiValue for JsParams {
             check(sys::napi_get_element(env, v, i, &mut e), "param")?;
             out.push(js_value(env, e, "param")?.unwrap_or(Value::Null));
         }
-        Ok(JsParams(out))
+        Ok(JsParams::Positional(out))
     }
 }
 
@@ -238,10 +262,14 @@ unsafe fn value_to_js(env: sys::napi_env, v: &Value) -> Result<sys::napi_value> 
     let mut out = ptr::null_mut();
     let status = match v {
         Value::Null => sys::napi_get_null(env, &mut out),
-        Value::Int(i) if i.unsigned_abs() <= 9_007_199_254_740_991 => sys::napi_create_double(env, *i as f64, &mut out),
+        Value::Int(i) if i.unsigned_abs() <= 9_007_199_254_740_991 => {
+            sys::napi_create_double(env, *i as f64, &mut out)
+        }
         Value::Int(i) => sys::napi_create_bigint_int64(env, *i, &mut out),
         Value::Real(f) => sys::napi_create_double(env, *f, &mut out),
-        Value::Text(s) => sys::napi_create_string_utf8(env, s.as_ptr().cast(), s.len() as isize, &mut out),
+        Value::Text(s) => {
+            sys::napi_create_string_utf8(env, s.as_ptr().cast(), s.len() as isize, &mut out)
+        }
         Value::Blob(b) => {
             let mut data = ptr::null_mut();
             sys::napi_create_buffer_copy(env, b.len(), b.as_ptr().cast(), &mut data, &mut out)
@@ -272,14 +300,20 @@ impl ToNapiValue for JsRows {
         let mut keys = Vec::with_capacity(val.names.len());
         for n in &val.names {
             let mut k = ptr::null_mut();
-            check(sys::napi_create_string_utf8(env, n.as_ptr().cast(), n.len() as isize, &mut k), "column name")?;
+            check(
+                sys::napi_create_string_utf8(env, n.as_ptr().cast(), n.len() as isize, &mut k),
+                "column name",
+            )?;
             keys.push(k);
         }
         let make_row = |row: &Vec<Value>| -> Result<sys::napi_value> {
             let mut o = ptr::null_mut();
             check(sys::napi_create_object(env, &mut o), "row")?;
             for (k, v) in keys.iter().zip(row) {
-                check(sys::napi_set_property(env, o, *k, value_to_js(env, v)?), "row")?;
+                check(
+                    sys::napi_set_property(env, o, *k, value_to_js(env, v)?),
+                    "row",
+                )?;
             }
             Ok(o)
         };
@@ -294,9 +328,15 @@ impl ToNapiValue for JsRows {
             };
         }
         let mut arr = ptr::null_mut();
-        check(sys::napi_create_array_with_length(env, val.rows.len(), &mut arr), "rows")?;
+        check(
+            sys::napi_create_array_with_length(env, val.rows.len(), &mut arr),
+            "rows",
+        )?;
         for (i, r) in val.rows.iter().enumerate() {
-            check(sys::napi_set_element(env, arr, i as u32, make_row(r)?), "rows")?;
+            check(
+                sys::napi_set_element(env, arr, i as u32, make_row(r)?),
+                "rows",
+            )?;
         }
         Ok(arr)
     }
@@ -378,8 +418,24 @@ pub struct NativeStatus {
     pub pending: f64,
 }
 
+type Rows = (Vec<String>, Vec<Vec<Value>>);
+
+fn query(e: &Engine, sql: &str, params: Option<JsParams>, one: bool) -> Result<Rows> {
+    let r = match &params {
+        None => e.query_with(sql, Params::Positional(&[]), one),
+        Some(JsParams::Positional(p)) => e.query_with(sql, Params::Positional(p), one),
+        Some(JsParams::Named(n)) => e.query_with(sql, Params::Named(n), one),
+    };
+    r.map_err(to_napi)
+}
+
 fn out_frames(v: Vec<Outgoing>) -> Vec<OutFrame> {
-    v.into_iter().map(|o| OutFrame { peer: o.peer, frame: o.frame.into() }).collect()
+    v.into_iter()
+        .map(|o| OutFrame {
+            peer: o.peer,
+            frame: o.frame.into(),
+        })
+        .collect()
 }
 
 /// The native replicator. Use the `Replicator` class from `quilt-sqlite`,
@@ -391,7 +447,9 @@ pub struct NativeReplicator {
 
 impl NativeReplicator {
     fn e(&mut self) -> Result<&mut Engine> {
-        self.engine.as_mut().ok_or_else(|| to_napi(CoreError::Closed))
+        self.engine
+            .as_mut()
+            .ok_or_else(|| to_napi(CoreError::Closed))
     }
 }
 
@@ -399,7 +457,9 @@ fn ms(v: Option<f64>, name: &str, default: u64) -> Result<u64> {
     match v {
         None => Ok(default),
         Some(x) if x.is_finite() && x >= 0.0 => Ok(x as u64),
-        Some(_) => Err(to_napi(CoreError::Range(format!("{name} must be a finite number >= 0")))),
+        Some(_) => Err(to_napi(CoreError::Range(format!(
+            "{name} must be a finite number >= 0"
+        )))),
     }
 }
 
@@ -409,9 +469,15 @@ impl NativeReplicator {
     #[napi(constructor, catch_unwind)]
     pub fn new(options: NativeOptions) -> Result<Self> {
         let d = Config::default();
-        let max_frame = ms(options.max_frame_bytes, "maxFrameBytes", d.max_frame_bytes as u64)?;
+        let max_frame = ms(
+            options.max_frame_bytes,
+            "maxFrameBytes",
+            d.max_frame_bytes as u64,
+        )?;
         if max_frame < 256 {
-            return Err(to_napi(CoreError::Range("maxFrameBytes must be at least 256".into())));
+            return Err(to_napi(CoreError::Range(
+                "maxFrameBytes must be at least 256".into(),
+            )));
         }
         let cfg = Config {
             path: options.path,
@@ -422,7 +488,9 @@ impl NativeReplicator {
             max_drift_ms: ms(options.max_drift_ms, "maxDriftMs", d.max_drift_ms)?,
             max_frame_bytes: max_frame as usize,
         };
-        Ok(NativeReplicator { engine: Some(Engine::open(cfg).map_err(to_napi)?) })
+        Ok(NativeReplicator {
+            engine: Some(Engine::open(cfg).map_err(to_napi)?),
+        })
     }
 
     /// This replicator's peer id.
@@ -520,11 +588,18 @@ impl NativeReplicator {
     /// Events since the last call.
     #[napi]
     pub fn take_events(&mut self) -> Result<Vec<NativeEvent>> {
-        let Some(e) = self.engine.as_mut() else { return Ok(Vec::new()) };
+        let Some(e) = self.engine.as_mut() else {
+            return Ok(Vec::new());
+        };
         Ok(e.take_events()
             .into_iter()
             .map(|ev| match ev {
-                Event::Synced(p) => NativeEvent { kind: "synced".into(), peer_id: Some(p), code: None, message: None },
+                Event::Synced(p) => NativeEvent {
+                    kind: "synced".into(),
+                    peer_id: Some(p),
+                    code: None,
+                    message: None,
+                },
                 Event::Error { code, message } => NativeEvent {
                     kind: "error".into(),
                     peer_id: None,
@@ -538,17 +613,23 @@ impl NativeReplicator {
     /// Read-only query, all rows.
     #[napi(catch_unwind)]
     pub fn all(&mut self, sql: String, params: Option<JsParams>) -> Result<JsRows> {
-        let p = params.map(|p| p.0).unwrap_or_default();
-        let (names, rows) = self.e()?.query(&sql, &p, false).map_err(to_napi)?;
-        Ok(JsRows { names, rows, one: false })
+        let (names, rows) = query(self.e()?, &sql, params, false)?;
+        Ok(JsRows {
+            names,
+            rows,
+            one: false,
+        })
     }
 
     /// Read-only query, first row or undefined.
     #[napi(catch_unwind)]
     pub fn get(&mut self, sql: String, params: Option<JsParams>) -> Result<JsRows> {
-        let p = params.map(|p| p.0).unwrap_or_default();
-        let (names, rows) = self.e()?.query(&sql, &p, true).map_err(to_napi)?;
-        Ok(JsRows { names, rows, one: true })
+        let (names, rows) = query(self.e()?, &sql, params, true)?;
+        Ok(JsRows {
+            names,
+            rows,
+            one: true,
+        })
     }
 
     /// True once `(origin, seq)` is applied here.
@@ -606,7 +687,9 @@ impl NativeReplicator {
             lag: e.lag(),
             pending: e.pending(),
             seq: e.seq(),
-            snapshot_age_s: e.last_snapshot_ms().map(|t| now.saturating_sub(t) as f64 / 1000.0),
+            snapshot_age_s: e
+                .last_snapshot_ms()
+                .map(|t| now.saturating_sub(t) as f64 / 1000.0),
             is_leader: e.is_leader(),
         };
         Ok(metrics::render(&e.counters, &g))
@@ -666,7 +749,12 @@ pub fn snapshot_progress(job_id: u32) -> Vec<f64> {
         .lock()
         .ok()
         .and_then(|j| j.get(&job_id).cloned())
-        .map(|p| vec![p.done.load(Ordering::Relaxed) as f64, p.total.load(Ordering::Relaxed) as f64])
+        .map(|p| {
+            vec![
+                p.done.load(Ordering::Relaxed) as f64,
+                p.total.load(Ordering::Relaxed) as f64,
+            ]
+        })
         .unwrap_or_default()
 }
 
@@ -697,7 +785,11 @@ impl NativeReplicator {
         let (source, temp_source) = if path == ":memory:" || path.is_empty() {
             e.connection()
                 .backup(rusqlite::MAIN_DB, &temp_path, None)
-                .map_err(|err| to_napi(CoreError::Snapshot(format!("backup of the in-memory database failed: {err}"))))?;
+                .map_err(|err| {
+                    to_napi(CoreError::Snapshot(format!(
+                        "backup of the in-memory database failed: {err}"
+                    )))
+                })?;
             (temp_path, true)
         } else {
             (path, false)
@@ -707,19 +799,28 @@ impl NativeReplicator {
             temp_source,
             peer_id: e.peer_id(),
             schema_version: e.schema_version(),
-            seq_vector: vector.into_iter().map(|(k, v)| (k.to_string(), v as f64)).collect(),
+            seq_vector: vector
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v as f64))
+                .collect(),
             created_at: crate::core::hlc::wall_ms() as f64,
         })
     }
 
     /// Record what a finished snapshot covers (retention keeps the rest).
     #[napi(catch_unwind)]
-    pub fn record_snapshot(&mut self, seq_vector: HashMap<String, f64>, created_at: f64) -> Result<()> {
+    pub fn record_snapshot(
+        &mut self,
+        seq_vector: HashMap<String, f64>,
+        created_at: f64,
+    ) -> Result<()> {
         let v: HashMap<u32, u64> = seq_vector
             .into_iter()
             .filter_map(|(k, s)| k.parse::<u32>().ok().map(|k| (k, s as u64)))
             .collect();
-        self.e()?.set_snapshot_cover(&v, created_at as u64).map_err(to_napi)
+        self.e()?
+            .set_snapshot_cover(&v, created_at as u64)
+            .map_err(to_napi)
     }
 }
 
@@ -747,16 +848,30 @@ pub async fn snapshot_upload(
         let meta = snapshot::SnapshotMeta {
             peer_id: prep.peer_id,
             schema_version: prep.schema_version,
-            seq_vector: prep.seq_vector.iter().map(|(k, v)| (k.clone(), *v as u64)).collect(),
+            seq_vector: prep
+                .seq_vector
+                .iter()
+                .map(|(k, v)| (k.clone(), *v as u64))
+                .collect(),
             created_at: prep.created_at as u64,
         };
-        let r = snapshot::upload(&store, work.clone(), meta, progress, keep as usize, keep_ms as u64).await;
+        let r = snapshot::upload(
+            &store,
+            work.clone(),
+            meta,
+            progress,
+            keep as usize,
+            keep_ms as u64,
+        )
+        .await;
         let _ = std::fs::remove_file(&work);
         if prep.temp_source {
             let _ = std::fs::remove_file(&prep.source);
         }
         let m = r?;
-        Ok::<_, CoreError>(serde_json::json!({ "manifest": m, "url": store.url_of(&m.object) }).to_string())
+        Ok::<_, CoreError>(
+            serde_json::json!({ "manifest": m, "url": store.url_of(&m.object) }).to_string(),
+        )
     };
     let out = res.await;
     end_job(job_id);
@@ -801,7 +916,9 @@ pub async fn restore_snapshot(
             for ext in ["-wal", "-shm", "-journal"] {
                 let _ = std::fs::remove_file(format!("{path}{ext}"));
             }
-            std::fs::rename(&tmp, &dest).map_err(|e| CoreError::Snapshot(format!("cannot move the restored file into place: {e}")))?;
+            std::fs::rename(&tmp, &dest).map_err(|e| {
+                CoreError::Snapshot(format!("cannot move the restored file into place: {e}"))
+            })?;
             Ok::<_, CoreError>(new_peer)
         }
         .await;
@@ -820,7 +937,10 @@ pub async fn restore_snapshot(
 
 /// Manifests under a snapshot URL, oldest first, as JSON.
 #[napi]
-pub async fn list_snapshots(url: String, options: Option<HashMap<String, String>>) -> Result<String> {
+pub async fn list_snapshots(
+    url: String,
+    options: Option<HashMap<String, String>>,
+) -> Result<String> {
     let res = async {
         let store = snapshot::open_store(&url, &opts(options))?;
         let all = snapshot::list(&store).await?;

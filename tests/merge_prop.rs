@@ -12,13 +12,23 @@ const SCHEMA: &str = "CREATE TABLE t (id INTEGER NOT NULL, k INTEGER NOT NULL, a
 CREATE TABLE t_patches (_patchedAt INTEGER NOT NULL, _sequenceId INTEGER NOT NULL, _peerId INTEGER NOT NULL, id INTEGER, k INTEGER, a, b, c);";
 
 fn engine(id: u32) -> Engine {
-    let mut e = Engine::open(Config { peer_id: Some(id), ..Config::default() }).unwrap();
-    e.migrate(&[Migration { up: SCHEMA.into(), ..Default::default() }]).unwrap();
+    let mut e = Engine::open(Config {
+        peer_id: Some(id),
+        ..Config::default()
+    })
+    .unwrap();
+    e.migrate(&[Migration {
+        up: SCHEMA.into(),
+        ..Default::default()
+    }])
+    .unwrap();
     e
 }
 
 fn dump(e: &Engine) -> Vec<Vec<Value>> {
-    e.query("SELECT id, k, a, b, c FROM t ORDER BY id, k", &[], false).unwrap().1
+    e.query("SELECT id, k, a, b, c FROM t ORDER BY id, k", &[], false)
+        .unwrap()
+        .1
 }
 
 fn value() -> impl Strategy<Value = Value> {
@@ -32,11 +42,20 @@ fn value() -> impl Strategy<Value = Value> {
 }
 
 /// (origin, row id, at offset, which columns, values)
-fn patch_spec() -> impl Strategy<Value = (u32, i64, u64, [bool; 3], [Value; 3])> {
-    (1u32..4, 0i64..4, 0u64..6, any::<[bool; 3]>(), [value(), value(), value()])
+fn patch_spec() -> impl Strategy<Value = Spec> {
+    (
+        1u32..4,
+        0i64..4,
+        0u64..6,
+        any::<[bool; 3]>(),
+        [value(), value(), value()],
+    )
 }
 
-fn build(specs: &[(u32, i64, u64, [bool; 3], [Value; 3])]) -> Vec<Patch> {
+type Spec = (u32, i64, u64, [bool; 3], [Value; 3]);
+type Expected = BTreeMap<i64, BTreeMap<String, ((u64, u32, u64), Value)>>;
+
+fn build(specs: &[Spec]) -> Vec<Patch> {
     let mut seqs: BTreeMap<u32, u64> = BTreeMap::new();
     let mut at_by_origin: BTreeMap<u32, u64> = BTreeMap::new();
     specs
@@ -44,7 +63,10 @@ fn build(specs: &[(u32, i64, u64, [bool; 3], [Value; 3])]) -> Vec<Patch> {
         .map(|(o, id, at_off, set, vals)| {
             let seq = seqs.entry(*o).and_modify(|s| *s += 1).or_insert(1);
             // HLC values grow with seq per origin; equal stamps across origins are allowed.
-            let at = at_by_origin.entry(*o).and_modify(|a| *a += at_off).or_insert(1000 + at_off);
+            let at = at_by_origin
+                .entry(*o)
+                .and_modify(|a| *a += at_off)
+                .or_insert(1000 + at_off);
             let mut columns = vec!["id".to_string(), "k".to_string()];
             let mut values = vec![Value::Int(*id), Value::Int(1)];
             for (i, name) in ["a", "b", "c"].iter().enumerate() {
@@ -58,7 +80,14 @@ fn build(specs: &[(u32, i64, u64, [bool; 3], [Value; 3])]) -> Vec<Patch> {
                     });
                 }
             }
-            Patch { table: "t".into(), origin: *o, seq: *seq, at: *at, columns: std::sync::Arc::new(columns), values }
+            Patch {
+                table: "t".into(),
+                origin: *o,
+                seq: *seq,
+                at: *at,
+                columns: std::sync::Arc::new(columns),
+                values,
+            }
         })
         .collect()
 }
@@ -122,7 +151,7 @@ proptest! {
         }
         prop_assert_eq!(dump(&reference), dump(&rev));
         // Compare with a plain LWW fold.
-        let mut expect: BTreeMap<i64, BTreeMap<String, ((u64, u32, u64), Value)>> = BTreeMap::new();
+        let mut expect: Expected = BTreeMap::new();
         for p in &patches {
             let id = match p.values[0] { Value::Int(i) => i, _ => unreachable!() };
             let row = expect.entry(id).or_default();
@@ -150,17 +179,45 @@ fn old_patch_touches_only_its_row() {
     let mut e = engine(60);
     let mut b = FrameBuilder::new(7, 1, None, 1 << 20);
     for i in 1..=2000u64 {
-        b.push(&Patch { table: "t".into(), origin: 7, seq: i, at: 10_000 + i, columns: std::sync::Arc::new(vec!["id".into(), "k".into(), "a".into()]), values: vec![Value::Int(i as i64), Value::Int(1), Value::Text("new".into())] });
+        b.push(&Patch {
+            table: "t".into(),
+            origin: 7,
+            seq: i,
+            at: 10_000 + i,
+            columns: std::sync::Arc::new(vec!["id".into(), "k".into(), "a".into()]),
+            values: vec![
+                Value::Int(i as i64),
+                Value::Int(1),
+                Value::Text("new".into()),
+            ],
+        });
     }
-    for f in b.finish() { e.apply_frame(&f).unwrap(); }
+    for f in b.finish() {
+        e.apply_frame(&f).unwrap();
+    }
     // A late, older patch for row 5 from another origin loses and changes nothing else.
     let mut b = FrameBuilder::new(8, 1, None, 1 << 20);
-    b.push(&Patch { table: "t".into(), origin: 8, seq: 1, at: 5, columns: std::sync::Arc::new(vec!["id".into(), "k".into(), "a".into(), "b".into()]), values: vec![Value::Int(5), Value::Int(1), Value::Text("old".into()), Value::Real(1.5)] });
+    b.push(&Patch {
+        table: "t".into(),
+        origin: 8,
+        seq: 1,
+        at: 5,
+        columns: std::sync::Arc::new(vec!["id".into(), "k".into(), "a".into(), "b".into()]),
+        values: vec![
+            Value::Int(5),
+            Value::Int(1),
+            Value::Text("old".into()),
+            Value::Real(1.5),
+        ],
+    });
     let changes_before = e.connection().total_changes();
     let r = e.apply_frame(&b.finish()[0]).unwrap().0;
     assert_eq!(r.applied, 1);
     // patch row + base row + clock row, no matter how big the table is
     assert!(e.connection().total_changes() - changes_before <= 4);
-    let row = e.query("SELECT a, b FROM t WHERE id = 5", &[], true).unwrap().1;
+    let row = e
+        .query("SELECT a, b FROM t WHERE id = 5", &[], true)
+        .unwrap()
+        .1;
     assert_eq!(row[0], vec![Value::Text("new".into()), Value::Real(1.5)]);
 }

@@ -161,7 +161,9 @@ pub fn decode_frame(bytes: &[u8], key: Option<&[u8]>, max_len: usize) -> Result<
     };
     if let Some(k) = key {
         if !has_tag {
-            return Err(Error::Auth("frame carries no MAC but a clusterKey is set".into()));
+            return Err(Error::Auth(
+                "frame carries no MAC but a clusterKey is set".into(),
+            ));
         }
         let mut mac = HmacSha256::new_from_slice(k).map_err(|_| Error::Auth("bad key".into()))?;
         mac.update(&bytes[..body_end]);
@@ -211,8 +213,12 @@ fn validate(body: &Body) -> Result<()> {
             if r.2.len() != g.columns.len() {
                 return Err(frame_err("a row's value count differs from its columns"));
             }
-            at = at.checked_add(r.0).ok_or_else(|| frame_err("stamp overflow"))?;
-            seq = seq.checked_add(r.1).ok_or_else(|| frame_err("seq overflow"))?;
+            at = at
+                .checked_add(r.0)
+                .ok_or_else(|| frame_err("stamp overflow"))?;
+            seq = seq
+                .checked_add(r.1)
+                .ok_or_else(|| frame_err("seq overflow"))?;
             if at <= 0 || at as u64 > crate::core::hlc::MAX_HLC || seq <= 0 {
                 return Err(frame_err("patch stamp or seq out of range"));
             }
@@ -334,7 +340,8 @@ impl<'k> FrameBuilder<'k> {
     /// All frames (empty when nothing was pushed and no control was set).
     pub fn finish(mut self) -> Vec<Vec<u8>> {
         let b = &self.body;
-        if !b.groups.is_empty() || b.ping.is_some() || !b.requests.is_empty() || !b.gone.is_empty() {
+        if !b.groups.is_empty() || b.ping.is_some() || !b.requests.is_empty() || !b.gone.is_empty()
+        {
             self.finish_frame();
         }
         self.frames
@@ -374,10 +381,17 @@ mod tests {
     fn round_trip_with_and_without_key() {
         for key in [None, Some(&b"secret"[..])] {
             let mut b = FrameBuilder::new(9, 3, key, 1 << 20);
-            b.push(&patch(1, &["id", "name"], vec![Value::Int(1), Value::Text("a".into())]));
+            b.push(&patch(
+                1,
+                &["id", "name"],
+                vec![Value::Int(1), Value::Text("a".into())],
+            ));
             b.push(&patch(2, &["id", "name"], vec![Value::Int(2), Value::Null]));
             b.push(&patch(3, &["id"], vec![Value::Int(3)]));
-            b.body_mut().ping = Some(Ping { own_last_seq: 3, vector: vec![(7, 3, 3)] });
+            b.body_mut().ping = Some(Ping {
+                own_last_seq: 3,
+                vector: vec![(7, 3, 3)],
+            });
             let frames = b.finish();
             assert_eq!(frames.len(), 1);
             let f = decode_frame(&frames[0], key, 1 << 20).unwrap();
@@ -385,7 +399,10 @@ mod tests {
             assert_eq!(f.body.schema_version, 3);
             let ps: Vec<Patch> = f.body.groups.iter().flat_map(|g| g.patches()).collect();
             assert_eq!(ps.len(), 3);
-            assert_eq!(ps[1], patch(2, &["id", "name"], vec![Value::Int(2), Value::Null]));
+            assert_eq!(
+                ps[1],
+                patch(2, &["id", "name"], vec![Value::Int(2), Value::Null])
+            );
             assert_eq!(ps[2].seq, 3);
             assert_eq!(f.body.ping.unwrap().own_last_seq, 3);
         }
@@ -412,14 +429,24 @@ mod tests {
     fn splits_under_max_bytes() {
         let mut b = FrameBuilder::new(1, 1, Some(b"k"), 1200);
         for i in 1..=500 {
-            b.push(&patch(i, &["id", "name"], vec![Value::Int(i as i64), Value::Text("x".repeat(20))]));
+            b.push(&patch(
+                i,
+                &["id", "name"],
+                vec![Value::Int(i as i64), Value::Text("x".repeat(20))],
+            ));
         }
         let frames = b.finish();
         assert!(frames.len() > 5);
         let mut n = 0;
         for f in &frames {
             assert!(f.len() <= 1200, "frame of {} bytes", f.len());
-            n += decode_frame(f, Some(b"k"), 1200).unwrap().body.groups.iter().map(|g| g.rows.len()).sum::<usize>();
+            n += decode_frame(f, Some(b"k"), 1200)
+                .unwrap()
+                .body
+                .groups
+                .iter()
+                .map(|g| g.rows.len())
+                .sum::<usize>();
         }
         assert_eq!(n, 500);
     }
@@ -432,17 +459,36 @@ mod tests {
         let mut t = f.clone();
         let n = t.len();
         t[n - 40] ^= 1;
-        assert_eq!(decode_frame(&t, Some(b"k1"), 1 << 20).unwrap_err().code(), "E_AUTH");
-        assert_eq!(decode_frame(&f, Some(b"k2"), 1 << 20).unwrap_err().code(), "E_AUTH");
-        assert_eq!(decode_frame(&f[..n - 3], Some(b"k1"), 1 << 20).unwrap_err().code(), "E_AUTH");
+        assert_eq!(
+            decode_frame(&t, Some(b"k1"), 1 << 20).unwrap_err().code(),
+            "E_AUTH"
+        );
+        assert_eq!(
+            decode_frame(&f, Some(b"k2"), 1 << 20).unwrap_err().code(),
+            "E_AUTH"
+        );
+        assert_eq!(
+            decode_frame(&f[..n - 3], Some(b"k1"), 1 << 20)
+                .unwrap_err()
+                .code(),
+            "E_AUTH"
+        );
         let plain = encode_frame(1, &Body::default(), None);
-        assert_eq!(decode_frame(&plain, Some(b"k1"), 1 << 20).unwrap_err().code(), "E_AUTH");
+        assert_eq!(
+            decode_frame(&plain, Some(b"k1"), 1 << 20)
+                .unwrap_err()
+                .code(),
+            "E_AUTH"
+        );
         for cut in 0..plain.len() {
             let _ = decode_frame(&plain[..cut], None, 1 << 20);
         }
         let mut v = plain.clone();
         v[3] = 99;
-        assert_eq!(decode_frame(&v, None, 1 << 20).unwrap_err().code(), "E_VERSION");
+        assert_eq!(
+            decode_frame(&v, None, 1 << 20).unwrap_err().code(),
+            "E_VERSION"
+        );
         assert_eq!(decode_frame(&f, None, 10).unwrap_err().code(), "E_FRAME");
     }
 
@@ -450,7 +496,11 @@ mod tests {
     fn truncated_bodies_fail_cleanly() {
         let mut b = FrameBuilder::new(1, 1, None, 1 << 20);
         for i in 1..50 {
-            b.push(&patch(i, &["id", "v"], vec![Value::Int(i as i64), Value::Blob(vec![1; 30])]));
+            b.push(&patch(
+                i,
+                &["id", "v"],
+                vec![Value::Int(i as i64), Value::Blob(vec![1; 30])],
+            ));
         }
         let f = b.finish().remove(0);
         for cut in HEADER_LEN..f.len() {

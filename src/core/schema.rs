@@ -136,17 +136,28 @@ pub fn load_tables(conn: &Connection) -> Result<BTreeMap<String, TableInfo>> {
                 )));
             }
             if c.0.starts_with("_quilt") || RESERVED.contains(&c.0.as_str()) {
-                return Err(schema_err(format!("table {base} uses the reserved column name {}", c.0)));
+                return Err(schema_err(format!(
+                    "table {base} uses the reserved column name {}",
+                    c.0
+                )));
             }
         }
         let columns: Vec<String> = cols.iter().map(|c| c.0.clone()).collect();
-        let index: HashMap<String, usize> = columns.iter().enumerate().map(|(i, c)| (c.clone(), i)).collect();
+        let index: HashMap<String, usize> = columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.clone(), i))
+            .collect();
         let pk_names: Vec<String> = pk.iter().map(|p| p.1.clone()).collect();
         let pk_index = pk_names.iter().map(|p| index[p]).collect();
         let clock = q(&format!("_quilt_clock_{base}"));
         let pkc = pk_names.iter().map(|c| q(c)).collect::<Vec<_>>().join(",");
         let ph = vec!["?"; pk_names.len()].join(",");
-        let where_pk = pk_names.iter().map(|c| format!("{}=?", q(c))).collect::<Vec<_>>().join(" AND ");
+        let where_pk = pk_names
+            .iter()
+            .map(|c| format!("{}=?", q(c)))
+            .collect::<Vec<_>>()
+            .join(" AND ");
         out.insert(
             base.to_string(),
             TableInfo {
@@ -175,7 +186,11 @@ pub fn ensure_internal(conn: &Connection, t: &TableInfo) -> Result<bool> {
     let p = t.patches();
     let pcols = table_columns(conn, &p)?;
     if !pcols.iter().any(|c| c.0 == NULLS_COL) {
-        conn.execute_batch(&format!("ALTER TABLE {} ADD COLUMN {} TEXT", q(&p), NULLS_COL))?;
+        conn.execute_batch(&format!(
+            "ALTER TABLE {} ADD COLUMN {} TEXT",
+            q(&p),
+            NULLS_COL
+        ))?;
     }
     conn.execute_batch(&format!(
         "CREATE INDEX IF NOT EXISTS {} ON {}(_peerId, _sequenceId)",
@@ -193,12 +208,11 @@ pub fn ensure_internal(conn: &Connection, t: &TableInfo) -> Result<bool> {
         // The primary key changed: the clock is rebuilt from the patches.
         conn.execute_batch(&format!("DROP TABLE {}", q(&clock)))?;
     }
-    let cols: Vec<String> = t
-        .pk
-        .iter()
-        .zip(&t.pk_types)
-        .map(|(c, ty)| format!("{} {}", q(c), ty))
-        .collect();
+    let cols: Vec<String> =
+        t.pk.iter()
+            .zip(&t.pk_types)
+            .map(|(c, ty)| format!("{} {}", q(c), ty))
+            .collect();
     let pk: Vec<String> = t.pk.iter().map(|c| q(c)).collect();
     conn.execute_batch(&format!(
         "CREATE TABLE {}({}, _stamps BLOB NOT NULL, PRIMARY KEY({})) WITHOUT ROWID",

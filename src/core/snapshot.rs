@@ -90,7 +90,8 @@ impl Store {
 /// `options` keys: endpoint, region, accessKeyId, secretAccessKey,
 /// sessionToken, allowHttp, or any key the object_store builder knows.
 pub fn open_store(url: &str, options: &[(String, String)]) -> Result<Store> {
-    let parsed = url::Url::parse(url).map_err(|e| Error::Arg(format!("snapshot url {url:?}: {e}")))?;
+    let parsed =
+        url::Url::parse(url).map_err(|e| Error::Arg(format!("snapshot url {url:?}: {e}")))?;
     let key_name = |k: &str| -> String {
         match k {
             "accessKeyId" => "access_key_id".into(),
@@ -100,43 +101,67 @@ pub fn open_store(url: &str, options: &[(String, String)]) -> Result<Store> {
             other => other.to_string(),
         }
     };
-    let prefix_of = |p: &str| ObjPath::parse(p.trim_matches('/')).map_err(|e| Error::Arg(format!("snapshot url path: {e}")));
+    let prefix_of = |p: &str| {
+        ObjPath::parse(p.trim_matches('/'))
+            .map_err(|e| Error::Arg(format!("snapshot url path: {e}")))
+    };
     let (store, prefix): (Arc<dyn ObjectStore>, ObjPath) = match parsed.scheme() {
         "file" => {
             let dir = parsed
                 .to_file_path()
                 .map_err(|_| Error::Arg(format!("snapshot url {url:?} is not a local path")))?;
-            std::fs::create_dir_all(&dir).map_err(|e| snap_err(format!("cannot create {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| snap_err(format!("cannot create {}: {e}", dir.display())))?;
             let fs = LocalFileSystem::new_with_prefix(&dir).map_err(snap_err)?;
             (Arc::new(fs), ObjPath::default())
         }
         "s3" | "s3a" => {
             let mut b = AmazonS3Builder::from_env().with_url(url);
             for (k, v) in options {
-                let key = AmazonS3ConfigKey::from_str(&key_name(k)).map_err(|e| Error::Arg(format!("snapshot option {k}: {e}")))?;
+                let key = AmazonS3ConfigKey::from_str(&key_name(k))
+                    .map_err(|e| Error::Arg(format!("snapshot option {k}: {e}")))?;
                 b = b.with_config(key, v.clone());
             }
-            (Arc::new(b.build().map_err(snap_err)?), prefix_of(parsed.path())?)
+            (
+                Arc::new(b.build().map_err(snap_err)?),
+                prefix_of(parsed.path())?,
+            )
         }
         "gs" => {
             let mut b = GoogleCloudStorageBuilder::from_env().with_url(url);
             for (k, v) in options {
-                let key = GoogleConfigKey::from_str(&key_name(k)).map_err(|e| Error::Arg(format!("snapshot option {k}: {e}")))?;
+                let key = GoogleConfigKey::from_str(&key_name(k))
+                    .map_err(|e| Error::Arg(format!("snapshot option {k}: {e}")))?;
                 b = b.with_config(key, v.clone());
             }
-            (Arc::new(b.build().map_err(snap_err)?), prefix_of(parsed.path())?)
+            (
+                Arc::new(b.build().map_err(snap_err)?),
+                prefix_of(parsed.path())?,
+            )
         }
         "az" | "azure" | "abfs" | "abfss" => {
             let mut b = MicrosoftAzureBuilder::from_env().with_url(url);
             for (k, v) in options {
-                let key = AzureConfigKey::from_str(&key_name(k)).map_err(|e| Error::Arg(format!("snapshot option {k}: {e}")))?;
+                let key = AzureConfigKey::from_str(&key_name(k))
+                    .map_err(|e| Error::Arg(format!("snapshot option {k}: {e}")))?;
                 b = b.with_config(key, v.clone());
             }
-            (Arc::new(b.build().map_err(snap_err)?), prefix_of(parsed.path())?)
+            (
+                Arc::new(b.build().map_err(snap_err)?),
+                prefix_of(parsed.path())?,
+            )
         }
-        s => return Err(Error::Arg(format!("snapshot url scheme {s}:// is not supported (file, s3, gs, az)"))),
+        s => {
+            return Err(Error::Arg(format!(
+                "snapshot url scheme {s}:// is not supported (file, s3, gs, az)"
+            )))
+        }
     };
-    Ok(Store { store, prefix, url: url.to_string() })
+    Ok(Store {
+        store,
+        prefix,
+        url: url.to_string(),
+    })
 }
 
 /// Make a consistent copy of the database at `db` into `tmp` with
@@ -174,7 +199,11 @@ pub async fn upload(
     progress.total.store(size, Ordering::Relaxed);
     let id = format!("{:013}-{:08x}", meta.created_at, meta.peer_id);
     let object = format!("snapshots/{id}.db.zst");
-    let upload = store.store.put_multipart(&store.key(&object)).await.map_err(snap_err)?;
+    let upload = store
+        .store
+        .put_multipart(&store.key(&object))
+        .await
+        .map_err(snap_err)?;
     let mut writer = WriteMultipart::new_with_chunk_size(upload, 8 << 20);
     let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(4);
     let prog = progress.clone();
@@ -185,14 +214,18 @@ pub async fn upload(
                 self.1.extend_from_slice(b);
                 if self.1.len() >= CHUNK {
                     let out = std::mem::take(&mut self.1);
-                    self.0.blocking_send(Ok(out)).map_err(|_| std::io::Error::other("upload stopped"))?;
+                    self.0
+                        .blocking_send(Ok(out))
+                        .map_err(|_| std::io::Error::other("upload stopped"))?;
                 }
                 Ok(b.len())
             }
             fn flush(&mut self) -> std::io::Result<()> {
                 if !self.1.is_empty() {
                     let out = std::mem::take(&mut self.1);
-                    self.0.blocking_send(Ok(out)).map_err(|_| std::io::Error::other("upload stopped"))?;
+                    self.0
+                        .blocking_send(Ok(out))
+                        .map_err(|_| std::io::Error::other("upload stopped"))?;
                 }
                 Ok(())
             }
@@ -248,10 +281,17 @@ pub async fn upload(
     let json = serde_json::to_vec_pretty(&manifest).map_err(snap_err)?;
     store
         .store
-        .put(&store.key(&format!("snapshots/{id}.json")), PutPayload::from(json.clone()))
+        .put(
+            &store.key(&format!("snapshots/{id}.json")),
+            PutPayload::from(json.clone()),
+        )
         .await
         .map_err(snap_err)?;
-    store.store.put(&store.key("latest.json"), PutPayload::from(json)).await.map_err(snap_err)?;
+    store
+        .store
+        .put(&store.key("latest.json"), PutPayload::from(json))
+        .await
+        .map_err(snap_err)?;
     prune(store, keep, keep_ms, meta.created_at).await?;
     Ok(manifest)
 }
@@ -270,7 +310,14 @@ pub async fn list(store: &Store) -> Result<Vec<Manifest>> {
     keys.sort_by(|a, b| a.as_ref().cmp(b.as_ref()));
     let mut out = Vec::new();
     for k in keys {
-        let b = store.store.get(&k).await.map_err(snap_err)?.bytes().await.map_err(snap_err)?;
+        let b = store
+            .store
+            .get(&k)
+            .await
+            .map_err(snap_err)?
+            .bytes()
+            .await
+            .map_err(snap_err)?;
         if let Ok(m) = serde_json::from_slice::<Manifest>(&b) {
             out.push(m);
         }
@@ -316,18 +363,31 @@ pub async fn manifest(store: &Store, id: Option<&str>) -> Result<Manifest> {
         .bytes()
         .await
         .map_err(snap_err)?;
-    let m: Manifest = serde_json::from_slice(&b).map_err(|e| snap_err(format!("bad snapshot manifest: {e}")))?;
+    let m: Manifest =
+        serde_json::from_slice(&b).map_err(|e| snap_err(format!("bad snapshot manifest: {e}")))?;
     if m.format != FORMAT {
-        return Err(snap_err(format!("snapshot format {} is not supported", m.format)));
+        return Err(snap_err(format!(
+            "snapshot format {} is not supported",
+            m.format
+        )));
     }
     Ok(m)
 }
 
 /// Download a snapshot into `tmp`, checking the sha256 while streaming and
 /// decompressing as it goes. The caller renames `tmp` into place.
-pub async fn download(store: &Store, m: &Manifest, tmp: std::path::PathBuf, progress: Arc<Progress>) -> Result<()> {
+pub async fn download(
+    store: &Store,
+    m: &Manifest,
+    tmp: std::path::PathBuf,
+    progress: Arc<Progress>,
+) -> Result<()> {
     progress.total.store(m.bytes, Ordering::Relaxed);
-    let res = store.store.get(&store.key(&m.object)).await.map_err(snap_err)?;
+    let res = store
+        .store
+        .get(&store.key(&m.object))
+        .await
+        .map_err(snap_err)?;
     let mut stream = res.into_stream();
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
     let tmp2 = tmp.clone();
@@ -391,7 +451,10 @@ pub async fn download(store: &Store, m: &Manifest, tmp: std::path::PathBuf, prog
     }
     match written {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(snap_err(format!("snapshot {} does not decompress: {e}", m.id))),
+        Ok(Err(e)) => Err(snap_err(format!(
+            "snapshot {} does not decompress: {e}",
+            m.id
+        ))),
         Err(e) => Err(snap_err(e)),
     }
 }
@@ -401,9 +464,14 @@ pub fn prepare_restored(path: &std::path::Path, new_peer: u32) -> Result<()> {
     let conn = rusqlite::Connection::open(path)?;
     let ok: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
     if ok != "ok" {
-        return Err(snap_err(format!("restored database fails quick_check: {ok}")));
+        return Err(snap_err(format!(
+            "restored database fails quick_check: {ok}"
+        )));
     }
-    conn.execute("UPDATE _quilt_state SET peer_id = ?1, seq = 0 WHERE id = 1", [new_peer as i64])
-        .map_err(|e| snap_err(format!("restored file is not a quilt database: {e}")))?;
+    conn.execute(
+        "UPDATE _quilt_state SET peer_id = ?1, seq = 0 WHERE id = 1",
+        [new_peer as i64],
+    )
+    .map_err(|e| snap_err(format!("restored file is not a quilt database: {e}")))?;
     Ok(())
 }

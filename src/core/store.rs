@@ -96,7 +96,10 @@ pub struct RowPatch<'a> {
 }
 
 fn col_list(t: &TableInfo, cols: &[usize]) -> String {
-    cols.iter().map(|&i| q(&t.columns[i])).collect::<Vec<_>>().join(",")
+    cols.iter()
+        .map(|&i| q(&t.columns[i]))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn placeholders(n: usize) -> String {
@@ -166,15 +169,26 @@ fn nulls_marker(t: &TableInfo, p: &RowPatch) -> Option<String> {
 pub fn insert_patch_row(conn: &Connection, t: &TableInfo, sql: &str, p: &RowPatch) -> Result<()> {
     let mut st = conn.prepare_cached(sql)?;
     let nulls = nulls_marker(t, p);
-    let head: [&dyn rusqlite::ToSql; 4] = [&(p.stamp.at as i64), &(p.stamp.seq as i64), &(p.stamp.peer as i64), &nulls];
-    let params = head.into_iter().chain(p.values.iter().map(|v| v as &dyn rusqlite::ToSql));
+    let head: [&dyn rusqlite::ToSql; 4] = [
+        &(p.stamp.at as i64),
+        &(p.stamp.seq as i64),
+        &(p.stamp.peer as i64),
+        &nulls,
+    ];
+    let params = head
+        .into_iter()
+        .chain(p.values.iter().map(|v| v as &dyn rusqlite::ToSql));
     st.execute(params_from_iter(params))?;
     Ok(())
 }
 
 /// Clock BLOB of one stamp for the given columns (names sorted).
 fn clock_of(t: &TableInfo, stamp: Stamp, cols: &[usize]) -> Vec<u8> {
-    let mut names: Vec<&str> = cols.iter().filter(|i| !t.pk_index.contains(i)).map(|&i| t.columns[i].as_str()).collect();
+    let mut names: Vec<&str> = cols
+        .iter()
+        .filter(|i| !t.pk_index.contains(i))
+        .map(|&i| t.columns[i].as_str())
+        .collect();
     names.sort_unstable();
     let mut out = Vec::with_capacity(names.len() * 28);
     for n in names {
@@ -193,11 +207,15 @@ fn clock_of(t: &TableInfo, stamp: Stamp, cols: &[usize]) -> Vec<u8> {
 /// (the HLC observes every applied remote stamp), so every column it names
 /// wins: no clock read is needed, and the clock merge runs inside SQLite.
 pub fn apply_local(conn: &Connection, t: &TableInfo, upsert: &str, p: &RowPatch) -> Result<()> {
-    conn.prepare_cached(upsert)?.execute(params_from_iter(p.values.iter()))?;
+    conn.prepare_cached(upsert)?
+        .execute(params_from_iter(p.values.iter()))?;
     let clock = clock_of(t, p.stamp, p.cols);
     let pk = pk_values(t, p);
     let mut st = conn.prepare_cached(&t.clock_merge)?;
-    let params = pk.into_iter().map(|v| v as &dyn rusqlite::ToSql).chain(std::iter::once(&clock as &dyn rusqlite::ToSql));
+    let params = pk
+        .into_iter()
+        .map(|v| v as &dyn rusqlite::ToSql)
+        .chain(std::iter::once(&clock as &dyn rusqlite::ToSql));
     st.execute(params_from_iter(params))?;
     Ok(())
 }
@@ -205,7 +223,12 @@ pub fn apply_local(conn: &Connection, t: &TableInfo, upsert: &str, p: &RowPatch)
 /// Merge a remote (or kept) patch: a column is written when the patch's
 /// stamp is >= the column's winning stamp (equal means the same patch, so
 /// re-applying is idempotent). Returns how many columns won.
-pub fn apply_remote(conn: &Connection, t: &TableInfo, p: &RowPatch, all_win_sql: Option<&str>) -> Result<usize> {
+pub fn apply_remote(
+    conn: &Connection,
+    t: &TableInfo,
+    p: &RowPatch,
+    all_win_sql: Option<&str>,
+) -> Result<usize> {
     let pk = pk_values(t, p);
     let current: Option<Vec<u8>> = conn
         .prepare_cached(&t.clock_select)?
@@ -239,8 +262,12 @@ pub fn apply_remote(conn: &Connection, t: &TableInfo, p: &RowPatch, all_win_sql:
     }
     .execute(params_from_iter(win_vals.iter()))?;
     let blob = encode_clock(&clock);
-    let params = pk.into_iter().map(|v| v as &dyn rusqlite::ToSql).chain(std::iter::once(&blob as &dyn rusqlite::ToSql));
-    conn.prepare_cached(&t.clock_replace)?.execute(params_from_iter(params))?;
+    let params = pk
+        .into_iter()
+        .map(|v| v as &dyn rusqlite::ToSql)
+        .chain(std::iter::once(&blob as &dyn rusqlite::ToSql));
+    conn.prepare_cached(&t.clock_replace)?
+        .execute(params_from_iter(params))?;
     Ok(won)
 }
 
@@ -251,7 +278,10 @@ fn row_to_patch(t: &TableInfo, origin: u32, r: &rusqlite::Row) -> rusqlite::Resu
     let at: i64 = r.get(0)?;
     let seq: i64 = r.get(1)?;
     let nulls: Option<String> = r.get(2)?;
-    let listed: Vec<&str> = nulls.as_deref().map(|s| s.split(',').collect()).unwrap_or_default();
+    let listed: Vec<&str> = nulls
+        .as_deref()
+        .map(|s| s.split(',').collect())
+        .unwrap_or_default();
     let mut columns = Vec::new();
     let mut values = Vec::new();
     for (i, c) in t.columns.iter().enumerate() {
@@ -272,7 +302,14 @@ fn row_to_patch(t: &TableInfo, origin: u32, r: &rusqlite::Row) -> rusqlite::Resu
 }
 
 /// Stored patches of one origin within `[a, b]`, oldest first.
-pub fn read_patches(conn: &Connection, t: &TableInfo, origin: u32, a: u64, b: u64, limit: usize) -> Result<Vec<Patch>> {
+pub fn read_patches(
+    conn: &Connection,
+    t: &TableInfo,
+    origin: u32,
+    a: u64,
+    b: u64,
+    limit: usize,
+) -> Result<Vec<Patch>> {
     let sql = format!(
         "SELECT _patchedAt,_sequenceId,{NULLS_COL},{} FROM {} WHERE _peerId=?1 AND _sequenceId BETWEEN ?2 AND ?3 ORDER BY _sequenceId LIMIT ?4",
         col_list(t, &(0..t.columns.len()).collect::<Vec<_>>()),
@@ -280,11 +317,19 @@ pub fn read_patches(conn: &Connection, t: &TableInfo, origin: u32, a: u64, b: u6
     );
     let mut st = conn.prepare_cached(&sql)?;
     let rows = st.query_map(
-        rusqlite::params![origin as i64, a as i64, b.min(i64::MAX as u64) as i64, limit as i64],
+        rusqlite::params![
+            origin as i64,
+            a as i64,
+            b.min(i64::MAX as u64) as i64,
+            limit as i64
+        ],
         |r| row_to_patch(t, origin, r),
     )?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
+
+/// A row's primary key and its winning stamp per column.
+type RowClock = (Vec<Value>, BTreeMap<String, Stamp>);
 
 /// Every stored patch of a table (used to rebuild a missing clock table).
 pub fn rebuild_clock(conn: &Connection, t: &TableInfo) -> Result<()> {
@@ -296,16 +341,25 @@ pub fn rebuild_clock(conn: &Connection, t: &TableInfo) -> Result<()> {
     let mut st = conn.prepare(&sql)?;
     let peer_idx = 3 + t.columns.len();
     let mut rows = st.query([])?;
-    let mut clocks: HashMap<Vec<u8>, (Vec<Value>, BTreeMap<String, Stamp>)> = HashMap::new();
+    let mut clocks: HashMap<Vec<u8>, RowClock> = HashMap::new();
     while let Some(r) = rows.next()? {
         let peer: i64 = r.get(peer_idx)?;
         let p = row_to_patch(t, peer as u32, r)?;
-        let stamp = Stamp { at: p.at, peer: peer as u32, seq: p.seq };
-        let pk: Vec<Value> = t
-            .pk
-            .iter()
-            .map(|k| p.columns.iter().position(|c| c == k).map(|i| p.values[i].clone()).unwrap_or(Value::Null))
-            .collect();
+        let stamp = Stamp {
+            at: p.at,
+            peer: peer as u32,
+            seq: p.seq,
+        };
+        let pk: Vec<Value> =
+            t.pk.iter()
+                .map(|k| {
+                    p.columns
+                        .iter()
+                        .position(|c| c == k)
+                        .map(|i| p.values[i].clone())
+                        .unwrap_or(Value::Null)
+                })
+                .collect();
         let key = rmp_serde::to_vec(&pk).unwrap_or_default();
         let entry = clocks.entry(key).or_insert_with(|| (pk, BTreeMap::new()));
         for c in p.columns.iter() {
@@ -321,7 +375,10 @@ pub fn rebuild_clock(conn: &Connection, t: &TableInfo) -> Result<()> {
     let mut st = conn.prepare(&t.clock_replace)?;
     for (_, (pk, clock)) in clocks {
         let blob = encode_clock(&clock);
-        let params = pk.iter().map(|v| v as &dyn rusqlite::ToSql).chain(std::iter::once(&blob as &dyn rusqlite::ToSql));
+        let params = pk
+            .iter()
+            .map(|v| v as &dyn rusqlite::ToSql)
+            .chain(std::iter::once(&blob as &dyn rusqlite::ToSql));
         st.execute(params_from_iter(params))?;
     }
     Ok(())
@@ -361,7 +418,14 @@ fn kept_from_row(r: &rusqlite::Row) -> rusqlite::Result<Option<Kept>> {
     }
     Ok(Some(Kept {
         schema_version: sv as u32,
-        patch: Patch { table: Arc::from(table.as_str()), origin: origin as u32, seq: seq as u64, at: at as u64, columns: Arc::new(columns), values },
+        patch: Patch {
+            table: Arc::from(table.as_str()),
+            origin: origin as u32,
+            seq: seq as u64,
+            at: at as u64,
+            columns: Arc::new(columns),
+            values,
+        },
     }))
 }
 
@@ -370,8 +434,13 @@ pub fn read_kept(conn: &Connection, range: Option<(u32, u64, u64)>) -> Result<Ve
     let base = "SELECT origin,seq,at,tbl,schema_version,payload FROM _quilt_kept";
     let rows: Vec<Option<Kept>> = match range {
         Some((o, a, b)) => {
-            let mut st = conn.prepare_cached(&format!("{base} WHERE origin=? AND seq BETWEEN ? AND ? ORDER BY seq"))?;
-            let r = st.query_map(rusqlite::params![o as i64, a as i64, b.min(i64::MAX as u64) as i64], kept_from_row)?;
+            let mut st = conn.prepare_cached(&format!(
+                "{base} WHERE origin=? AND seq BETWEEN ? AND ? ORDER BY seq"
+            ))?;
+            let r = st.query_map(
+                rusqlite::params![o as i64, a as i64, b.min(i64::MAX as u64) as i64],
+                kept_from_row,
+            )?;
             r.collect::<rusqlite::Result<_>>()?
         }
         None => {

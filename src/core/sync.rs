@@ -99,7 +99,10 @@ impl RangeSet {
 
     /// Count of members of `1..=upto` not held.
     pub fn missing_count(&self, upto: u64) -> u64 {
-        self.gaps(upto, usize::MAX).iter().map(|(a, b)| b - a + 1).sum()
+        self.gaps(upto, usize::MAX)
+            .iter()
+            .map(|(a, b)| b - a + 1)
+            .sum()
     }
 
     /// Remove the members of `other` from the gaps listed.
@@ -173,7 +176,9 @@ impl SeqVector {
     }
 
     pub fn holds(&self, origin: u32, seq: u64) -> bool {
-        self.origins.get(&origin).is_some_and(|o| o.held.contains(seq))
+        self.origins
+            .get(&origin)
+            .is_some_and(|o| o.held.contains(seq))
     }
 
     pub fn contiguous(&self, origin: u32) -> u64 {

@@ -1,0 +1,702 @@
+//! The replicator core: one SQLite connection, one HLC, the sequence vector
+//! and the peer table. It is synchronous and transport-free: calls return the
+//! frames to hand to each peer's `send`, plus events, and the binding does
+//! the handing. That keeps every protocol step deterministic and testable
+//! from `cargo test` (see `tests/sim.rs`).
+
+use crate::core::error::{frame_err, schema_err, Error, Result};
+use crate::core::hlc::{self, Hlc};
+use crate::core::metrics::Counters;
+use crate::core::protocol::{self, Body, FrameBuilder, Patch, Ping, Ranges};
+use crate::core::schema::{self, q, TableInfo};
+use crate::core::store::{self, RowPatch, Stamp};
+use crate::core::sync::{backoff_ticks, RangeSet, SeqVector};
+use crate::core::value::Value;
+use rusqlite::{Connection, OptionalExtension};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+mod migrate;
+mod replication;
+
+/// Options of a replicator (API.md, `new Replicator(options)`).
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: String,
+    pub peer_id: Option<u32>,
+    pub cluster_key: Option<Vec<u8>>,
+    pub heartbeat_ms: u64,
+    pub retention_ms: u64,
+    pub max_drift_ms: u64,
+    pub max_frame_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            path: ":memory:".into(),
+            peer_id: None,
+            cluster_key: None,
+            heartbeat_ms: 1000,
+            retention_ms: 25 * 3600 * 1000,
+            max_drift_ms: 60_000,
+            max_frame_bytes: 1 << 20,
+        }
+    }
+}
+
+/// One migration step (API.md `migrate`), with optional column renames
+/// `(table, old, new)` that kept patches and older peers' patches follow.
+#[derive(Debug, Clone, Default)]
+pub struct Migration {
+    pub up: String,
+    pub down: Option<String>,
+    pub renames: Vec<(String, String, String)>,
+}
+
+/// Something that happened and did not throw.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Synced(u32),
+    Error { code: &'static str, message: String },
+}
+
+/// SQL and names cached for a run of rows that set the same columns:
+/// (columns, patch insert, base upsert, column names).
+type WriteSql<'a> = (&'a Vec<usize>, String, String, Arc<Vec<String>>);
+
+/// Query parameters.
+pub enum Params<'a> {
+    Positional(&'a [Value]),
+    Named(&'a [(String, Value)]),
+}
+
+/// Frames to hand to one peer's `send`.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub peer: u32,
+    pub frame: Vec<u8>,
+}
+
+/// The answer of `apply_frame` (API.md `applyPatches`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ApplyResult {
+    pub applied: u64,
+    pub stored: u64,
+    pub duplicates: u64,
+    pub requested: u64,
+}
+
+/// What we know of one directly connected (or formerly connected) peer.
+#[derive(Debug, Clone, Default)]
+pub struct PeerState {
+    pub connected: bool,
+    pub heard_tick: Option<u64>,
+    pub heard_ms: u64,
+    /// Its contiguous seq per origin, from its last ping.
+    pub holds: HashMap<u32, u64>,
+    pub pinged_us: bool,
+    pub we_pinged: bool,
+    pub synced: bool,
+    pub schema_version: u32,
+}
+
+/// Peer status row (API.md `status().peers`).
+#[derive(Debug, Clone)]
+pub struct PeerStatus {
+    pub peer_id: u32,
+    pub connected: bool,
+    pub last_seq: u64,
+    pub contiguous_seq: u64,
+    pub missing: u64,
+    pub last_seen_ms: Option<u64>,
+}
+
+/// `status()`.
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub peer_id: u32,
+    pub schema_version: u32,
+    pub seq: u64,
+    pub is_leader: bool,
+    pub peers: Vec<PeerStatus>,
+    pub pending: u64,
+}
+
+/// Ticks within which a peer must have been heard to count as live.
+pub const LIVE_TICKS: u64 = 3;
+/// Most patches served for one request message.
+const SERVE_LIMIT: usize = 20_000;
+/// Rows deleted per table per heartbeat by retention.
+const PURGE_BATCH: i64 = 500;
+
+/// The replicator core.
+pub struct Engine {
+    conn: Connection,
+    cfg: Config,
+    peer_id: u32,
+    seq: u64,
+    hlc: Hlc,
+    schema_version: u32,
+    tables: BTreeMap<String, TableInfo>,
+    renames: Vec<(u32, String, String, String)>,
+    vector: SeqVector,
+    purged: HashMap<u32, u64>,
+    peers: BTreeMap<u32, PeerState>,
+    outbox: Vec<Patch>,
+    tick_no: u64,
+    rng: u64,
+    pending: u64,
+    events: Vec<Event>,
+    pending_warned: bool,
+    pub counters: Counters,
+    closed: bool,
+}
+
+fn random_peer_id() -> u32 {
+    let mut b = [0u8; 4];
+    loop {
+        if getrandom::fill(&mut b).is_err() {
+            // No OS RNG: fall back on time and pid, still never 0.
+            let t = hlc::wall_ms() as u32 ^ std::process::id().rotate_left(16);
+            return t.max(1);
+        }
+        let v = u32::from_le_bytes(b) & 0x7fff_ffff;
+        if v != 0 {
+            return v;
+        }
+    }
+}
+
+impl Engine {
+    /// Open (or create) the database and rebuild in-memory state from it.
+    pub fn open(cfg: Config) -> Result<Engine> {
+        if cfg.path.is_empty() {
+            return Err(Error::Type(
+                "options.path must be a non-empty string".into(),
+            ));
+        }
+        let conn = Connection::open(&cfg.path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        if cfg.path != ":memory:" {
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+        }
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.set_prepared_statement_cache_capacity(512);
+        store::register_functions(&conn)?;
+        schema::ensure_meta(&conn)?;
+        let state: Option<(i64, i64, i64, i64)> = conn
+            .query_row(
+                "SELECT peer_id, seq, hlc, schema_version FROM _quilt_state WHERE id = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()?;
+        let (peer_id, seq, hlc_last, schema_version) = match state {
+            Some((p, s, h, v)) => (p as u32, s as u64, h as u64, v as u32),
+            None => {
+                let id = cfg.peer_id.unwrap_or_else(random_peer_id);
+                conn.execute(
+                    "INSERT INTO _quilt_state(id, peer_id, seq, hlc, schema_version, protocol) VALUES(1, ?, 0, 0, 0, ?)",
+                    rusqlite::params![id as i64, protocol::PROTOCOL_VERSION as i64],
+                )?;
+                (id, 0, 0, 0)
+            }
+        };
+        let mut e = Engine {
+            conn,
+            peer_id,
+            seq,
+            hlc: Hlc::new(hlc_last),
+            schema_version,
+            tables: BTreeMap::new(),
+            renames: Vec::new(),
+            vector: SeqVector::default(),
+            purged: HashMap::new(),
+            peers: BTreeMap::new(),
+            outbox: Vec::new(),
+            tick_no: 0,
+            rng: (peer_id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+            pending: 0,
+            events: Vec::new(),
+            pending_warned: false,
+            counters: Counters::default(),
+            closed: false,
+            cfg,
+        };
+        e.refresh_schema()?;
+        e.rebuild_vector()?;
+        if let Some(id) = e.cfg.peer_id {
+            if id != e.peer_id {
+                e.peer_id = id;
+                e.seq = e.vector.origins.get(&id).map_or(0, |o| o.held.max());
+                e.save_state()?;
+            }
+        }
+        let own = e.vector.origins.get(&e.peer_id).map_or(0, |o| o.held.max());
+        e.seq = e.seq.max(own);
+        e.recount_pending()?;
+        Ok(e)
+    }
+
+    pub fn peer_id(&self) -> u32 {
+        self.peer_id
+    }
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+    pub fn schema_version(&self) -> u32 {
+        self.schema_version
+    }
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+    pub fn tables(&self) -> &BTreeMap<String, TableInfo> {
+        &self.tables
+    }
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.closed {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Events raised since the last call.
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+
+    fn save_state(&self) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "UPDATE _quilt_state SET peer_id=?, seq=?, hlc=?, schema_version=? WHERE id=1",
+            )?
+            .execute(rusqlite::params![
+                self.peer_id as i64,
+                self.seq as i64,
+                self.hlc.last() as i64,
+                self.schema_version as i64
+            ])?;
+        Ok(())
+    }
+
+    fn refresh_schema(&mut self) -> Result<()> {
+        let tables = schema::load_tables(&self.conn)?;
+        for t in tables.values() {
+            if schema::ensure_internal(&self.conn, t)? {
+                store::rebuild_clock(&self.conn, t)?;
+            }
+        }
+        self.tables = tables;
+        let mut st = self
+            .conn
+            .prepare("SELECT version, renames FROM _quilt_migrations ORDER BY version")?;
+        let rows = st.query_map([], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, Option<Vec<u8>>>(1)?))
+        })?;
+        let mut renames = Vec::new();
+        for row in rows {
+            let (v, blob) = row?;
+            if let Some(b) = blob {
+                if let Ok(list) = rmp_serde::from_slice::<Vec<(String, String, String)>>(&b) {
+                    renames.extend(list.into_iter().map(|(t, o, n)| (v as u32, t, o, n)));
+                }
+            }
+        }
+        self.renames = renames;
+        Ok(())
+    }
+
+    fn rebuild_vector(&mut self) -> Result<()> {
+        let mut v = SeqVector::default();
+        let mut max_at = self.hlc.last();
+        let mut sqls: Vec<String> = self
+            .tables
+            .values()
+            .map(|t| {
+                format!(
+                    "SELECT _peerId, _sequenceId, _patchedAt FROM {} ORDER BY _peerId, _sequenceId",
+                    q(&t.patches())
+                )
+            })
+            .collect();
+        sqls.push("SELECT origin, seq, at FROM _quilt_kept".into());
+        for sql in sqls {
+            let mut st = self.conn.prepare(&sql)?;
+            let mut rows = st.query([])?;
+            while let Some(r) = rows.next()? {
+                let (o, s, at): (i64, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
+                if o > 0 && s > 0 {
+                    v.hold(o as u32, s as u64);
+                }
+                max_at = max_at.max(at.max(0) as u64);
+            }
+        }
+        let mut st = self
+            .conn
+            .prepare("SELECT origin, upto FROM _quilt_purged")?;
+        let rows = st.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?;
+        for row in rows {
+            let (o, upto) = row?;
+            if o > 0 && upto > 0 {
+                v.origin(o as u32).held.insert_range(1, upto as u64);
+                v.origin(o as u32).max_seen = v.origin(o as u32).max_seen.max(upto as u64);
+                self.purged.insert(o as u32, upto as u64);
+            }
+        }
+        self.hlc.observe(max_at.min(hlc::MAX_HLC));
+        self.vector = v;
+        Ok(())
+    }
+
+    // ----- local writes ---------------------------------------------------
+
+    /// Resolve a JS row into column indices, checking names and the key.
+    fn resolve_row(t: &TableInfo, row: &[(String, Value)]) -> Result<Vec<usize>> {
+        let mut cols = Vec::with_capacity(row.len());
+        for (c, _) in row {
+            match t.index.get(c) {
+                Some(&i) => cols.push(i),
+                None => return Err(schema_err(format!("table {} has no column {c}", t.name))),
+            }
+        }
+        for pk in &t.pk {
+            let i = t.index[pk];
+            match cols.iter().position(|&c| c == i) {
+                Some(p) if !row[p].1.is_null() => {}
+                _ => {
+                    return Err(Error::Type(format!(
+                        "row for {} must give primary-key column {pk} (not null)",
+                        t.name
+                    )))
+                }
+            }
+        }
+        Ok(cols)
+    }
+
+    /// `upsert`/`upsertMany`: one transaction, one patch per row. Returns
+    /// the token of the last row.
+    pub fn upsert(&mut self, table: &str, rows: Vec<Vec<(String, Value)>>) -> Result<String> {
+        self.check_open()?;
+        let t = self.tables.get(table).ok_or_else(|| {
+            schema_err(format!(
+                "unknown table {table} (no {table}_patches table; did migrate() run?)"
+            ))
+        })?;
+        let mut resolved = Vec::with_capacity(rows.len());
+        let mut values = Vec::with_capacity(rows.len());
+        let budget = self.cfg.max_frame_bytes.saturating_sub(64 + t.name.len());
+        for row in rows {
+            let cols = Self::resolve_row(t, &row)?;
+            let vals: Vec<Value> = row.into_iter().map(|r| r.1).collect();
+            let size = protocol::estimate_row(vals.iter())
+                + cols.iter().map(|&i| t.columns[i].len() + 2).sum::<usize>();
+            if size > budget {
+                return Err(Error::Range(format!(
+                    "a patch of about {size} bytes cannot fit maxFrameBytes ({})",
+                    self.cfg.max_frame_bytes
+                )));
+            }
+            resolved.push(cols);
+            values.push(vals);
+        }
+        if values.is_empty() {
+            return Ok(self.token());
+        }
+        let n = values.len();
+        let (seq0, out0) = (self.seq, self.outbox.len());
+        let res = self.write_rows(table, values, &resolved);
+        if res.is_err() {
+            self.seq = seq0;
+            self.outbox.truncate(out0);
+        }
+        res?;
+        self.vector
+            .origin(self.peer_id)
+            .held
+            .insert_range(seq0 + 1, self.seq);
+        self.vector.origin(self.peer_id).max_seen = self.seq;
+        self.counters.local_writes += n as u64;
+        Ok(self.token())
+    }
+
+    fn write_rows(
+        &mut self,
+        table: &str,
+        rows: Vec<Vec<Value>>,
+        resolved: &[Vec<usize>],
+    ) -> Result<()> {
+        let t = &self.tables[table];
+        let tx = self.conn.unchecked_transaction()?;
+        let mut sql_cache: Option<WriteSql> = None;
+        let now = hlc::wall_ms();
+        for (values, cols) in rows.into_iter().zip(resolved) {
+            if sql_cache.as_ref().is_none_or(|c| c.0 != cols) {
+                let names = Arc::new(cols.iter().map(|&i| t.columns[i].clone()).collect());
+                sql_cache = Some((
+                    cols,
+                    store::patch_insert_sql(t, cols),
+                    store::upsert_sql(t, cols),
+                    names,
+                ));
+            }
+            let (_, ins, ups, names) = sql_cache.as_ref().ok_or_else(|| frame_err("internal"))?;
+            let at = self.hlc.tick(now);
+            self.seq += 1;
+            let stamp = Stamp {
+                at,
+                peer: self.peer_id,
+                seq: self.seq,
+            };
+            let p = RowPatch {
+                stamp,
+                cols,
+                values: &values,
+            };
+            store::insert_patch_row(&tx, t, ins, &p)?;
+            store::apply_local(&tx, t, ups, &p)?;
+            self.outbox.push(Patch {
+                table: t.name_arc.clone(),
+                origin: self.peer_id,
+                seq: self.seq,
+                at,
+                columns: names.clone(),
+                values,
+            });
+        }
+        self.save_state()?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A tombstone: sets `deletedAt` to now.
+    pub fn delete(&mut self, table: &str, pk: Vec<(String, Value)>) -> Result<String> {
+        self.check_open()?;
+        let t = self
+            .tables
+            .get(table)
+            .ok_or_else(|| schema_err(format!("unknown table {table}")))?;
+        if !t.has("deletedAt") {
+            return Err(schema_err(format!(
+                "table {table} has no deletedAt column; delete() needs one"
+            )));
+        }
+        for (c, _) in &pk {
+            if !t.is_pk(c) {
+                return Err(Error::Type(format!(
+                    "delete() takes only primary-key columns of {table}; {c} is not one"
+                )));
+            }
+        }
+        let mut row = pk;
+        row.push(("deletedAt".into(), Value::Int(hlc::wall_ms() as i64)));
+        self.upsert(table, vec![row])
+    }
+
+    /// `"<peerId>.<seq>"` of the last local write.
+    pub fn token(&self) -> String {
+        format!("{}.{}", self.peer_id, self.seq)
+    }
+
+    /// True once the write named by `(origin, seq)` is held here.
+    pub fn has(&self, origin: u32, seq: u64) -> bool {
+        seq == 0 || self.vector.holds(origin, seq)
+    }
+
+    // ----- status ---------------------------------------------------------
+
+    fn is_live(&self, p: &PeerState) -> bool {
+        p.connected
+            && p.heard_tick
+                .is_some_and(|t| self.tick_no.saturating_sub(t) <= LIVE_TICKS)
+    }
+
+    /// The lowest live peer id (this one included) leads.
+    pub fn is_leader(&self) -> bool {
+        !self
+            .peers
+            .iter()
+            .any(|(&id, p)| id < self.peer_id && self.is_live(p))
+    }
+
+    /// True when every live peer has acknowledged our last seq.
+    pub fn all_acked(&self) -> bool {
+        self.peers
+            .values()
+            .filter(|p| self.is_live(p))
+            .all(|p| p.holds.get(&self.peer_id).copied().unwrap_or(0) >= self.seq)
+    }
+
+    pub fn pending(&self) -> u64 {
+        self.pending
+    }
+
+    pub fn status(&self) -> Status {
+        let mut ids: Vec<u32> = self.peers.keys().copied().collect();
+        ids.extend(self.vector.origins.keys().copied());
+        ids.sort_unstable();
+        ids.dedup();
+        ids.retain(|&i| i != self.peer_id);
+        let peers = ids
+            .into_iter()
+            .map(|id| {
+                let ps = self.peers.get(&id);
+                let o = self.vector.origins.get(&id);
+                let last = o.map_or(0, |o| o.max_seen.max(o.held.max()));
+                PeerStatus {
+                    peer_id: id,
+                    connected: ps.is_some_and(|p| p.connected),
+                    last_seq: last,
+                    contiguous_seq: o.map_or(0, |o| o.held.contiguous()),
+                    missing: o.map_or(0, |o| o.held.missing_count(last)),
+                    last_seen_ms: ps.and_then(|p| p.heard_tick.map(|_| p.heard_ms)),
+                }
+            })
+            .collect();
+        Status {
+            peer_id: self.peer_id,
+            schema_version: self.schema_version,
+            seq: self.seq,
+            is_leader: self.is_leader(),
+            peers,
+            pending: self.pending,
+        }
+    }
+
+    /// Lag per origin in seconds: time since the oldest missing patch was
+    /// noticed (0 when caught up), for metrics.
+    pub fn lag(&self) -> Vec<(u32, f64)> {
+        let mut v: Vec<(u32, f64)> = self
+            .vector
+            .origins
+            .iter()
+            .filter(|(&o, _)| o != self.peer_id)
+            .map(|(&o, s)| {
+                let behind = s.held.missing_count(s.max_seen) > 0;
+                let ticks = s.gap_since.map_or(0, |t| self.tick_no.saturating_sub(t));
+                (
+                    o,
+                    if behind {
+                        (ticks * self.cfg.heartbeat_ms.max(1)) as f64 / 1000.0
+                    } else {
+                        0.0
+                    },
+                )
+            })
+            .collect();
+        v.sort_by_key(|x| x.0);
+        v
+    }
+
+    pub fn peer_count(&self) -> (usize, usize) {
+        let connected = self.peers.values().filter(|p| p.connected).count();
+        let live = self.peers.values().filter(|p| self.is_live(p)).count();
+        (connected, live)
+    }
+
+    pub fn last_snapshot_ms(&self) -> Option<u64> {
+        self.conn
+            .query_row(
+                "SELECT value FROM _quilt_meta WHERE key='snapshot_at'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+            .ok()
+            .flatten()
+            .map(|v| v as u64)
+    }
+
+    /// `all`/`get`: read-only statements only.
+    pub fn query(
+        &self,
+        sql: &str,
+        params: &[Value],
+        one: bool,
+    ) -> Result<(Vec<String>, Vec<Vec<Value>>)> {
+        self.query_with(sql, Params::Positional(params), one)
+    }
+
+    /// `all`/`get` with positional (`?`) or named (`@x`, `:x`, `$x`) parameters.
+    pub fn query_with(
+        &self,
+        sql: &str,
+        params: Params,
+        one: bool,
+    ) -> Result<(Vec<String>, Vec<Vec<Value>>)> {
+        self.check_open()?;
+        let mut st = self.conn.prepare_cached(sql)?;
+        if !st.readonly() {
+            return Err(Error::ReadOnly(format!(
+                "all()/get() run read-only statements only: {sql}"
+            )));
+        }
+        let expected = st.parameter_count();
+        let ordered: Vec<Value>;
+        let params: &[Value] = match params {
+            Params::Positional(p) => p,
+            Params::Named(named) => {
+                let mut out = Vec::with_capacity(expected);
+                for i in 1..=expected {
+                    let name = st
+                        .parameter_name(i)
+                        .map(|n| n[1..].to_string())
+                        .ok_or_else(|| {
+                            Error::Range(format!(
+                                "parameter {i} is positional; pass an array, not an object"
+                            ))
+                        })?;
+                    let v = named
+                        .iter()
+                        .find(|(k, _)| *k == name)
+                        .map(|(_, v)| v.clone())
+                        .ok_or_else(|| Error::Range(format!("missing named parameter {name}")))?;
+                    out.push(v);
+                }
+                ordered = out;
+                &ordered
+            }
+        };
+        if params.len() != expected {
+            return Err(Error::Range(format!(
+                "statement takes {expected} parameters, {} given",
+                params.len()
+            )));
+        }
+        let names: Vec<String> = st.column_names().into_iter().map(String::from).collect();
+        let n = names.len();
+        let mut rows = st.query(rusqlite::params_from_iter(params.iter()))?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            let mut row = Vec::with_capacity(n);
+            for i in 0..n {
+                row.push(r.get::<_, Value>(i)?);
+            }
+            out.push(row);
+            if one {
+                break;
+            }
+        }
+        Ok((names, out))
+    }
+
+    /// Persist state and close the connection. Idempotent.
+    pub fn close(&mut self) -> Result<()> {
+        if self.closed {
+            return Ok(());
+        }
+        self.save_state()?;
+        self.closed = true;
+        let _ = self.conn.execute_batch("PRAGMA optimize");
+        Ok(())
+    }
+}

@@ -1,0 +1,661 @@
+//! Peers and frames: hello pings, outgoing batches, `applyPatches`,
+//! serving retransmissions from any peer, gap requests with backoff counted
+//! in heartbeats, the heartbeat itself and retention.
+
+use super::*;
+
+impl Engine {
+    // ----- peers and frames -------------------------------------------------
+
+    pub fn add_peer(&mut self, id: u32) -> Result<Vec<Outgoing>> {
+        self.check_open()?;
+        if id == 0 {
+            return Err(Error::Range("peerId must be a u32 > 0".into()));
+        }
+        let p = self.peers.entry(id).or_default();
+        let fresh = !p.connected;
+        p.connected = true;
+        if fresh {
+            p.synced = false;
+            p.we_pinged = false;
+        }
+        // Say hello: our vector lets the peer find what it lacks at once.
+        let mut out = self.drain_outbox();
+        out.extend(self.ping_to(&[id]));
+        Ok(out)
+    }
+
+    pub fn remove_peer(&mut self, id: u32) -> Result<()> {
+        self.check_open()?;
+        if let Some(p) = self.peers.get_mut(&id) {
+            p.connected = false;
+            p.synced = false;
+        }
+        Ok(())
+    }
+
+    pub(super) fn connected(&self) -> Vec<u32> {
+        self.peers
+            .iter()
+            .filter(|(id, p)| p.connected && **id != self.peer_id)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    pub(super) fn key(&self) -> Option<&[u8]> {
+        self.cfg.cluster_key.as_deref()
+    }
+
+    pub(super) fn ping_body(&self) -> Ping {
+        let mut vector = self.vector.ping_vector();
+        vector.retain(|v| v.0 != self.peer_id);
+        vector.push((self.peer_id, self.seq, self.seq));
+        Ping {
+            own_last_seq: self.seq,
+            vector,
+        }
+    }
+
+    pub(super) fn ping_to(&mut self, peers: &[u32]) -> Vec<Outgoing> {
+        if peers.is_empty() {
+            return Vec::new();
+        }
+        let body = Body {
+            schema_version: self.schema_version,
+            ping: Some(self.ping_body()),
+            ..Default::default()
+        };
+        let frame = protocol::encode_frame(self.peer_id, &body, self.key());
+        let mut out = Vec::new();
+        for &p in peers {
+            if let Some(ps) = self.peers.get_mut(&p) {
+                ps.we_pinged = true;
+            }
+            out.push(Outgoing {
+                peer: p,
+                frame: frame.clone(),
+            });
+        }
+        self.counters.pings_out += peers.len() as u64;
+        out
+    }
+
+    /// Queued local patches as frames for every connected peer.
+    pub fn drain_outbox(&mut self) -> Vec<Outgoing> {
+        if self.outbox.is_empty() {
+            return Vec::new();
+        }
+        let patches = std::mem::take(&mut self.outbox);
+        let peers = self.connected();
+        if peers.is_empty() {
+            return Vec::new();
+        }
+        let mut b = FrameBuilder::new(
+            self.peer_id,
+            self.schema_version,
+            self.cfg.cluster_key.as_deref(),
+            self.cfg.max_frame_bytes,
+        );
+        for p in &patches {
+            b.push(p);
+        }
+        let frames = b.finish();
+        let mut out = Vec::with_capacity(frames.len() * peers.len());
+        for f in &frames {
+            for &p in &peers {
+                out.push(Outgoing {
+                    peer: p,
+                    frame: f.clone(),
+                });
+            }
+        }
+        out
+    }
+
+    /// Count a frame `send` failed to take (the gap protocol repairs it).
+    pub fn note_send_failure(&mut self) {
+        self.counters.send_failures += 1;
+    }
+
+    /// Count bytes handed to `send`.
+    pub fn note_sent(&mut self, frames: &[Outgoing]) {
+        self.counters.frames_out += frames.len() as u64;
+        self.counters.bytes_out += frames.iter().map(|f| f.frame.len() as u64).sum::<u64>();
+    }
+
+    /// `applyPatches`: check, decode, store and apply a frame in one
+    /// transaction, then answer it. A frame that is not valid changes nothing.
+    pub fn apply_frame(&mut self, bytes: &[u8]) -> Result<(ApplyResult, Vec<Outgoing>)> {
+        self.check_open()?;
+        let frame = match protocol::decode_frame(
+            bytes,
+            self.cfg.cluster_key.as_deref(),
+            self.cfg.max_frame_bytes,
+        ) {
+            Ok(f) => f,
+            Err(e) => {
+                self.counters.reject(e.code());
+                return Err(e);
+            }
+        };
+        let sender = frame.sender;
+        let body = frame.body;
+        let now = hlc::wall_ms();
+        // Drift: refuse the whole frame, but remember the seqs exist so the
+        // gap protocol fetches them again once the clocks agree.
+        let too_far = body
+            .groups
+            .iter()
+            .flat_map(|g| g.patches())
+            .find(|p| !Hlc::within_drift(p.at, now, self.cfg.max_drift_ms));
+        if let Some(p) = too_far {
+            for g in &body.groups {
+                for q in g.patches() {
+                    let o = self.vector.origin(q.origin);
+                    o.max_seen = o.max_seen.max(q.seq);
+                }
+            }
+            self.counters.reject("E_DRIFT");
+            return Err(Error::Drift(format!(
+                "frame from peer {sender} is stamped {} ms ahead of the local clock (maxDriftMs {})",
+                hlc::to_unix_ms(p.at).saturating_sub(now),
+                self.cfg.max_drift_ms
+            )));
+        }
+        let mut res = ApplyResult::default();
+        let mut new_held: Vec<(u32, u64)> = Vec::new();
+        let mut seen: HashSet<(u32, u64)> = HashSet::new();
+        let hlc_before = self.hlc.clone();
+        let pending_before = self.pending;
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        let result = (|| -> Result<()> {
+            for g in &body.groups {
+                let local_table = self.tables.get(&g.table);
+                let mapped: Vec<String> = g
+                    .columns
+                    .iter()
+                    .map(|c| self.map_column(&g.table, c, body.schema_version))
+                    .collect();
+                let idx: Vec<Option<usize>> = mapped
+                    .iter()
+                    .map(|c| local_table.and_then(|t| t.index.get(c).copied()))
+                    .collect();
+                let known: Vec<usize> = idx
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, i)| i.is_some())
+                    .map(|(k, _)| k)
+                    .collect();
+                let whole = local_table.is_some() && known.len() == g.columns.len();
+                let cols: Vec<usize> = known.iter().filter_map(|&k| idx[k]).collect();
+                if let Some(t) = local_table {
+                    if let Some(pk) = t.pk.iter().find(|p| !cols.contains(&t.index[*p])) {
+                        return Err(frame_err(format!(
+                            "patch for {} lacks primary-key column {pk}",
+                            t.name
+                        )));
+                    }
+                }
+                let sqls = local_table.map(|t| {
+                    (
+                        store::patch_insert_sql(t, &cols),
+                        store::upsert_sql(t, &cols),
+                    )
+                });
+                let pk_pos: Vec<usize> = local_table
+                    .map(|t| {
+                        t.pk_index
+                            .iter()
+                            .filter_map(|i| cols.iter().position(|c| c == i))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let (mut at, mut seq) = (0i64, 0i64);
+                let mut whole_cols: Option<Arc<Vec<String>>> = None;
+                for r in &g.rows {
+                    at = at.wrapping_add(r.0);
+                    seq = seq.wrapping_add(r.1);
+                    let (at, seq) = (at as u64, seq as u64);
+                    if self.vector.holds(g.origin, seq) || !seen.insert((g.origin, seq)) {
+                        res.duplicates += 1;
+                        continue;
+                    }
+                    self.hlc.observe(at);
+                    if let (Some(t), Some((ins, ups))) = (local_table, sqls.as_ref()) {
+                        let picked: Vec<Value>;
+                        let vals: &[Value] = if whole {
+                            &r.2
+                        } else {
+                            picked = known.iter().map(|&k| r.2[k].clone()).collect();
+                            &picked
+                        };
+                        if pk_pos.iter().any(|&i| vals[i].is_null()) {
+                            return Err(frame_err(format!(
+                                "patch for {} has a NULL primary key",
+                                t.name
+                            )));
+                        }
+                        let rp = RowPatch {
+                            stamp: Stamp {
+                                at,
+                                peer: g.origin,
+                                seq,
+                            },
+                            cols: &cols,
+                            values: vals,
+                        };
+                        store::insert_patch_row(&self.conn, t, ins, &rp)?;
+                        store::apply_remote(&self.conn, t, &rp, Some(ups))?;
+                        res.applied += 1;
+                    }
+                    if !whole {
+                        let columns = whole_cols
+                            .get_or_insert_with(|| Arc::new(g.columns.clone()))
+                            .clone();
+                        let p = Patch {
+                            table: Arc::from(g.table.as_str()),
+                            origin: g.origin,
+                            seq,
+                            at,
+                            columns,
+                            values: r.2.clone(),
+                        };
+                        store::insert_kept(&self.conn, &p, body.schema_version)?;
+                        self.pending += 1;
+                    }
+                    res.stored += 1;
+                    new_held.push((g.origin, seq));
+                }
+            }
+            if res.stored > 0 {
+                self.save_state()?;
+            }
+            Ok(())
+        })();
+        match result.and_then(|_| self.conn.execute_batch("COMMIT").map_err(Error::from)) {
+            Ok(()) => {}
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                self.pending = pending_before;
+                self.hlc = hlc_before;
+                self.counters.reject(e.code());
+                return Err(e);
+            }
+        }
+        self.counters.frames_in += 1;
+        self.counters.bytes_in += bytes.len() as u64;
+        self.counters.patches_applied += res.applied;
+        self.counters.duplicates += res.duplicates;
+        let mut touched: HashSet<u32> = HashSet::new();
+        for (o, s) in new_held {
+            self.vector.hold(o, s);
+            touched.insert(o);
+        }
+        if self.pending > 0 && !self.pending_warned {
+            self.pending_warned = true;
+            self.events.push(Event::Error {
+                code: "E_SCHEMA",
+                message: format!(
+                    "patches from peer {sender} (schema version {}) name tables or columns this peer (schema version {}) lacks; they are kept and applied after migrate()",
+                    body.schema_version, self.schema_version
+                ),
+            });
+        }
+        let mut out = Vec::new();
+        if sender != self.peer_id {
+            let ps = self.peers.entry(sender).or_default();
+            ps.heard_tick = Some(self.tick_no);
+            ps.heard_ms = now;
+            ps.schema_version = body.schema_version;
+            if let Some(ping) = &body.ping {
+                ps.pinged_us = true;
+                for &(o, c, _) in &ping.vector {
+                    ps.holds.insert(o, c);
+                }
+                let reply = ps.connected && !ps.we_pinged;
+                for &(o, _, m) in &ping.vector {
+                    if o != self.peer_id {
+                        let st = self.vector.origin(o);
+                        st.max_seen = st.max_seen.max(m);
+                        touched.insert(o);
+                    }
+                }
+                let st = self.vector.origin(sender);
+                st.max_seen = st.max_seen.max(ping.own_last_seq);
+                touched.insert(sender);
+                self.counters.pings_in += 1;
+                if reply {
+                    out.extend(self.ping_to(&[sender]));
+                }
+            }
+            out.extend(self.serve(sender, &body.requests)?);
+            for g in &body.gone {
+                for &(a, b) in &g.ranges {
+                    let st = self.vector.origin(g.origin);
+                    if st
+                        .held
+                        .gaps(b, usize::MAX)
+                        .iter()
+                        .any(|&(x, y)| y >= a && x <= b)
+                        && !st.gone.contains(a)
+                    {
+                        st.gone.insert_range(a, b);
+                        self.events.push(Event::Error {
+                            code: "E_GONE",
+                            message: format!(
+                                "peer {sender} no longer holds patches {a}..{b} of peer {}; restore this peer from a snapshot",
+                                g.origin
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+        // Ask at once for what this frame showed is missing.
+        let mut origins: Vec<u32> = touched.into_iter().filter(|&o| o != self.peer_id).collect();
+        origins.sort_unstable();
+        for o in origins {
+            let (reqs, n) = self.request_gaps(o, Some(sender), true);
+            res.requested += n;
+            out.extend(reqs);
+        }
+        self.check_synced();
+        Ok((res, out))
+    }
+
+    /// Serve requested ranges from the `_patches` tables and kept patches;
+    /// purged ranges are answered as gone.
+    pub(super) fn serve(&mut self, to: u32, requests: &[Ranges]) -> Result<Vec<Outgoing>> {
+        if requests.is_empty() || !self.peers.get(&to).is_some_and(|p| p.connected) {
+            return Ok(Vec::new());
+        }
+        let mut b = FrameBuilder::new(
+            self.peer_id,
+            self.schema_version,
+            self.cfg.cluster_key.as_deref(),
+            self.cfg.max_frame_bytes,
+        );
+        let mut gone: Vec<Ranges> = Vec::new();
+        let mut served = 0usize;
+        for r in requests {
+            let mut found_set = RangeSet::new();
+            for &(a, bnd) in r.ranges.iter().take(256) {
+                if served >= SERVE_LIMIT {
+                    break;
+                }
+                let mut found: BTreeMap<u64, Patch> = BTreeMap::new();
+                for t in self.tables.values() {
+                    for p in
+                        store::read_patches(&self.conn, t, r.origin, a, bnd, SERVE_LIMIT - served)?
+                    {
+                        found.insert(p.seq, p);
+                    }
+                }
+                for k in store::read_kept(&self.conn, Some((r.origin, a, bnd)))? {
+                    let mut p = k.patch;
+                    p.columns = Arc::new(
+                        p.columns
+                            .iter()
+                            .map(|c| self.map_column(&p.table, c, k.schema_version))
+                            .collect(),
+                    );
+                    found.insert(p.seq, p);
+                }
+                for p in found.values().take(SERVE_LIMIT - served) {
+                    b.push(p);
+                    found_set.insert(p.seq);
+                    served += 1;
+                }
+                let upto = self.purged.get(&r.origin).copied().unwrap_or(0);
+                if a <= upto && served < SERVE_LIMIT {
+                    let missing = found_set.subtract_from(vec![(a, bnd.min(upto))]);
+                    if !missing.is_empty() {
+                        gone.push(Ranges {
+                            origin: r.origin,
+                            ranges: missing,
+                        });
+                    }
+                }
+            }
+        }
+        self.counters.retransmitted += served as u64;
+        if !gone.is_empty() {
+            b.body_mut().gone = gone;
+        }
+        Ok(b.finish()
+            .into_iter()
+            .map(|frame| Outgoing { peer: to, frame })
+            .collect())
+    }
+
+    pub(super) fn jitter(&mut self) -> u64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng & 1
+    }
+
+    /// Ask for the gaps of one origin, if its backoff allows. `hint` is the
+    /// peer that just spoke (it likely holds what it told us of).
+    pub(super) fn request_gaps(
+        &mut self,
+        origin: u32,
+        hint: Option<u32>,
+        eager: bool,
+    ) -> (Vec<Outgoing>, u64) {
+        let tick = self.tick_no;
+        let connected = self.connected();
+        let st = self.vector.origin(origin);
+        let wanted = st.wanted(64);
+        if wanted.is_empty() {
+            st.gap_since = None;
+            st.attempts = 0;
+            return (Vec::new(), 0);
+        }
+        if st.gap_since.is_none() {
+            st.gap_since = Some(tick);
+        }
+        let contiguous = st.held.contiguous();
+        if contiguous > st.last_contiguous {
+            st.attempts = 0;
+            st.last_contiguous = contiguous;
+        }
+        if eager && st.attempts > 0 {
+            return (Vec::new(), 0);
+        }
+        if tick < st.next_request && !eager {
+            return (Vec::new(), 0);
+        }
+        if connected.is_empty() {
+            return (Vec::new(), 0);
+        }
+        let attempts = st.attempts;
+        let first = wanted[0];
+        let mut holders: Vec<u32> = connected
+            .iter()
+            .copied()
+            .filter(|p| {
+                *p == origin
+                    || self
+                        .peers
+                        .get(p)
+                        .and_then(|s| s.holds.get(&origin))
+                        .is_some_and(|&c| c >= first.0)
+            })
+            .collect();
+        if holders.is_empty() {
+            holders = connected.clone();
+        }
+        let target = if attempts == 0 && connected.contains(&origin) {
+            origin
+        } else if let Some(h) = hint.filter(|h| attempts == 0 && holders.contains(h)) {
+            h
+        } else {
+            holders[(attempts as usize) % holders.len()]
+        };
+        let jitter = self.jitter();
+        let st = self.vector.origin(origin);
+        st.attempts = st.attempts.saturating_add(1);
+        st.next_request = tick + backoff_ticks(attempts) + jitter;
+        let n = wanted.len() as u64;
+        let body = Body {
+            schema_version: self.schema_version,
+            requests: vec![Ranges {
+                origin,
+                ranges: wanted,
+            }],
+            ..Default::default()
+        };
+        self.counters.requests_out += 1;
+        let frame = protocol::encode_frame(self.peer_id, &body, self.key());
+        (
+            vec![Outgoing {
+                peer: target,
+                frame,
+            }],
+            n,
+        )
+    }
+
+    pub(super) fn check_synced(&mut self) {
+        let ids: Vec<u32> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.connected && p.pinged_us && !p.synced)
+            .map(|(i, _)| *i)
+            .collect();
+        for id in ids {
+            let caught_up = self.peers[&id].holds.iter().all(|(&o, &c)| {
+                o == self.peer_id
+                    || self.vector.contiguous(o) >= c
+                    || self
+                        .vector
+                        .origins
+                        .get(&o)
+                        .is_some_and(|s| !s.gone.is_empty())
+            });
+            if caught_up {
+                if let Some(p) = self.peers.get_mut(&id) {
+                    p.synced = true;
+                }
+                self.events.push(Event::Synced(id));
+            }
+        }
+    }
+
+    /// One heartbeat: gap requests with backoff, pings, retention.
+    pub fn tick(&mut self) -> Result<Vec<Outgoing>> {
+        self.check_open()?;
+        self.tick_no += 1;
+        let mut out = self.drain_outbox();
+        let mut origins: Vec<u32> = self
+            .vector
+            .origins
+            .keys()
+            .copied()
+            .filter(|&o| o != self.peer_id)
+            .collect();
+        origins.sort_unstable();
+        for o in origins {
+            let (reqs, _) = self.request_gaps(o, None, false);
+            out.extend(reqs);
+        }
+        let peers = self.connected();
+        out.extend(self.ping_to(&peers));
+        self.purge()?;
+        self.save_state()?;
+        self.check_synced();
+        Ok(out)
+    }
+
+    /// Retention: delete, in small batches, patches older than
+    /// `retentionMs` that are below every origin's contiguous seq and covered
+    /// by the last snapshot (when one exists).
+    pub(super) fn purge(&mut self) -> Result<()> {
+        let cutoff = hlc::from_unix_ms(hlc::wall_ms().saturating_sub(self.cfg.retention_ms)) as i64;
+        let cover: Option<HashMap<u32, u64>> = self
+            .conn
+            .query_row(
+                "SELECT value FROM _quilt_meta WHERE key='snapshot_vector'",
+                [],
+                |r| r.get::<_, Vec<u8>>(0),
+            )
+            .optional()?
+            .and_then(|b| rmp_serde::from_slice(&b).ok());
+        let origins: Vec<(u32, u64)> = self
+            .vector
+            .origins
+            .keys()
+            .map(|&o| (o, self.vector.contiguous(o)))
+            .collect();
+        for (o, contiguous) in origins {
+            let limit = match &cover {
+                Some(c) => contiguous.min(c.get(&o).copied().unwrap_or(0)),
+                None => contiguous,
+            };
+            if limit == 0 {
+                continue;
+            }
+            let mut max_deleted = 0i64;
+            let mut sqls: Vec<String> = self
+                .tables
+                .values()
+                .map(|t| {
+                    format!(
+                        "DELETE FROM {0} WHERE rowid IN (SELECT rowid FROM {0} WHERE _peerId=?1 AND _sequenceId<=?2 AND _patchedAt<?3 LIMIT {PURGE_BATCH}) RETURNING _sequenceId",
+                        q(&t.patches())
+                    )
+                })
+                .collect();
+            sqls.push(format!("DELETE FROM _quilt_kept WHERE (origin, seq) IN (SELECT origin, seq FROM _quilt_kept WHERE origin=?1 AND seq<=?2 AND at<?3 LIMIT {PURGE_BATCH}) RETURNING seq"));
+            for sql in sqls {
+                let mut st = self.conn.prepare_cached(&sql)?;
+                let rows = st
+                    .query_map(rusqlite::params![o as i64, limit as i64, cutoff], |r| {
+                        r.get::<_, i64>(0)
+                    })?;
+                for s in rows {
+                    max_deleted = max_deleted.max(s?);
+                }
+            }
+            if max_deleted > 0 {
+                let upto = (max_deleted as u64).max(self.purged.get(&o).copied().unwrap_or(0));
+                self.purged.insert(o, upto);
+                self.conn
+                    .prepare_cached(
+                        "INSERT OR REPLACE INTO _quilt_purged(origin, upto) VALUES(?, ?)",
+                    )?
+                    .execute(rusqlite::params![o as i64, upto as i64])?;
+                self.counters.purged += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Record the seq vector a snapshot covers (retention never purges
+    /// beyond it).
+    pub fn set_snapshot_cover(&self, vector: &HashMap<u32, u64>, created_ms: u64) -> Result<()> {
+        let blob = rmp_serde::to_vec(vector).unwrap_or_default();
+        self.conn.execute(
+            "INSERT OR REPLACE INTO _quilt_meta(key, value) VALUES('snapshot_vector', ?)",
+            [blob],
+        )?;
+        self.conn.execute(
+            "INSERT OR REPLACE INTO _quilt_meta(key, value) VALUES('snapshot_at', ?)",
+            [created_ms as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Contiguous seq per origin (what a snapshot taken now covers).
+    pub fn contiguous_vector(&self) -> HashMap<u32, u64> {
+        let mut v: HashMap<u32, u64> = self
+            .vector
+            .origins
+            .keys()
+            .map(|&o| (o, self.vector.contiguous(o)))
+            .collect();
+        v.insert(self.peer_id, self.seq);
+        v
+    }
+}
