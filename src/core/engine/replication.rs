@@ -267,9 +267,6 @@ impl Engine {
                     new_held.push((g.origin, seq));
                 }
             }
-            if res.stored > 0 {
-                self.save_state()?;
-            }
             Ok(())
         })();
         match result.and_then(|_| self.conn.execute_batch("COMMIT").map_err(Error::from)) {
