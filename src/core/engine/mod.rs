@@ -292,6 +292,9 @@ impl Engine {
     }
 
     fn refresh_schema(&mut self) -> Result<()> {
+        // Cached statements read their column lists before the first step;
+        // after a schema change they must be prepared anew.
+        self.conn.flush_prepared_statement_cache();
         let tables = schema::load_tables(&self.conn)?;
         for t in tables.values() {
             if schema::ensure_internal(&self.conn, t)? {
