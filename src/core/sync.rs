@@ -144,6 +144,8 @@ pub struct OriginState {
     pub gone: RangeSet,
     /// Heartbeat at which the current gaps were first seen (None: no gap).
     pub gap_since: Option<u64>,
+    /// Wall-clock ms when the current gaps were first seen (for lag).
+    pub gap_since_ms: Option<u64>,
     /// Heartbeat before which no request is repeated.
     pub next_request: u64,
     /// Requests sent since the last progress (drives backoff and rotation).

@@ -204,7 +204,7 @@ impl Engine {
                     vals.push(v.clone());
                 }
             }
-            if !t.pk.iter().all(|p| cols.contains(&t.index[p])) {
+            if !t.pk_index.iter().all(|p| cols.contains(p)) {
                 continue;
             }
             let stamp = Stamp {
@@ -212,16 +212,26 @@ impl Engine {
                 peer: k.patch.origin,
                 seq: k.patch.seq,
             };
-            store::apply_remote(
-                &self.conn,
-                t,
-                &RowPatch {
-                    stamp,
-                    cols: &cols,
-                    values: &vals,
-                },
-                None,
-            )?;
+            let rp = RowPatch {
+                stamp,
+                cols: &cols,
+                values: &vals,
+            };
+            // The patch row holds what the schema can hold now; a patch the
+            // schema holds whole leaves the kept table.
+            self.conn
+                .prepare_cached(&format!(
+                    "DELETE FROM {} WHERE _peerId = ?1 AND _sequenceId = ?2",
+                    q(&t.patches())
+                ))?
+                .execute(rusqlite::params![stamp.peer as i64, stamp.seq as i64])?;
+            store::insert_patch_row(&self.conn, t, &store::patch_insert_sql(t, &cols), &rp)?;
+            store::apply_remote(&self.conn, t, &rp, None)?;
+            if cols.len() == k.patch.columns.len() {
+                self.conn
+                    .prepare_cached("DELETE FROM _quilt_kept WHERE origin = ?1 AND seq = ?2")?
+                    .execute(rusqlite::params![stamp.peer as i64, stamp.seq as i64])?;
+            }
         }
         Ok(())
     }

@@ -582,6 +582,7 @@ impl Engine {
     /// Lag per origin in seconds: time since the oldest missing patch was
     /// noticed (0 when caught up), for metrics.
     pub fn lag(&self) -> Vec<(u32, f64)> {
+        let now = hlc::wall_ms();
         let mut v: Vec<(u32, f64)> = self
             .vector
             .origins
@@ -589,11 +590,11 @@ impl Engine {
             .filter(|(&o, _)| o != self.peer_id)
             .map(|(&o, s)| {
                 let behind = s.held.missing_count(s.max_seen) > 0;
-                let ticks = s.gap_since.map_or(0, |t| self.tick_no.saturating_sub(t));
+                let since = s.gap_since_ms.unwrap_or(now);
                 (
                     o,
                     if behind {
-                        (ticks * self.cfg.heartbeat_ms.max(1)) as f64 / 1000.0
+                        now.saturating_sub(since) as f64 / 1000.0
                     } else {
                         0.0
                     },

@@ -446,11 +446,13 @@ impl Engine {
         let wanted = st.wanted(64);
         if wanted.is_empty() {
             st.gap_since = None;
+            st.gap_since_ms = None;
             st.attempts = 0;
             return (Vec::new(), 0);
         }
         if st.gap_since.is_none() {
             st.gap_since = Some(tick);
+            st.gap_since_ms = Some(hlc::wall_ms());
         }
         let contiguous = st.held.contiguous();
         if contiguous > st.last_contiguous {
