@@ -289,6 +289,10 @@ async function runChaos (options = {}) {
   function write () {
     const i = rng.pick(openPeers())
     const r = reps[i]
+    // Now and then note the greatest stamp this peer holds: the write it is
+    // about to make must be stamped above it (the HLC observes what it applied).
+    const seen = rng.chance(0.02) ? r.get('SELECT max(_patchedAt) AS m FROM t_patches').m : null
+    const before = log.length
     const x = rng.float()
     if (x < 0.08) {
       const pk = { id: rng.int(o.keys), g: rng.range(1, 2) }
@@ -303,6 +307,7 @@ async function runChaos (options = {}) {
       record(i, r.upsert(TABLE, row), [row], 'upsert')
       counts.upserts++
     }
+    if (seen !== null) for (let k = before; k < log.length; k++) log[k].after = seen
     if (rng.chance(0.3)) r.flush()
   }
 
@@ -437,7 +442,7 @@ async function runChaos (options = {}) {
         if (lag.length) fail(`peer ${i + 1} status`, lag)
       }
     }
-    if (converged) checkStatus()
+    if (converged) await checkStatus()
     verify()
   } catch (e) {
     fail('harness threw', (e && e.stack) || String(e))
@@ -470,8 +475,12 @@ async function runChaos (options = {}) {
   }
 
   // Once converged, every peer's vector says so too.
-  function checkStatus () {
+  async function checkStatus () {
     for (const i of openPeers()) {
+      // waitFor resolves at once for every token, on every peer.
+      const waits = await Promise.all(log.map((w) => reps[i].waitFor(`${w.peer}.${w.seq}`, 0)))
+      const notYet = log.filter((w, k) => waits[k] !== true)
+      if (notYet.length) fail(`peer ${i + 1}: waitFor(token, 0) is not true for ${notYet.length} token(s)`, notYet.slice(0, 5).map((w) => `${w.peer}.${w.seq}`))
       const st = reps[i].status()
       if (st.seq !== lastSeq[i]) fail(`peer ${i + 1}: status().seq ${st.seq}, last token seq ${lastSeq[i]}`)
       if (st.pending !== 0) fail(`peer ${i + 1}: status().pending ${st.pending}`)
@@ -510,6 +519,7 @@ async function runChaos (options = {}) {
         if (++missing <= 10) fail(`write ${w.peer}.${w.seq} (upsert returned) is in no peer`)
         continue
       }
+      if (w.after !== undefined && !(p._patchedAt > w.after)) fail(`write ${w.peer}.${w.seq} is stamped ${p._patchedAt}, not above ${w.after}, the greatest stamp its peer held when it wrote`)
       if (p.id !== w.row.id || p.g !== w.row.g) fail(`patch ${w.peer}.${w.seq} has key ${pkKey(p)}, written ${pkKey(w.row)}`)
       const got = setCols(p)
       if (w.kind === 'delete') {

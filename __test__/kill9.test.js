@@ -4,7 +4,8 @@
 // over WebSockets on 127.0.0.1, heartbeatMs 50. Peer 1 writes as fast as it
 // can and prints each token after `upsert` returned; peer 2 writes slowly;
 // peer 3 only listens. Peer 1 is SIGKILLed mid-stream three times and restarted
-// on the same file (the peer id comes from the file). After everything
+// on the same file (the peer id comes from the file); peer 3 is killed and
+// restarted once too, while frames pour in. After everything
 // converges, the files are opened read-only and every token any peer
 // reported must be in every peer's `t_patches` and base table.
 const test = require('node:test')
@@ -120,6 +121,17 @@ test('kill -9 of a writer loses no write whose upsert returned', { timeout: 4000
     peers[0] = next
     announce()
     next.child.send({ type: 'start', everyMs: 0, burst: 1 })
+
+    if (k === 0) {
+      // The listener too, while frames pour in (kill -9 inside applyPatches).
+      await sleep(100 + Math.floor(Math.random() * 100))
+      peers[2].child.kill('SIGKILL')
+      await peers[2].exited
+      const p3 = await spawnPeer({ file: files[2], peerId: undefined, gen: 1 })
+      assert.equal(p3.info.peerId, 3, 'the restarted listener keeps its stored peer id')
+      peers[2] = p3
+      announce()
+    }
   }
   // The last life writes a little, then every writer stops.
   const last = peers[0]
