@@ -421,11 +421,22 @@ impl Engine {
         let n = values.len();
         let (seq0, out0) = (self.seq, self.outbox.len());
         let res = self.write_rows(table, values, &resolved);
-        if res.is_err() {
+        if let Err(e) = res {
             self.seq = seq0;
             self.outbox.truncate(out0);
+            return Err(match e {
+                // A value of the wrong type for a STRICT column is a bad argument.
+                Error::Sqlite(rusqlite::Error::SqliteFailure(f, msg))
+                    if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_DATATYPE =>
+                {
+                    Error::Type(format!(
+                        "table {table}: {}",
+                        msg.unwrap_or_else(|| "a value does not match its column type".into())
+                    ))
+                }
+                e => e,
+            });
         }
-        res?;
         self.vector
             .origin(self.peer_id)
             .held
