@@ -19,6 +19,7 @@
 //
 // CLI:   node __test__/chaos.js [--seed N] [--peers 5] [--ops 10000]
 //          [--drop 0.2] [--dup 0.05] [--reorder 0.3] [--delay 6]
+//          [--truncate 0] [--corrupt 0] [--key STRING]
 //          [--topology mesh|hub|chain|all] [--partition 1] [--restart 1]
 //          [--tick-every 25] [--keys 8] [--max-rounds 500] [--max-frame-bytes 0]
 //          [--keep] [--verbose]
@@ -82,6 +83,9 @@ const DEFAULTS = {
   dup: 0.05, // probability a frame is delivered twice
   reorder: 0.3, // probability a frame is held back by 1..delay steps
   delay: 6, // max extra delay in network steps
+  truncate: 0, // probability a frame arrives cut short (must throw E_FRAME/E_AUTH)
+  corrupt: 0, // probability a byte of a frame is flipped (needs a key: must throw E_AUTH, ...)
+  key: '', // clusterKey of every replicator ('' none; set automatically when corrupt > 0)
   topology: 'mesh',
   partition: 1, // how many partitions during the workload
   restart: 1, // how many close/reopen cycles during the workload
@@ -141,7 +145,7 @@ class Net {
     this.closed = new Set()
     this.lossless = false
     this.deliver = null
-    this.stats = { sent: 0, delivered: 0, dropped: 0, duplicated: 0, delayed: 0, cut: 0, toClosed: 0 }
+    this.stats = { sent: 0, delivered: 0, dropped: 0, duplicated: 0, delayed: 0, mangled: 0, cut: 0, toClosed: 0 }
   }
 
   key (a, b) { return a < b ? `${a}-${b}` : `${b}-${a}` }
@@ -160,7 +164,18 @@ class Net {
     for (let c = 0; c < copies; c++) {
       let at = this.now + 1
       if (this.rng.chance(this.o.reorder)) { at += this.rng.range(1, this.o.delay); s.delayed++ }
-      this.queue.push({ from, to, frame: bytes, at, serial: this.serial++ })
+      let f = bytes
+      let mangled = null
+      if (!this.lossless && this.rng.chance(this.o.truncate)) {
+        f = Buffer.from(bytes.subarray(0, this.rng.int(bytes.length)))
+        mangled = 'truncated'
+      } else if (!this.lossless && this.rng.chance(this.o.corrupt)) {
+        f = Buffer.from(bytes)
+        f[this.rng.int(f.length)] ^= 1 << this.rng.int(8)
+        mangled = 'corrupted'
+      }
+      if (mangled) s.mangled++
+      this.queue.push({ from, to, frame: f, at, serial: this.serial++, mangled })
     }
   }
 
@@ -194,7 +209,8 @@ class Net {
 async function runChaos (options = {}) {
   const o = { ...DEFAULTS, ...options }
   for (const k of ['seed', 'peers', 'ops', 'delay', 'partition', 'restart', 'tickEvery', 'keys', 'maxRounds', 'maxFrameBytes']) o[k] = Number(o[k])
-  for (const k of ['drop', 'dup', 'reorder']) o[k] = Number(o[k])
+  for (const k of ['drop', 'dup', 'reorder', 'truncate', 'corrupt']) o[k] = Number(o[k])
+  if (o.corrupt > 0 && !o.key) o.key = 'chaos-cluster-key' // without a MAC a flipped value byte is undetectable
   if (!(o.peers >= 2)) throw new RangeError('peers must be >= 2')
   const t0 = Date.now()
   const rng = new Rng(o.seed)
@@ -209,7 +225,7 @@ async function runChaos (options = {}) {
   const events = []
   const log = [] // every write whose upsert returned
   const lastSeq = new Array(n).fill(0)
-  const counts = { upserts: 0, upsertMany: 0, deletes: 0, nullWrites: 0, ticks: 0, restarts: 0, partitions: 0, applyThrows: 0, drift: 0, applied: 0, duplicates: 0, requested: 0 }
+  const counts = { upserts: 0, upsertMany: 0, deletes: 0, nullWrites: 0, ticks: 0, restarts: 0, partitions: 0, applyThrows: 0, drift: 0, rejected: 0, applied: 0, duplicates: 0, requested: 0 }
   const trace = (...a) => { if (o.verbose) console.log(`[${net.now}]`, ...a) }
   const fail = (what, extra) => {
     failures.push(extra === undefined ? what : `${what}: ${typeof extra === 'string' ? extra : JSON.stringify(extra)}`)
@@ -219,11 +235,17 @@ async function runChaos (options = {}) {
     const r = reps[m.to]
     try {
       const res = r.applyPatches(m.frame)
+      if (m.mangled) fail(`a ${m.mangled} frame (${m.frame.length} bytes, from ${m.from + 1}) was taken by peer ${m.to + 1}`, res)
       counts.applied += res.applied
       counts.duplicates += res.duplicates
       counts.requested += res.requested
     } catch (e) {
       if (e && e.code === 'E_DRIFT') { counts.drift++; return }
+      if (m.mangled) {
+        if (['E_FRAME', 'E_AUTH', 'E_VERSION'].includes(e && e.code)) { counts.rejected++; return }
+        fail(`a ${m.mangled} frame threw ${e && e.code} on peer ${m.to + 1}`, String(e && e.message))
+        return
+      }
       counts.applyThrows++
       if (counts.applyThrows <= 5) fail(`applyPatches threw on peer ${m.to + 1} (frame from ${m.from + 1}, ${m.frame.length} bytes)`, `${e && e.code} ${e && e.message}`)
     }
@@ -234,6 +256,7 @@ async function runChaos (options = {}) {
     const ro = { path: file(i), heartbeatMs: 0 }
     if (first) ro.peerId = i + 1
     if (o.maxFrameBytes > 0) ro.maxFrameBytes = o.maxFrameBytes
+    if (o.key) ro.clusterKey = o.key
     const r = new Replicator(ro)
     if (r.peerId !== i + 1) fail(`peer ${i + 1} reopened with peerId ${r.peerId}`)
     r.on('error', (e) => {
@@ -600,7 +623,7 @@ function summary (r) {
   const s = r.net
   return `chaos ${r.ok ? 'ok' : 'FAILED'} topology=${r.topology} seed=${r.seed} peers=${r.peers} ops=${r.ops} writes=${r.writes} ` +
     `rounds=${r.rounds} ms=${r.ms} frames: sent=${s.sent} delivered=${s.delivered} dropped=${s.dropped} dup=${s.duplicated} ` +
-    `delayed=${s.delayed} cut=${s.cut} toClosed=${s.toClosed} applied=${r.counts.applied} dups=${r.counts.duplicates} ` +
+    `delayed=${s.delayed} mangled=${s.mangled} rejected=${r.counts.rejected} cut=${s.cut} toClosed=${s.toClosed} applied=${r.counts.applied} dups=${r.counts.duplicates} ` +
     `requested=${r.counts.requested} partitions=${r.counts.partitions} restarts=${r.counts.restarts}`
 }
 
@@ -608,7 +631,8 @@ function reproduce (r) {
   const o = r.options
   return `node __test__/chaos.js --seed ${o.seed} --topology ${o.topology} --peers ${o.peers} --ops ${o.ops} --drop ${o.drop} --dup ${o.dup} ` +
     `--reorder ${o.reorder} --delay ${o.delay} --partition ${o.partition} --restart ${o.restart} --tick-every ${o.tickEvery} --keys ${o.keys}` +
-    (o.maxFrameBytes ? ` --max-frame-bytes ${o.maxFrameBytes}` : '')
+    (o.maxFrameBytes ? ` --max-frame-bytes ${o.maxFrameBytes}` : '') +
+    (o.truncate ? ` --truncate ${o.truncate}` : '') + (o.corrupt ? ` --corrupt ${o.corrupt}` : '') + (o.key ? ` --key ${o.key}` : '')
 }
 
 // ----- CLI ---------------------------------------------------------------------

@@ -1,7 +1,7 @@
 'use strict'
 // Quick protocol chaos runs (see chaos.js): 5 peers, ~1500 ops, 20% loss,
 // duplicates, reordering, a partition and a close/reopen, per topology, with
-// fixed seeds. A failure prints the command line that replays it.
+// fixed seeds; then one harsher run. A failure prints the command line that replays it.
 const test = require('node:test')
 const assert = require('node:assert/strict')
 const { runChaos, summary, reproduce } = require('./chaos.js')
@@ -10,8 +10,9 @@ const RUNS = [
   { topology: 'mesh', seed: 1 },
   { topology: 'hub', seed: 2 },
   { topology: 'chain', seed: 3 },
-  // Harsher knobs: more loss, split frames, several partitions and restarts.
-  { topology: 'chain', seed: 7, peers: 6, drop: 0.4, dup: 0.15, reorder: 0.5, delay: 15, partition: 3, restart: 2, keys: 4, maxFrameBytes: 400 }
+  // Harsher knobs: more loss, split frames, truncated and corrupted frames
+  // (clusterKey set), several partitions and restarts.
+  { topology: 'chain', seed: 7, peers: 6, drop: 0.4, dup: 0.15, reorder: 0.5, delay: 15, partition: 3, restart: 2, keys: 4, maxFrameBytes: 400, truncate: 0.03, corrupt: 0.03 }
 ]
 
 for (const run of RUNS) {
