@@ -465,7 +465,10 @@ async function runChaos (options = {}) {
         if (lag.length) fail(`peer ${i + 1} status`, lag)
       }
     }
-    if (converged) await checkStatus()
+    if (converged) {
+      await checkStatus()
+      quiescence()
+    }
     verify()
   } catch (e) {
     fail('harness threw', (e && e.stack) || String(e))
@@ -495,6 +498,21 @@ async function runChaos (options = {}) {
       }
     }
     return { same: why.length === 0, why: why.join('; ') }
+  }
+
+  // Once converged, more heartbeats only ping: no requests, nothing served.
+  function quiescence () {
+    const metric = (i, name) => Number(new RegExp(`^${name.replace(/[{}]/g, '\\$&')} (\\S+)$`, 'm').exec(reps[i].metrics())?.[1])
+    const names = ['quilt_retransmissions_total{kind="requested"}', 'quilt_retransmissions_total{kind="served"}', 'quilt_patches_applied_total']
+    const snap = () => openPeers().map((i) => names.map((m) => metric(i, m)))
+    const before = snap()
+    for (let k = 0; k < 3; k++) { tickAll(); net.drain() }
+    const after = snap()
+    for (const [k, i] of openPeers().entries()) {
+      names.forEach((m, j) => {
+        if (!(after[k][j] === before[k][j])) fail(`peer ${i + 1}: ${m} went from ${before[k][j]} to ${after[k][j]} in idle heartbeats after convergence`)
+      })
+    }
   }
 
   // Once converged, every peer's vector says so too.
