@@ -7,7 +7,7 @@ const assert = require('node:assert/strict')
 const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
-const Database = require('better-sqlite3')
+const Database = require('./helpers/sqlite.js')
 const { Replicator } = require('..')
 
 const HLC = (ms, c = 0) => (ms - 1735689600000) * 8192 + c

@@ -16,7 +16,7 @@ const net = require('node:net')
 const os = require('node:os')
 const path = require('node:path')
 const { fork } = require('node:child_process')
-const Database = require('better-sqlite3')
+const Database = require('./helpers/sqlite.js')
 
 const FIXTURE = path.join(__dirname, 'fixtures', 'deploy-peer.js')
 const IDS = [1, 2, 3]
