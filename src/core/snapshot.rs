@@ -231,7 +231,7 @@ pub async fn upload(
             }
         }
         let mut f = std::fs::File::open(&file)?;
-        let mut enc = zstd::stream::write::Encoder::new(ChanWriter(tx.clone(), Vec::new()), 3)?;
+        let mut enc = zstd::stream::write::Encoder::new(ChanWriter(tx.clone(), Vec::new()), 1)?;
         let mut buf = vec![0u8; CHUNK];
         loop {
             let n = f.read(&mut buf)?;
