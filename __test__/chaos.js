@@ -13,9 +13,11 @@
 // peer's `<t>_patches` rows, and every write whose `upsert` returned is
 // checked to be there, unchanged.
 //
-// The network schedule and the workload are a pure function of the seed.
-// HLC stamps come from the wall clock, so a rerun with the same seed
-// replays the same operations, not necessarily the same stamps.
+// The workload and the partition/restart schedule are a pure function of the
+// seed (one PRNG stream); the network's fate of each frame comes from a
+// second stream of the same seed, so with the same build a run replays
+// exactly. HLC stamps come from the wall clock, so a rerun replays the same
+// operations, not the same stamps.
 //
 // CLI:   node __test__/chaos.js [--seed N] [--peers 5] [--ops 10000]
 //          [--drop 0.2] [--dup 0.05] [--reorder 0.3] [--delay 6]
@@ -213,13 +215,16 @@ async function runChaos (options = {}) {
   if (o.corrupt > 0 && !o.key) o.key = 'chaos-cluster-key' // without a MAC a flipped value byte is undetectable
   if (!(o.peers >= 2)) throw new RangeError('peers must be >= 2')
   const t0 = Date.now()
+  // Two streams: the workload and schedule stay the same for a seed even when
+  // the addon sends a different number of frames (another build, say).
   const rng = new Rng(o.seed)
+  const netRng = new Rng((o.seed ^ 0x5bd1e995) >>> 0)
   const n = o.peers
   const dir = o.dir || fs.mkdtempSync(path.join(os.tmpdir(), `quilt-chaos-${o.topology}-${o.seed}-`))
   const file = (i) => path.join(dir, `peer${i + 1}.db`)
   const pairs = links(o.topology, n)
   const neighbours = (i) => pairs.filter((p) => p[0] === i || p[1] === i).map((p) => (p[0] === i ? p[1] : p[0]))
-  const net = new Net(rng, o)
+  const net = new Net(netRng, o)
   const reps = new Array(n).fill(null)
   const failures = []
   const events = []
