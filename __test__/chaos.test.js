@@ -29,15 +29,10 @@ for (const run of RUNS) {
   })
 }
 
-// Known bug (reported): gap requests are one frame of up to 64 ranges, not
-// split to maxFrameBytes. With a small maxFrameBytes and many holes the
-// request is larger than the limit, the serving peer rejects it (E_FRAME)
-// and the holes are never repaired. Marked todo until the engine splits or
-// trims requests; it passes once that is fixed.
-test('chaos: mesh with maxFrameBytes 256 and many holes converges', {
-  timeout: 60000,
-  todo: 'request_gaps sends up to 64 ranges in one frame, over maxFrameBytes: the peer rejects it (E_FRAME) and holes stay'
-}, async (t) => {
+// Regression: gap requests (and pings, and gone answers) must fit
+// maxFrameBytes even with many holes, or the serving peer rejects them and
+// the holes are never repaired.
+test('chaos: mesh with maxFrameBytes 256 and many holes converges', { timeout: 60000 }, async (t) => {
   const r = await runChaos({ topology: 'mesh', seed: 1, peers: 5, ops: 3000, drop: 0.5, tickEvery: 400, maxFrameBytes: 256, maxRounds: 60 })
   t.diagnostic(summary(r))
   assert.ok(r.ok, `chaos failed with seed ${r.seed}:\n${r.failures.slice(0, 5).map((f) => '  - ' + f.slice(0, 300)).join('\n')}\nreproduce: ${reproduce(r)}`)

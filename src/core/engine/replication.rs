@@ -49,7 +49,11 @@ impl Engine {
     pub(super) fn ping_body(&self) -> Ping {
         let mut vector = self.vector.ping_vector();
         vector.retain(|v| v.0 != self.peer_id);
-        vector.push((self.peer_id, self.seq, self.seq));
+        vector.push((
+            self.peer_id,
+            self.vector.contiguous(self.peer_id).min(self.seq),
+            self.seq,
+        ));
         Ping {
             own_last_seq: self.seq,
             vector,
@@ -60,21 +64,36 @@ impl Engine {
         if peers.is_empty() {
             return Vec::new();
         }
-        let body = Body {
-            schema_version: self.schema_version,
-            ping: Some(self.ping_body()),
-            ..Default::default()
-        };
-        let frame = protocol::encode_frame(self.peer_id, &body, self.key());
+        // A vector entry is at most 3 MessagePack ints (~30 bytes): split a
+        // long vector over several pings so each frame fits maxFrameBytes.
+        let ping = self.ping_body();
+        let per_frame = (self.cfg.max_frame_bytes.saturating_sub(96) / 30).max(1);
+        let frames: Vec<Vec<u8>> = ping
+            .vector
+            .chunks(per_frame)
+            .map(|part| {
+                let body = Body {
+                    schema_version: self.schema_version,
+                    ping: Some(Ping {
+                        own_last_seq: ping.own_last_seq,
+                        vector: part.to_vec(),
+                    }),
+                    ..Default::default()
+                };
+                protocol::encode_frame(self.peer_id, &body, self.key())
+            })
+            .collect();
         let mut out = Vec::new();
         for &p in peers {
             if let Some(ps) = self.peers.get_mut(&p) {
                 ps.we_pinged = true;
             }
-            out.push(Outgoing {
-                peer: p,
-                frame: frame.clone(),
-            });
+            for frame in &frames {
+                out.push(Outgoing {
+                    peer: p,
+                    frame: frame.clone(),
+                });
+            }
         }
         self.counters.pings_out += peers.len() as u64;
         out
@@ -315,6 +334,23 @@ impl Engine {
                         let st = self.vector.origin(o);
                         st.max_seen = st.max_seen.max(m);
                         touched.insert(o);
+                    } else if m > self.seq {
+                        // The cluster holds writes of ours this file does not
+                        // (an older copy of the file, or a reused peerId):
+                        // never reuse their seqs, and fetch them back.
+                        let old = self.seq;
+                        self.seq = m;
+                        let st = self.vector.origin(o);
+                        st.max_seen = st.max_seen.max(m);
+                        touched.insert(o);
+                        self.save_state()?;
+                        self.events.push(Event::Error {
+                            code: "E_SEQ",
+                            message: format!(
+                                "peer {sender} holds writes of this peer ({}) up to seq {m}, but this database stopped at {old}: it was restored from an older copy or the peerId is reused; new writes continue from {m} and the missing ones are fetched back",
+                                self.peer_id
+                            ),
+                        });
                     }
                 }
                 let st = self.vector.origin(sender);
@@ -349,7 +385,7 @@ impl Engine {
             }
         }
         // Ask at once for what this frame showed is missing.
-        let mut origins: Vec<u32> = touched.into_iter().filter(|&o| o != self.peer_id).collect();
+        let mut origins: Vec<u32> = touched.into_iter().collect();
         origins.sort_unstable();
         for o in origins {
             let (reqs, n) = self.request_gaps(o, Some(sender), true);
@@ -417,9 +453,26 @@ impl Engine {
         }
         self.counters.retransmitted += served as u64;
         if !gone.is_empty() {
-            b.body_mut().gone = gone;
+            let fit = (self.cfg.max_frame_bytes.saturating_sub(96) / 24).max(1);
+            let mut n = 0;
+            for g in gone.iter_mut() {
+                g.ranges.truncate(fit.saturating_sub(n).max(1));
+                n += g.ranges.len();
+            }
+            gone.retain(|g| !g.ranges.is_empty());
+            gone.truncate(fit);
         }
-        Ok(b.finish()
+        let mut frames = b.finish();
+        if !gone.is_empty() {
+            // In a frame of its own, so it never pushes a full frame over the limit.
+            let body = Body {
+                schema_version: self.schema_version,
+                gone,
+                ..Default::default()
+            };
+            frames.push(protocol::encode_frame(self.peer_id, &body, self.key()));
+        }
+        Ok(frames
             .into_iter()
             .map(|frame| Outgoing { peer: to, frame })
             .collect())
@@ -443,7 +496,9 @@ impl Engine {
         let tick = self.tick_no;
         let connected = self.connected();
         let st = self.vector.origin(origin);
-        let wanted = st.wanted(64);
+        // A range is two MessagePack ints (~20 bytes): ask for as many as fit.
+        let fit = (self.cfg.max_frame_bytes.saturating_sub(96) / 20).clamp(1, 64);
+        let wanted = st.wanted(fit);
         if wanted.is_empty() {
             st.gap_since = None;
             st.gap_since_ms = None;
@@ -547,13 +602,7 @@ impl Engine {
         self.check_open()?;
         self.tick_no += 1;
         let mut out = self.drain_outbox();
-        let mut origins: Vec<u32> = self
-            .vector
-            .origins
-            .keys()
-            .copied()
-            .filter(|&o| o != self.peer_id)
-            .collect();
+        let mut origins: Vec<u32> = self.vector.origins.keys().copied().collect();
         origins.sort_unstable();
         for o in origins {
             let (reqs, _) = self.request_gaps(o, None, false);
