@@ -1,0 +1,48 @@
+// A typed use of every public member; checked by `tsc --noEmit --strict`.
+import quilt, { Replicator, QuiltError, type QuiltErrorCode, type Status, type SnapshotInfo } from '../../index'
+
+async function main (): Promise<void> {
+  const r = new Replicator({
+    path: ':memory:',
+    peerId: 1,
+    clusterKey: 'secret',
+    heartbeatMs: 0,
+    retentionMs: 3600_000,
+    maxDriftMs: 60_000,
+    maxFrameBytes: 1200,
+    snapshot: { url: 'file:///tmp/quilt-snaps', intervalMs: 60_000, options: { region: 'us-east-1', allowHttp: true }, keep: 3, keepMs: 0 }
+  })
+  const id: number = r.peerId
+  const m: { from: number, to: number } = r.migrate([{ up: 'CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)', down: 'DROP TABLE t', renames: { t: { a: 'b' } } }])
+  const token: string = r.upsert('t', { id: 1, v: null, big: 10n, blob: Buffer.from('x'), skipped: undefined })
+  r.upsertMany('t', [{ id: 2 }, { id: 3, v: 'x' }])
+  r.delete('t', { id: 1 })
+  r.addPeer(2, (frame: Buffer) => { void frame.length })
+  r.removePeer(2)
+  const res = r.applyPatches(new Uint8Array(0))
+  const n: number = res.applied + res.stored + res.duplicates + res.requested
+  r.tick()
+  r.flush()
+  const rows = r.all<{ id: number, v: string | null }>('SELECT id, v FROM t WHERE id > ?', [0])
+  const one = r.get('SELECT * FROM t WHERE id = @id', { id: 1 })
+  const ok: boolean = await r.waitFor(token, 100)
+  const mw = r.readYourWrites({ header: 'x-quilt-token', timeoutMs: 100 })
+  mw({ headers: {} }, {}, (err?: unknown) => { void err })
+  const s: Status = r.status()
+  const lead: boolean = r.isLeader() && s.isLeader
+  const text: string = r.metrics()
+  r.on('synced', (peer: number) => { void peer })
+  r.on('snapshot', (info: SnapshotInfo) => { void info.sha256 })
+  r.on('snapshot:progress', (p) => { void (p.bytesDone / p.bytesTotal) })
+  const onError = (e: QuiltError): void => { const c: QuiltErrorCode = e.code; void c }
+  r.on('error', onError)
+  r.off('error', onError)
+  const info: SnapshotInfo = await r.snapshot()
+  const restored = await Replicator.restore({ from: info.url, path: '/tmp/x.db', overwrite: true, snapshot: info.id, onProgress: (p) => { void p.bytesTotal } })
+  const newId: number = restored.peerId + restored.snapshotPeerId
+  await r.close({ timeoutMs: 1000 })
+  await r[Symbol.asyncDispose]()
+  void [id, m, n, rows, one, ok, lead, text, newId, quilt.Replicator]
+}
+
+void main
