@@ -15,7 +15,7 @@ const os = require('node:os')
 const path = require('node:path')
 const readline = require('node:readline')
 const { fork } = require('node:child_process')
-const Database = require('better-sqlite3')
+const Database = require('./helpers/sqlite.js')
 
 const FIXTURE = path.join(__dirname, 'fixtures', 'peer.js')
 const HEARTBEAT_MS = 50
