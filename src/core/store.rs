@@ -27,9 +27,9 @@ pub struct Stamp {
 
 const STAMP_LEN: usize = 20;
 
-/// Pack `(column, stamp)` pairs, sorted by column name.
-pub fn encode_clock(entries: &BTreeMap<String, Stamp>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(entries.len() * 28);
+/// Pack `(column, stamp)` pairs given in column-name order.
+fn pack_clock<'a>(entries: impl Iterator<Item = (&'a str, Stamp)>, capacity: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(capacity * 28);
     for (name, s) in entries {
         let n = name.as_bytes();
         let len = n.len().min(255);
@@ -40,6 +40,11 @@ pub fn encode_clock(entries: &BTreeMap<String, Stamp>) -> Vec<u8> {
         out.extend_from_slice(&s.seq.to_be_bytes());
     }
     out
+}
+
+/// Pack `(column, stamp)` pairs, sorted by column name.
+pub fn encode_clock(entries: &BTreeMap<String, Stamp>) -> Vec<u8> {
+    pack_clock(entries.iter().map(|(n, s)| (n.as_str(), *s)), entries.len())
 }
 
 /// Unpack a clock BLOB; a damaged tail is ignored rather than trusted.
@@ -190,17 +195,8 @@ fn clock_of(t: &TableInfo, stamp: Stamp, cols: &[usize]) -> Vec<u8> {
         .map(|&i| t.columns[i].as_str())
         .collect();
     names.sort_unstable();
-    let mut out = Vec::with_capacity(names.len() * 28);
-    for n in names {
-        let b = n.as_bytes();
-        let len = b.len().min(255);
-        out.push(len as u8);
-        out.extend_from_slice(&b[..len]);
-        out.extend_from_slice(&stamp.at.to_be_bytes());
-        out.extend_from_slice(&stamp.peer.to_be_bytes());
-        out.extend_from_slice(&stamp.seq.to_be_bytes());
-    }
-    out
+    let n = names.len();
+    pack_clock(names.into_iter().map(|name| (name, stamp)), n)
 }
 
 /// Apply a local write. Its stamp is above every stamp this peer has seen
