@@ -99,14 +99,13 @@ let finished = false
 async function cleanup () {
   finished = true
   const closing = []
-  for (const [id, child] of children) {
+  for (const child of children.values()) {
     if (child.exitCode !== null || child.signalCode !== null) continue
     closing.push(new Promise((resolve) => {
       const t = setTimeout(() => { child.kill('SIGKILL'); resolve() }, 4000)
       child.once('exit', () => { clearTimeout(t); resolve() })
       try { child.send({ type: 'stop' }) } catch { child.kill('SIGTERM') }
     }))
-    void id
   }
   await Promise.all(closing)
   if (process.env.KEEP) console.log(`databases kept in ${dir}`)
