@@ -140,15 +140,18 @@ async function main () {
   // While they write, the tables disagree; look twice a second.
   while (writing && !finished) {
     await new Promise((resolve) => setTimeout(resolve, 500))
-    if (writing) progress(await dumpAll(), '   (writing)')
+    const dumps = await dumpAll()
+    if (writing && !finished) progress(dumps, '   (writing)')
   }
   const writes = await wrote
+  if (finished) return
   console.log(`${elapsed()}  writes done: ${writes.map((w) => `peer ${w.peerId} ${w.writes}`).join(', ')}`)
 
   // Then they converge: the last writer wins per column, everywhere.
   let dumps
   for (let i = 0; !finished && i < 200; i++) {
     dumps = await dumpAll()
+    if (finished) return
     if (dumps.some((d) => d.type !== 'rows')) return fail('a peer went away')
     const diff = progress(dumps)
     if (diff === 0 && dumps.every((d) => d.hash === dumps[0].hash)) break
