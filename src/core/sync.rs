@@ -152,6 +152,8 @@ pub struct OriginState {
     pub attempts: u32,
     /// Contiguous seq at the last request, to detect progress.
     pub last_contiguous: u64,
+    /// Ranges asked for and not yet timed out (not asked again eagerly).
+    pub inflight: RangeSet,
 }
 
 impl OriginState {

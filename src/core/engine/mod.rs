@@ -151,6 +151,8 @@ pub struct Engine {
     pending_warned: bool,
     pub counters: Counters,
     closed: bool,
+    /// State last written to `_quilt_state` (skip identical writes).
+    saved: std::cell::Cell<Option<(u32, u64, u64, u32)>>,
 }
 
 fn random_peer_id() -> u32 {
@@ -225,6 +227,7 @@ impl Engine {
             pending_warned: false,
             counters: Counters::default(),
             closed: false,
+            saved: std::cell::Cell::new(None),
             cfg,
         };
         e.refresh_schema()?;
@@ -278,6 +281,10 @@ impl Engine {
     }
 
     fn save_state(&self) -> Result<()> {
+        let now = (self.peer_id, self.seq, self.hlc.last(), self.schema_version);
+        if self.saved.get() == Some(now) {
+            return Ok(());
+        }
         self.conn
             .prepare_cached(
                 "UPDATE _quilt_state SET peer_id=?, seq=?, hlc=?, schema_version=? WHERE id=1",
@@ -288,6 +295,7 @@ impl Engine {
                 self.hlc.last() as i64,
                 self.schema_version as i64
             ])?;
+        self.saved.set(Some(now));
         Ok(())
     }
 

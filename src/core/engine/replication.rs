@@ -498,11 +498,12 @@ impl Engine {
         let st = self.vector.origin(origin);
         // A range is two MessagePack ints (~20 bytes): ask for as many as fit.
         let fit = (self.cfg.max_frame_bytes.saturating_sub(96) / 20).clamp(1, 64);
-        let wanted = st.wanted(fit);
+        let mut wanted = st.wanted(fit);
         if wanted.is_empty() {
             st.gap_since = None;
             st.gap_since_ms = None;
             st.attempts = 0;
+            st.inflight = RangeSet::new();
             return (Vec::new(), 0);
         }
         if st.gap_since.is_none() {
@@ -514,16 +515,24 @@ impl Engine {
             st.attempts = 0;
             st.last_contiguous = contiguous;
         }
-        if eager && st.attempts > 0 {
-            return (Vec::new(), 0);
-        }
-        if tick < st.next_request && !eager {
-            return (Vec::new(), 0);
+        if eager {
+            // Only gaps not already asked for: answers to earlier requests
+            // are on their way, asking again would multiply the resends.
+            wanted = st.inflight.subtract_from(wanted);
+            if wanted.is_empty() {
+                return (Vec::new(), 0);
+            }
+        } else {
+            if tick < st.next_request {
+                return (Vec::new(), 0);
+            }
+            // Backoff expired: whatever is still missing is asked again.
+            st.inflight = RangeSet::new();
         }
         if connected.is_empty() {
             return (Vec::new(), 0);
         }
-        let attempts = st.attempts;
+        let rotation = if eager { 0 } else { st.attempts };
         let first = wanted[0];
         let mut holders: Vec<u32> = connected
             .iter()
@@ -540,17 +549,24 @@ impl Engine {
         if holders.is_empty() {
             holders = connected.clone();
         }
-        let target = if attempts == 0 && connected.contains(&origin) {
+        let target = if rotation == 0 && connected.contains(&origin) {
             origin
-        } else if let Some(h) = hint.filter(|h| attempts == 0 && holders.contains(h)) {
+        } else if let Some(h) = hint.filter(|h| rotation == 0 && holders.contains(h)) {
             h
         } else {
-            holders[(attempts as usize) % holders.len()]
+            holders[(rotation as usize) % holders.len()]
         };
         let jitter = self.jitter();
         let st = self.vector.origin(origin);
-        st.attempts = st.attempts.saturating_add(1);
-        st.next_request = tick + backoff_ticks(attempts) + jitter;
+        for &(a, b) in &wanted {
+            st.inflight.insert_range(a, b);
+        }
+        if eager {
+            st.next_request = st.next_request.max(tick + 1 + jitter);
+        } else {
+            st.attempts = st.attempts.saturating_add(1);
+            st.next_request = tick + backoff_ticks(rotation) + jitter;
+        }
         let n = wanted.len() as u64;
         let body = Body {
             schema_version: self.schema_version,
@@ -644,26 +660,43 @@ impl Engine {
             if limit == 0 {
                 continue;
             }
+            // Stamps grow with seq per origin, so what may go is a prefix of
+            // each table's rows of this origin: read at most a batch of the
+            // oldest, stop at the first one too young, delete that range.
             let mut max_deleted = 0i64;
-            let mut sqls: Vec<String> = self
+            let mut targets: Vec<(String, String)> = self
                 .tables
                 .values()
                 .map(|t| {
-                    format!(
-                        "DELETE FROM {0} WHERE rowid IN (SELECT rowid FROM {0} WHERE _peerId=?1 AND _sequenceId<=?2 AND _patchedAt<?3 LIMIT {PURGE_BATCH}) RETURNING _sequenceId",
-                        q(&t.patches())
+                    let p = q(&t.patches());
+                    (
+                        format!("SELECT _sequenceId, _patchedAt FROM {p} WHERE _peerId=?1 AND _sequenceId<=?2 ORDER BY _sequenceId LIMIT {PURGE_BATCH}"),
+                        format!("DELETE FROM {p} WHERE _peerId=?1 AND _sequenceId BETWEEN ?2 AND ?3"),
                     )
                 })
                 .collect();
-            sqls.push(format!("DELETE FROM _quilt_kept WHERE (origin, seq) IN (SELECT origin, seq FROM _quilt_kept WHERE origin=?1 AND seq<=?2 AND at<?3 LIMIT {PURGE_BATCH}) RETURNING seq"));
-            for sql in sqls {
-                let mut st = self.conn.prepare_cached(&sql)?;
-                let rows = st
-                    .query_map(rusqlite::params![o as i64, limit as i64, cutoff], |r| {
-                        r.get::<_, i64>(0)
-                    })?;
-                for s in rows {
-                    max_deleted = max_deleted.max(s?);
+            targets.push((
+                format!("SELECT seq, at FROM _quilt_kept WHERE origin=?1 AND seq<=?2 ORDER BY seq LIMIT {PURGE_BATCH}"),
+                "DELETE FROM _quilt_kept WHERE origin=?1 AND seq BETWEEN ?2 AND ?3".to_string(),
+            ));
+            for (select, delete) in targets {
+                let mut range: Option<(i64, i64)> = None;
+                {
+                    let mut st = self.conn.prepare_cached(&select)?;
+                    let mut rows = st.query(rusqlite::params![o as i64, limit as i64])?;
+                    while let Some(r) = rows.next()? {
+                        let (seq, at): (i64, i64) = (r.get(0)?, r.get(1)?);
+                        if at >= cutoff {
+                            break;
+                        }
+                        range = Some((range.map_or(seq, |x| x.0), seq));
+                    }
+                }
+                if let Some((a, b)) = range {
+                    self.conn
+                        .prepare_cached(&delete)?
+                        .execute(rusqlite::params![o as i64, a, b])?;
+                    max_deleted = max_deleted.max(b);
                 }
             }
             if max_deleted > 0 {
