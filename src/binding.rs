@@ -578,10 +578,8 @@ impl NativeReplicator {
     /// Count frames handed to send (bytes) and send failures.
     #[napi]
     pub fn note_sent(&mut self, frames: u32, bytes: f64, failures: u32) -> Result<()> {
-        let e = self.e()?;
-        e.counters.frames_out += frames as u64;
-        e.counters.bytes_out += bytes as u64;
-        e.counters.send_failures += failures as u64;
+        self.e()?
+            .count_sent(frames as u64, bytes as u64, failures as u64);
         Ok(())
     }
 

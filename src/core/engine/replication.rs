@@ -131,15 +131,12 @@ impl Engine {
         out
     }
 
-    /// Count a frame `send` failed to take (the gap protocol repairs it).
-    pub fn note_send_failure(&mut self) {
-        self.counters.send_failures += 1;
-    }
-
-    /// Count bytes handed to `send`.
-    pub fn note_sent(&mut self, frames: &[Outgoing]) {
-        self.counters.frames_out += frames.len() as u64;
-        self.counters.bytes_out += frames.iter().map(|f| f.frame.len() as u64).sum::<u64>();
+    /// Count frames handed to `send`, their bytes, and sends that threw
+    /// (those are retried, and the gap protocol repairs what stays lost).
+    pub fn count_sent(&mut self, frames: u64, bytes: u64, failures: u64) {
+        self.counters.frames_out += frames;
+        self.counters.bytes_out += bytes;
+        self.counters.send_failures += failures;
     }
 
     /// `applyPatches`: check, decode, store and apply a frame in one
