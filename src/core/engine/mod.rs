@@ -464,6 +464,9 @@ impl Engine {
         let tx = self.conn.unchecked_transaction()?;
         let mut sql_cache: Option<WriteSql> = None;
         let now = hlc::wall_ms();
+        // With no peer to send to, nothing is queued: peers that connect
+        // later learn of these writes from pings and fetch them.
+        let queue = self.peers.values().any(|p| p.connected);
         for (values, cols) in rows.into_iter().zip(resolved) {
             if sql_cache.as_ref().is_none_or(|c| c.0 != cols) {
                 let names = Arc::new(cols.iter().map(|&i| t.columns[i].clone()).collect());
@@ -489,6 +492,9 @@ impl Engine {
             };
             store::insert_patch_row(&tx, t, ins, &p)?;
             store::apply_local(&tx, t, ups, &p)?;
+            if !queue {
+                continue;
+            }
             self.outbox.push(Patch {
                 table: t.name_arc.clone(),
                 origin: self.peer_id,
