@@ -310,6 +310,52 @@ async function main () {
   console.log(`(c)/(d): ${frames.length} frame(s), ${wireBytes} bytes for ${N} patches (default maxFrameBytes); applied ${applied} of ${N}`)
   console.log(`(e)/(f): writer maxFrameBytes ${SMALL_FRAME}: ${lossy.frames} frames, ${lossy.dropped} dropped; the gap in (e) leaves ${t.missing} patches missing`)
   console.log(`(f): the writer sent ${lossy.retransmitted} frame(s), ${lossy.retransmittedBytes} bytes to the receiver after the loss (repairs and pings), ${lossy.duplicates} of the patches in them were duplicates; ratio against the plain one-transaction better-sqlite3 upsert of (c)`)
+  profile()
+  if (process.env.BENCH_SNAPSHOT !== '0') await require('./snapshot.js').main()
+}
+
+// Where the time of (a) goes: the same SQL work quilt's write path does,
+// step by step, run through better-sqlite3 in one transaction. Each write
+// must store a patch row (the replic-sqlite layout), index it by (_peerId,
+// _sequenceId) to serve retransmissions, upsert the base row, and upsert
+// the row's clock (winning stamp per column). These are B-tree inserts
+// SQLite does whatever the binding; the rest is conversion and bookkeeping.
+function profile () {
+  const rows = makeRows(N)
+  const P = `CREATE TABLE t_patches (_patchedAt INTEGER NOT NULL, _sequenceId INTEGER NOT NULL, _peerId INTEGER NOT NULL,
+    id INTEGER, tenantId INTEGER, name TEXT, score REAL, _quiltNulls TEXT);`
+  const steps = [
+    ['base row upsert only (the better-sqlite3 baseline)', '', false, false, false],
+    ['+ patch row', P, true, false, false],
+    ['+ (_peerId, _sequenceId) index', P + 'CREATE INDEX ix ON t_patches(_peerId, _sequenceId);', true, false, false],
+    ['+ clock row (= all of quilt\'s SQL per write)', P + 'CREATE INDEX ix ON t_patches(_peerId, _sequenceId); CREATE TABLE c (id, tenantId, s BLOB NOT NULL, PRIMARY KEY (id, tenantId)) WITHOUT ROWID;', true, true, false]
+  ]
+  const blob = Buffer.alloc(2 * 29)
+  console.log('')
+  console.log(`profile of (a): the SQL of each write, step by step, in better-sqlite3 (${N} rows, one transaction)`)
+  let base = 0
+  for (const [label, extra, patch, clock] of steps) {
+    const db = new Database(path.join(freshDir(), 'p.db'))
+    db.pragma('journal_mode = WAL')
+    db.pragma('synchronous = NORMAL')
+    db.exec(SCHEMA.split(';')[0] + ';' + extra)
+    const up = db.prepare(UPSERT)
+    const pi = patch ? db.prepare('INSERT INTO t_patches VALUES (?, ?, ?, ?, ?, ?, ?, NULL)') : null
+    const ci = clock ? db.prepare('INSERT INTO c VALUES (?, ?, ?) ON CONFLICT (id, tenantId) DO UPDATE SET s = excluded.s') : null
+    const t0 = now()
+    db.transaction(() => {
+      for (let i = 0; i < rows.length; i++) {
+        const r = rows[i]
+        if (pi) pi.run(i + 1, i + 1, 1, r.id, r.tenantId, r.name, r.score)
+        up.run(r)
+        if (ci) ci.run(r.id, r.tenantId, blob)
+      }
+    })()
+    const ms = msSince(t0)
+    db.close()
+    if (!base) base = ms
+    console.log(`  ${label.padEnd(50)} ${(ms.toFixed(1) + " ms").padStart(10)}  ${(ms / base).toFixed(2)}x`)
+  }
 }
 
 main()
