@@ -1,30 +1,50 @@
 // Public types of quilt-sqlite (hand-written: the class is a JS wrapper over
 // the generated native binding, see docs/design.md). Contract: API.md.
 
-/** Every error code a quilt call can throw or report through `'error'`. */
+/**
+ * Every error code a quilt call can throw or report through the `'error'` event.
+ * Thrown errors are `Error` objects (`TypeError`/`RangeError` for bad arguments)
+ * with one of these in `code`.
+ */
 export type QuiltErrorCode =
+  /** A bad argument (thrown as `TypeError` or `RangeError`). */
   | 'E_ARG'
+  /** Unknown table or column, a replicated table missing what it needs, or (as an event) patches kept for a schema this peer lacks. */
   | 'E_SCHEMA'
+  /** A malformed, truncated or oversize frame; nothing was changed. */
   | 'E_FRAME'
+  /** A frame without a valid HMAC-SHA256 tag for the `clusterKey`; nothing was changed. */
   | 'E_AUTH'
+  /** A frame stamped more than `maxDriftMs` ahead of the local clock; refused now, re-requested later. */
   | 'E_DRIFT'
+  /** A frame of a protocol version this build does not speak. */
   | 'E_VERSION'
+  /** A writing statement given to `all()`/`get()`. */
   | 'E_READONLY'
+  /** A snapshot or restore failed (object store, checksum, format, existing file). */
   | 'E_SNAPSHOT'
+  /** `readYourWrites()`: the token's write did not arrive in time (`status` 503). */
   | 'E_STALE'
+  /** A call after `close()`. */
   | 'E_CLOSED'
+  /** SQLite itself failed. */
   | 'E_SQLITE'
-  /** Reported through `'error'`: peers purged a range this peer lacks; restore from a snapshot. */
+  /** Reported through `'error'`: peers purged a range this peer lacks; restore it from a snapshot. */
   | 'E_GONE'
-  /** Reported through `'error'`: the cluster holds writes of this peer that its file lacks. */
+  /** Reported through `'error'` (not in API.md's list): the cluster holds writes of this peer that its file lacks (an old copy, or a reused peerId); new writes continue above them and the missing ones are fetched back. */
   | 'E_SEQ'
 
 /** An error with a string `code`. Bad arguments are `TypeError`/`RangeError` with `code: 'E_ARG'`. */
 export declare class QuiltError extends Error {
-  constructor(code: QuiltErrorCode, message: string)
+  constructor(code: QuiltErrorCode, message: string, options?: ErrorOptions)
+  /** Always `'QuiltError'`. */
+  readonly name: string
+  /** The stable string code. */
   readonly code: QuiltErrorCode
   /** Set to 503 on `E_STALE` errors from `readYourWrites()`. */
   status?: number
+  /** Same as `status` (Express reads either). */
+  statusCode?: number
 }
 
 /** A value a column can hold. Integers above 2^53 come back as `bigint`. */
@@ -35,20 +55,26 @@ export type Row = Record<string, SqlValue | undefined>
 
 /** Object-store settings; any other object_store key passes through. */
 export interface StoreOptions {
+  /** S3-compatible endpoint, e.g. `http://127.0.0.1:5055` for moto or MinIO. */
   endpoint?: string
+  /** S3 region. */
   region?: string
+  /** Credentials (else the usual `AWS_*` environment variables). */
   accessKeyId?: string
   secretAccessKey?: string
   sessionToken?: string
+  /** Allow a plain-HTTP endpoint. */
   allowHttp?: boolean | string
+  /** Any other object_store configuration key, passed through as a string. */
   [key: string]: string | boolean | undefined
 }
 
 export interface SnapshotOptions {
   /** `file:///dir`, `s3://bucket/prefix`, `gs://bucket/prefix` or `az://container/prefix`. */
   url: string
-  /** Only the leader takes scheduled snapshots, every `intervalMs`. */
+  /** Only the leader takes scheduled snapshots, every `intervalMs` (checked at each heartbeat). Default: no scheduled snapshots. */
   intervalMs?: number
+  /** Object-store settings. */
   options?: StoreOptions
   /** Pruning: keep the newest `keep` snapshots (default 7)... */
   keep?: number
@@ -69,19 +95,23 @@ export interface ReplicatorOptions {
   retentionMs?: number
   /** Frames stamped further than this ahead of the local clock are refused with `E_DRIFT` (default 60000). */
   maxDriftMs?: number
-  /** Outgoing frames are split to stay under this; larger incoming frames are refused (default 1048576; ~1200 for UDP). */
+  /** Outgoing frames are split to stay under this; larger incoming frames are refused with `E_FRAME` (default 1048576, at least 256; ~1200 for UDP). */
   maxFrameBytes?: number
-  /** Snapshots to object storage. */
+  /** Snapshots to object storage (`snapshot()`, scheduled snapshots on the leader). */
   snapshot?: SnapshotOptions
 }
 
+/** One schema step; step `i` brings the schema from version `i` to `i + 1`. */
 export interface Migration {
+  /** SQL run forward (may hold several statements). */
   up: string
+  /** SQL run backward; stored, so an older binary can run it when it opens a newer file with fewer migrations. */
   down?: string
   /** Column renames this step makes: `{ table: { oldName: 'newName' } }`. Kept patches and older peers follow them. */
   renames?: Record<string, Record<string, string>>
 }
 
+/** What `applyPatches()` did with a frame. */
 export interface ApplyResult {
   /** Patches applied to the local tables. */
   applied: number
@@ -93,6 +123,7 @@ export interface ApplyResult {
   requested: number
 }
 
+/** What this replicator knows of one other peer (connected now, or an origin of patches it holds). */
 export interface PeerStatus {
   peerId: number
   /** A `send` callback is registered. */
@@ -107,18 +138,27 @@ export interface PeerStatus {
   lastSeenMs: number | null
 }
 
+/** `status()`. */
 export interface Status {
+  /** This replicator's peer id. */
   peerId: number
+  /** `migrations.length` of the last `migrate()`. */
   schemaVersion: number
+  /** Seq of this peer's last local write. */
   seq: number
+  /** Lowest live peer id. */
   isLeader: boolean
+  /** Every other peer known here, sorted by id. */
   peers: PeerStatus[]
   /** Kept patches waiting for a schema that can hold them. */
   pending: number
 }
 
+/** What `snapshot()` resolves to and the `'snapshot'` event carries (the manifest). */
 export interface SnapshotInfo {
+  /** URL of the stored database object. */
   url: string
+  /** Snapshot id: `<created ms, 13 digits>-<peer id hex>`, sorts by time. */
   id: string
   /** Stored (compressed) bytes. */
   bytes: number
@@ -126,8 +166,9 @@ export interface SnapshotInfo {
   size: number
   /** sha256 of the stored object, hex. */
   sha256: string
-  /** Highest contiguous seq per origin peer id. */
+  /** Highest contiguous seq per origin peer id (keys are peer ids as strings). */
   seqVector: Record<string, number>
+  /** Schema version of the copied database. */
   schemaVersion: number
   /** Unix ms. */
   createdAt: number
@@ -143,16 +184,19 @@ export interface RestoreInfo extends SnapshotInfo {
 export interface RestoreOptions {
   /** Snapshot URL prefix (as in `snapshot.url`). */
   from: string
-  /** Database file to write. */
+  /** Database file to write (written to a temp file, then renamed). */
   path: string
+  /** Object-store settings. */
   options?: StoreOptions
   /** Replace an existing file (default false: refuse with `E_SNAPSHOT`). */
   overwrite?: boolean
   /** A snapshot id; default the latest. */
   snapshot?: string
+  /** Called about every 250 ms with bytes done/total. */
   onProgress?: (p: SnapshotProgress) => void
 }
 
+/** Progress of a snapshot or restore. */
 export interface SnapshotProgress {
   bytesDone: number
   bytesTotal: number
@@ -188,59 +232,110 @@ export interface ReplicatorEvents {
   error: [err: QuiltError]
 }
 
+/**
+ * A replicated SQLite database. Local calls are synchronous (like
+ * better-sqlite3); the transport is yours: register each peer's `send` with
+ * `addPeer` and hand every frame you receive to `applyPatches`.
+ */
 export declare class Replicator {
-  /** Opens (or creates) the database. */
+  /** Opens (or creates) the database. Throws `TypeError`/`RangeError` (`E_ARG`) on bad options, `E_SCHEMA`/`E_SQLITE` when the file cannot be used. */
   constructor(options: ReplicatorOptions)
-  /** This replicator's peer id. */
+  /** This replicator's peer id (u32 > 0). */
   readonly peerId: number
 
-  /** Brings the schema to `migrations.length`, forward or backward, in one transaction. */
+  /**
+   * Brings the schema to version `migrations.length`, running `up`s forward
+   * or stored `down`s backward, in one transaction. Then re-merges kept
+   * patches the new schema can hold. Call it before any write.
+   */
   migrate(migrations: Migration[]): { from: number; to: number }
 
-  /** Writes a patch and applies it in one transaction; returns the token `"<peerId>.<seq>"`. */
+  /**
+   * Writes one patch and applies it in one SQLite transaction (durable on
+   * return). Only the columns present in `row` change; `null` writes NULL.
+   * Returns the session token `"<peerId>.<seq>"`. The row must give every
+   * primary-key column. Unknown table or column: `E_SCHEMA`.
+   */
   upsert(table: string, row: Row): string
-  /** Same for many rows, one transaction; returns the last token. */
+  /** Same as `upsert` for many rows in one transaction; returns the last token. */
   upsertMany(table: string, rows: Row[]): string
-  /** A tombstone: sets `deletedAt` to now. */
+  /** A tombstone: sets `deletedAt` to now (the table needs that column). `pk` holds the primary-key columns only. SQL `DELETE` is never replicated. */
   delete(table: string, pk: Row): string
 
-  /** Registers a peer (again after a reconnect: the new `send` replaces the old one). */
+  /**
+   * Registers a peer (again after a reconnect: the new `send` replaces the
+   * old one) and sends it a hello ping. `send` gets binary frames; a `send`
+   * that throws is counted and retried later, never fatal.
+   */
   addPeer(peerId: number, send: (frame: Buffer) => void): void
+  /** Forgets a peer's `send`; what it lacks is repaired when it is added again. */
   removePeer(peerId: number): void
-  /** Takes a frame from any peer; throws (`E_FRAME`, `E_AUTH`, `E_DRIFT`, `E_VERSION`) and changes nothing when it is not valid. */
+  /**
+   * Takes a frame from any peer. Before it returns, every valid patch in it
+   * is stored and applied in one transaction and the answers (retransmissions,
+   * requests for missing ranges) were handed to the `send` callbacks. A frame
+   * that is not valid throws (`E_FRAME`, `E_AUTH`, `E_DRIFT`, `E_VERSION`) and
+   * changes nothing.
+   */
   applyPatches(frame: Buffer | Uint8Array): ApplyResult
-  /** Runs one heartbeat now: ping, gap detection, retention. */
+  /** Runs one heartbeat now: resend failed sends, gap requests (with backoff counted in heartbeats), pings, retention, scheduled snapshots. */
   tick(): void
-  /** Hands queued outgoing patches to `send` now. */
+  /** Hands queued outgoing patches to `send` now (otherwise they go on the next event-loop turn). */
   flush(): void
 
-  /** Read-only statement; all rows. */
+  /** Runs a read-only statement (`E_READONLY` otherwise); all rows as objects. Parameters: an array for `?`, an object for `@x`/`:x`/`$x`. */
   all<T = Record<string, SqlValue>>(sql: string, params?: SqlValue[] | Record<string, SqlValue>): T[]
-  /** Read-only statement; the first row or undefined. */
+  /** Runs a read-only statement; the first row, or `undefined`. */
   get<T = Record<string, SqlValue>>(sql: string, params?: SqlValue[] | Record<string, SqlValue>): T | undefined
-  /** Resolves true once the write named by `token` is applied here, false on timeout (default 5000). */
+  /** Resolves `true` once the write named by `token` is applied here, `false` on timeout (default 5000 ms) or close. Rejects with `TypeError` for a malformed token. */
   waitFor(token: string, timeoutMs?: number): Promise<boolean>
-  /** Express/Connect middleware built on `waitFor`. */
+  /**
+   * Express/Connect middleware built on `waitFor`: a request whose `header`
+   * carries a token waits until that write is applied here. On timeout it
+   * calls `next(err)` with `err.code === 'E_STALE'` and `err.status === 503`.
+   * A request without a valid token passes straight through.
+   */
   readYourWrites(options?: ReadYourWritesOptions): Middleware
 
+  /** Peer id, schema version, own seq, leadership, what is known of every peer, and kept patches pending. */
   status(): Status
-  /** The lowest live peer id is leader. */
+  /** True when this peer has the lowest id among live peers (it takes scheduled snapshots). */
   isLeader(): boolean
-  /** OpenMetrics text. */
+  /** OpenMetrics text: peers, lag per origin, frames and bytes in/out, retransmissions, rejected frames by reason, pending patches, last snapshot age. */
   metrics(): string
 
-  /** A consistent, compressed snapshot to `options.snapshot.url` (or `opts.url`). */
+  /**
+   * A consistent, zstd-compressed copy streamed to `options.snapshot.url`
+   * (or `opts.url`), with a manifest holding the per-peer seq vector. Emits
+   * `'snapshot:progress'` while it runs and `'snapshot'` when done. Fails
+   * with `E_SNAPSHOT`.
+   */
   snapshot(opts?: { url?: string; options?: StoreOptions }): Promise<SnapshotInfo>
-  /** Fetches the latest (or a given) snapshot, checks its sha256 and writes `path`. */
+  /**
+   * Fetches the latest (or a given) snapshot under `from`, checks its sha256
+   * and writes `path` (refusing an existing file unless `overwrite`). The
+   * restored database takes a new peer id and then catches up from peers
+   * through the normal gap protocol.
+   */
   static restore(options: RestoreOptions): Promise<RestoreInfo>
 
-  /** Flushes, waits (bounded) until peers acknowledged this peer's patches, closes. Idempotent. */
+  /** Flushes, waits (bounded by `timeoutMs`, default 5000) until live peers acknowledged this peer's patches, then closes. Idempotent. Any other call after close throws `E_CLOSED`. */
   close(options?: CloseOptions): Promise<void>
+  /** `await using r = new Replicator(...)` closes it with the default timeout. */
   [Symbol.asyncDispose](): Promise<void>
 
+  /** Subscribes to an event (the class is a Node `EventEmitter`). `'error'` is only emitted while a listener is registered. */
   on<E extends keyof ReplicatorEvents>(event: E, listener: (...args: ReplicatorEvents[E]) => void): this
+  /** Same as `on`. */
+  addListener<E extends keyof ReplicatorEvents>(event: E, listener: (...args: ReplicatorEvents[E]) => void): this
+  /** Unsubscribes. */
   off<E extends keyof ReplicatorEvents>(event: E, listener: (...args: ReplicatorEvents[E]) => void): this
+  /** Same as `off`. */
+  removeListener<E extends keyof ReplicatorEvents>(event: E, listener: (...args: ReplicatorEvents[E]) => void): this
+  /** Subscribes for one emission. */
   once<E extends keyof ReplicatorEvents>(event: E, listener: (...args: ReplicatorEvents[E]) => void): this
+  removeAllListeners(event?: keyof ReplicatorEvents): this
+  listenerCount(event: keyof ReplicatorEvents): number
 }
 
 declare const _default: { Replicator: typeof Replicator; QuiltError: typeof QuiltError }

@@ -16,7 +16,7 @@ test('index.d.ts type-checks a usage file with --strict', { skip: !fs.existsSync
 
 test('index.d.ts names every error code the contract lists', () => {
   const dts = fs.readFileSync(path.join(root, 'index.d.ts'), 'utf8')
-  for (const code of ['E_ARG', 'E_SCHEMA', 'E_FRAME', 'E_AUTH', 'E_DRIFT', 'E_VERSION', 'E_READONLY', 'E_SNAPSHOT', 'E_STALE', 'E_CLOSED', 'E_SQLITE']) {
+  for (const code of ['E_ARG', 'E_SCHEMA', 'E_FRAME', 'E_AUTH', 'E_DRIFT', 'E_VERSION', 'E_READONLY', 'E_SNAPSHOT', 'E_STALE', 'E_CLOSED', 'E_SQLITE', 'E_GONE']) {
     assert.match(dts, new RegExp(`'${code}'`))
   }
 })

@@ -1,5 +1,6 @@
 // A typed use of every public member; checked by `tsc --noEmit --strict`.
-import quilt, { Replicator, QuiltError, type QuiltErrorCode, type Status, type SnapshotInfo } from '../../index'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import quilt, { Replicator, QuiltError, type QuiltErrorCode, type Status, type SnapshotInfo, type Migration } from '../../index'
 
 async function main (): Promise<void> {
   const r = new Replicator({
@@ -28,6 +29,9 @@ async function main (): Promise<void> {
   const ok: boolean = await r.waitFor(token, 100)
   const mw = r.readYourWrites({ header: 'x-quilt-token', timeoutMs: 100 })
   mw({ headers: {} }, {}, (err?: unknown) => { void err })
+  // The middleware takes a plain node:http request (what Express passes on).
+  const httpMw: (req: IncomingMessage, res: ServerResponse, next: (err?: any) => void) => void = mw
+  void httpMw
   const s: Status = r.status()
   const lead: boolean = r.isLeader() && s.isLeader
   const text: string = r.metrics()
@@ -37,12 +41,28 @@ async function main (): Promise<void> {
   const onError = (e: QuiltError): void => { const c: QuiltErrorCode = e.code; void c }
   r.on('error', onError)
   r.off('error', onError)
+  r.once('synced', (peer) => { const p: number = peer; void p })
+  r.addListener('error', onError)
+  r.removeListener('error', onError)
+  const listeners: number = r.listenerCount('snapshot')
+  r.removeAllListeners('synced').removeAllListeners()
+  // @ts-expect-error: not an event of Replicator
+  r.on('bogus', () => {})
+  // @ts-expect-error: 'synced' carries a peer id, not a string
+  r.on('synced', (peer: string) => { void peer })
+  const err = new QuiltError('E_GONE', 'purged', { cause: new Error('x') })
+  const stale: number | undefined = err.status ?? err.statusCode
+  // @ts-expect-error: not an error code
+  const bad: QuiltErrorCode = 'E_NOPE'
+  const steps: Migration[] = [{ up: 'ALTER TABLE t RENAME COLUMN v TO w', renames: { t: { v: 'w' } } }]
+  // @ts-expect-error: renames map old column names to new ones (strings)
+  const badSteps: Migration[] = [{ up: '', renames: { t: { v: 1 } } }]
   const info: SnapshotInfo = await r.snapshot()
   const restored = await Replicator.restore({ from: info.url, path: '/tmp/x.db', overwrite: true, snapshot: info.id, onProgress: (p) => { void p.bytesTotal } })
   const newId: number = restored.peerId + restored.snapshotPeerId
   await r.close({ timeoutMs: 1000 })
   await r[Symbol.asyncDispose]()
-  void [id, m, n, rows, one, ok, lead, text, newId, quilt.Replicator]
+  void [id, m, n, rows, one, ok, lead, text, newId, quilt.Replicator, quilt.QuiltError, listeners, stale, bad, steps, badSteps]
 }
 
 void main
