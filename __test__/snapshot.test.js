@@ -204,3 +204,19 @@ test('scheduled snapshots: only the leader takes them, and leadership hands over
   await a.close({ timeoutMs: 0 })
   await b.close({ timeoutMs: 0 })
 })
+
+test("'snapshot:progress' reports bytes done and total, ending at 100%; restore reports through onProgress", async () => {
+  const dir = tmp()
+  const url = `file://${path.join(dir, 'store')}`
+  const w = writer(dir, 9, 20000, { url })
+  const seen = []
+  w.on('snapshot:progress', (p) => seen.push(p))
+  const info = await w.snapshot()
+  assert.ok(seen.length >= 1)
+  for (const p of seen) assert.ok(p.bytesDone <= p.bytesTotal && p.bytesTotal > 0)
+  assert.deepEqual(seen[seen.length - 1], { bytesDone: info.size, bytesTotal: info.size })
+  const restored = []
+  await Replicator.restore({ from: url, path: path.join(dir, 'r.db'), onProgress: (p) => restored.push(p) })
+  assert.deepEqual(restored[restored.length - 1], { bytesDone: info.bytes, bytesTotal: info.bytes })
+  await w.close({ timeoutMs: 0 })
+})

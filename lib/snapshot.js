@@ -85,6 +85,8 @@ async function take (r, opts = {}) {
     try {
       const json = await binding.snapshotUpload(job, prep, url, options, work, keep, keepMs)
       const result = info(json)
+      // Always end with a 100% report, so short snapshots report too.
+      r.emit('snapshot:progress', { bytesDone: result.size, bytesTotal: result.size })
       if (!r._closed) r._native.recordSnapshot(prep.seqVector, prep.createdAt)
       r.emit('snapshot', result)
       return result
@@ -113,7 +115,9 @@ async function restore (opts) {
   const job = nextJob++
   const stop = watch(job, typeof onProgress === 'function' ? onProgress : null)
   try {
-    return info(await binding.restoreSnapshot(job, from, options, path, overwrite, name))
+    const result = info(await binding.restoreSnapshot(job, from, options, path, overwrite, name))
+    if (typeof onProgress === 'function') onProgress({ bytesDone: result.bytes, bytesTotal: result.bytes })
+    return result
   } catch (e) {
     throw fromNative(e)
   } finally {
