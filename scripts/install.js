@@ -35,9 +35,17 @@ function run (cmd, args) {
   return r.status === 0
 }
 
+// In a git checkout the addon must come from these sources: a published
+// `quilt-sqlite-<platform>` package (installed as an optional dependency)
+// would load too, but it holds the released code, not this tree's.
+function prebuilt () {
+  if (fs.existsSync(path.join(root, '.git'))) return fs.existsSync(path.join(root, platformFile())) && loads()
+  return loads()
+}
+
 function main () {
   if (process.env.QUILT_SKIP_BUILD) return 0
-  if (loads()) return 0
+  if (prebuilt()) return 0
   log('no prebuilt binary for this platform; building from source (needs Rust, about 4-5 minutes)')
   const napi = path.join(root, 'node_modules', '.bin', process.platform === 'win32' ? 'napi.cmd' : 'napi')
   if (fs.existsSync(napi) && fs.existsSync(path.join(root, 'Cargo.toml'))) {
