@@ -10,7 +10,7 @@ const { fork } = require('node:child_process')
 const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
-const Database = require('better-sqlite3')
+const Database = require('./helpers/sqlite.js') // better-sqlite3 under Node, bun:sqlite under Bun
 
 const PEER = path.join(__dirname, '..', 'examples', 'demo-peer.js')
 const IDS = [1, 2]
