@@ -15,7 +15,7 @@
 //! - **Heartbeat** (`tick`): re-request gaps with backoff, send pings that
 //!   carry the sequence vector (they find lost tails and double as acks),
 //!   purge old patches in small batches.
-//! - **Snapshot**: a consistent copy made with the online backup API on a
+//! - **Snapshot**: a consistent copy made with `VACUUM INTO` (one read transaction) on a
 //!   separate connection, compressed with zstd and streamed to object
 //!   storage by tokio (`core::snapshot`), with a manifest holding the seq
 //!   vector; restore checks the sha256 and writes a temp file then renames.

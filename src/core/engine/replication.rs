@@ -178,122 +178,171 @@ impl Engine {
                 self.cfg.max_drift_ms
             )));
         }
-        let mut res = ApplyResult::default();
+        let mut res;
         let mut new_held: Vec<(u32, u64)> = Vec::new();
         let mut seen: HashSet<(u32, u64)> = HashSet::new();
         let hlc_before = self.hlc.clone();
         let pending_before = self.pending;
-        self.conn.execute_batch("BEGIN IMMEDIATE")?;
-        let result = (|| -> Result<()> {
-            for g in &body.groups {
-                let local_table = self.tables.get(&g.table);
-                let mapped: Vec<String> = g
-                    .columns
-                    .iter()
-                    .map(|c| self.map_column(&g.table, c, body.schema_version))
-                    .collect();
-                let idx: Vec<Option<usize>> = mapped
-                    .iter()
-                    .map(|c| local_table.and_then(|t| t.index.get(c).copied()))
-                    .collect();
-                let known: Vec<usize> = idx
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, i)| i.is_some())
-                    .map(|(k, _)| k)
-                    .collect();
-                let whole = local_table.is_some() && known.len() == g.columns.len();
-                let cols: Vec<usize> = known.iter().filter_map(|&k| idx[k]).collect();
-                if let Some(t) = local_table {
-                    if let Some(pk) = t.pk.iter().find(|p| !cols.contains(&t.index[*p])) {
-                        return Err(frame_err(format!(
-                            "patch for {} lacks primary-key column {pk}",
-                            t.name
-                        )));
-                    }
-                }
-                let sqls = local_table.map(|t| {
-                    (
-                        store::patch_insert_sql(t, &cols),
-                        store::upsert_sql(t, &cols),
-                    )
-                });
-                let pk_pos: Vec<usize> = local_table
-                    .map(|t| {
-                        t.pk_index
-                            .iter()
-                            .filter_map(|i| cols.iter().position(|c| c == i))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let (mut at, mut seq) = (0i64, 0i64);
-                let mut whole_cols: Option<Arc<Vec<String>>> = None;
-                for r in &g.rows {
-                    at = at.wrapping_add(r.0);
-                    seq = seq.wrapping_add(r.1);
-                    let (at, seq) = (at as u64, seq as u64);
-                    if self.vector.holds(g.origin, seq) || !seen.insert((g.origin, seq)) {
-                        res.duplicates += 1;
-                        continue;
-                    }
-                    self.hlc.observe(at);
-                    if let (Some(t), Some((ins, ups))) = (local_table, sqls.as_ref()) {
-                        let picked: Vec<Value>;
-                        let vals: &[Value] = if whole {
-                            &r.2
-                        } else {
-                            picked = known.iter().map(|&k| r.2[k].clone()).collect();
-                            &picked
-                        };
-                        if pk_pos.iter().any(|&i| vals[i].is_null()) {
+        // A patch the local table refuses (a type or NOT NULL constraint the
+        // origin's schema does not have) must not poison the whole frame: the
+        // fast pass runs without savepoints; if a constraint fails, the frame
+        // runs again with a savepoint per patch, and refused patches are kept
+        // whole (pending) instead of applied.
+        let mut careful = false;
+        let mut refused;
+        loop {
+            res = ApplyResult::default();
+            new_held.clear();
+            seen.clear();
+            refused = 0;
+            self.conn.execute_batch("BEGIN IMMEDIATE")?;
+            let result = (|| -> Result<()> {
+                for g in &body.groups {
+                    let local_table = self.tables.get(&g.table);
+                    let mapped: Vec<String> = g
+                        .columns
+                        .iter()
+                        .map(|c| self.map_column(&g.table, c, body.schema_version))
+                        .collect();
+                    let idx: Vec<Option<usize>> = mapped
+                        .iter()
+                        .map(|c| local_table.and_then(|t| t.index.get(c).copied()))
+                        .collect();
+                    let known: Vec<usize> = idx
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, i)| i.is_some())
+                        .map(|(k, _)| k)
+                        .collect();
+                    let whole = local_table.is_some() && known.len() == g.columns.len();
+                    let cols: Vec<usize> = known.iter().filter_map(|&k| idx[k]).collect();
+                    if let Some(t) = local_table {
+                        if let Some(pk) = t.pk.iter().find(|p| !cols.contains(&t.index[*p])) {
                             return Err(frame_err(format!(
-                                "patch for {} has a NULL primary key",
+                                "patch for {} lacks primary-key column {pk}",
                                 t.name
                             )));
                         }
-                        let rp = RowPatch {
-                            stamp: Stamp {
-                                at,
-                                peer: g.origin,
+                    }
+                    let sqls = local_table.map(|t| {
+                        (
+                            store::patch_insert_sql(t, &cols),
+                            store::upsert_sql(t, &cols),
+                        )
+                    });
+                    let pk_pos: Vec<usize> = local_table
+                        .map(|t| {
+                            t.pk_index
+                                .iter()
+                                .filter_map(|i| cols.iter().position(|c| c == i))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    let (mut at, mut seq) = (0i64, 0i64);
+                    let mut whole_cols: Option<Arc<Vec<String>>> = None;
+                    for r in &g.rows {
+                        at = at.wrapping_add(r.0);
+                        seq = seq.wrapping_add(r.1);
+                        let (at, seq) = (at as u64, seq as u64);
+                        if self.vector.holds(g.origin, seq) || !seen.insert((g.origin, seq)) {
+                            res.duplicates += 1;
+                            continue;
+                        }
+                        self.hlc.observe(at);
+                        let mut kept_whole = false;
+                        if let (Some(t), Some((ins, ups))) = (local_table, sqls.as_ref()) {
+                            let picked: Vec<Value>;
+                            let vals: &[Value] = if whole {
+                                &r.2
+                            } else {
+                                picked = known.iter().map(|&k| r.2[k].clone()).collect();
+                                &picked
+                            };
+                            if pk_pos.iter().any(|&i| vals[i].is_null()) {
+                                return Err(frame_err(format!(
+                                    "patch for {} has a NULL primary key",
+                                    t.name
+                                )));
+                            }
+                            let rp = RowPatch {
+                                stamp: Stamp {
+                                    at,
+                                    peer: g.origin,
+                                    seq,
+                                },
+                                cols: &cols,
+                                values: vals,
+                            };
+                            let mut ok = true;
+                            if careful {
+                                self.conn.execute_batch("SAVEPOINT quilt_patch")?;
+                                let r = store::insert_patch_row(&self.conn, t, ins, &rp).and_then(
+                                    |_| store::apply_remote(&self.conn, t, &rp, Some(ups)),
+                                );
+                                match r {
+                                    Ok(_) => self.conn.execute_batch("RELEASE quilt_patch")?,
+                                    Err(e) if is_constraint(&e) => {
+                                        self.conn.execute_batch(
+                                            "ROLLBACK TO quilt_patch; RELEASE quilt_patch",
+                                        )?;
+                                        refused += 1;
+                                        ok = false;
+                                    }
+                                    Err(e) => return Err(e),
+                                }
+                            } else {
+                                store::insert_patch_row(&self.conn, t, ins, &rp)?;
+                                store::apply_remote(&self.conn, t, &rp, Some(ups))?;
+                            }
+                            if ok {
+                                res.applied += 1;
+                            } else {
+                                kept_whole = true;
+                            }
+                        }
+                        if !whole || kept_whole {
+                            let columns = whole_cols
+                                .get_or_insert_with(|| Arc::new(g.columns.clone()))
+                                .clone();
+                            let p = Patch {
+                                table: Arc::from(g.table.as_str()),
+                                origin: g.origin,
                                 seq,
-                            },
-                            cols: &cols,
-                            values: vals,
-                        };
-                        store::insert_patch_row(&self.conn, t, ins, &rp)?;
-                        store::apply_remote(&self.conn, t, &rp, Some(ups))?;
-                        res.applied += 1;
+                                at,
+                                columns,
+                                values: r.2.clone(),
+                            };
+                            store::insert_kept(&self.conn, &p, body.schema_version)?;
+                            self.pending += 1;
+                        }
+                        res.stored += 1;
+                        new_held.push((g.origin, seq));
                     }
-                    if !whole {
-                        let columns = whole_cols
-                            .get_or_insert_with(|| Arc::new(g.columns.clone()))
-                            .clone();
-                        let p = Patch {
-                            table: Arc::from(g.table.as_str()),
-                            origin: g.origin,
-                            seq,
-                            at,
-                            columns,
-                            values: r.2.clone(),
-                        };
-                        store::insert_kept(&self.conn, &p, body.schema_version)?;
-                        self.pending += 1;
+                }
+                Ok(())
+            })();
+            match result.and_then(|_| self.conn.execute_batch("COMMIT").map_err(Error::from)) {
+                Ok(()) => break,
+                Err(e) => {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                    self.pending = pending_before;
+                    self.hlc = hlc_before.clone();
+                    if !careful && is_constraint(&e) {
+                        careful = true;
+                        continue;
                     }
-                    res.stored += 1;
-                    new_held.push((g.origin, seq));
+                    self.counters.reject(e.code());
+                    return Err(e);
                 }
             }
-            Ok(())
-        })();
-        match result.and_then(|_| self.conn.execute_batch("COMMIT").map_err(Error::from)) {
-            Ok(()) => {}
-            Err(e) => {
-                let _ = self.conn.execute_batch("ROLLBACK");
-                self.pending = pending_before;
-                self.hlc = hlc_before;
-                self.counters.reject(e.code());
-                return Err(e);
-            }
+        }
+        if refused > 0 {
+            self.events.push(Event::Error {
+                code: "E_SCHEMA",
+                message: format!(
+                    "{refused} patch(es) from peer {sender} break a constraint of the local tables (a column type or NOT NULL the writer's schema lacks); they are kept whole and retried after migrate()"
+                ),
+            });
         }
         self.counters.frames_in += 1;
         self.counters.bytes_in += bytes.len() as u64;
@@ -736,4 +785,9 @@ impl Engine {
         v.insert(self.peer_id, self.seq);
         v
     }
+}
+
+/// A constraint failure (type, NOT NULL, CHECK...) raised by SQLite.
+fn is_constraint(e: &Error) -> bool {
+    matches!(e, Error::Sqlite(rusqlite::Error::SqliteFailure(f, _)) if f.code == rusqlite::ErrorCode::ConstraintViolation)
 }
