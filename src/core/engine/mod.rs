@@ -561,10 +561,12 @@ impl Engine {
     }
 
     /// True when every live peer has acknowledged our last seq.
+    /// Peers counted: connected ones that are live, or not heard from yet
+    /// (just added); peers that went quiet are not waited for.
     pub fn all_acked(&self) -> bool {
         self.peers
             .values()
-            .filter(|p| self.is_live(p))
+            .filter(|p| p.connected && (p.heard_tick.is_none() || self.is_live(p)))
             .all(|p| p.holds.get(&self.peer_id).copied().unwrap_or(0) >= self.seq)
     }
 
