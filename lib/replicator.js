@@ -327,11 +327,15 @@ class Replicator extends EventEmitter {
 
   /** Express/Connect middleware: waits until the token in `header` is applied here. */
   readYourWrites ({ header = 'x-quilt-token', timeoutMs = 5000 } = {}) {
-    const name = String(header).toLowerCase()
+    if (this._closed) throw make('E_CLOSED', 'Error', 'the replicator is closed')
+    if (typeof header !== 'string' || header.length === 0) throw typeError('readYourWrites: header must be a non-empty string')
+    if (typeof timeoutMs !== 'number' || Number.isNaN(timeoutMs) || timeoutMs < 0) throw rangeError('readYourWrites: timeoutMs must be a number >= 0')
+    const name = header.toLowerCase()
     return (req, res, next) => {
       const raw = req && req.headers ? req.headers[name] : undefined
       const token = Array.isArray(raw) ? raw[raw.length - 1] : raw
-      if (!parseToken(token) || this._closed) return next()
+      if (!parseToken(token)) return next()
+      if (this._closed) return next(make('E_CLOSED', 'Error', 'the replicator is closed'))
       this.waitFor(token, timeoutMs).then((ok) => {
         if (ok) return next()
         const err = make('E_STALE', 'Error', `write ${token} did not reach this replica within ${timeoutMs} ms`)
