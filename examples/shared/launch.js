@@ -67,4 +67,27 @@ function stop (child, graceMs = 3000) {
   })
 }
 
-module.exports = { freePort, spawnPeer, stop }
+/**
+ * Start one child per peer id (`script` with the env `envFor(id, i)` gives
+ * it), stop them all on Ctrl-C, and resolve the peers' ready infos. If one
+ * fails to start, the others are stopped and the error is thrown.
+ */
+async function startPeers (ids, script, envFor) {
+  const children = []
+  const bye = async () => { await Promise.all(children.map((c) => stop(c))); process.exit(0) }
+  process.on('SIGINT', bye)
+  process.on('SIGTERM', bye)
+  const settled = await Promise.allSettled(ids.map((id, i) =>
+    spawnPeer(process.execPath, [script], { PEER_ID: String(id), ...envFor(id, i) }, { prefix: `[peer ${id}] ` })))
+  for (const s of settled) if (s.status === 'fulfilled') children.push(s.value.child)
+  const failed = settled.find((s) => s.status === 'rejected')
+  if (failed) { await Promise.all(children.map((c) => stop(c))); throw failed.reason }
+  return settled.map((s) => s.value.info)
+}
+
+/** `id@127.0.0.1:port` of every other peer, for the PEERS variable. */
+function peerList (ids, self, portOf) {
+  return ids.filter((o) => o !== self).map((o) => `${o}@127.0.0.1:${portOf(o)}`).join(',')
+}
+
+module.exports = { freePort, spawnPeer, stop, startPeers, peerList }
