@@ -16,8 +16,10 @@ use rusqlite::{Connection, OptionalExtension};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
+mod gaps;
 mod migrate;
 mod replication;
+mod retention;
 
 /// Options of a replicator (API.md, `new Replicator(options)`).
 #[derive(Debug, Clone)]

@@ -1,0 +1,319 @@
+//! Conversion between JS values and cell values, with raw N-API calls: a
+//! row object to `(column, value)` pairs, query parameters, frame bytes, and
+//! query results back to row objects. Wrong types become `TypeError`s.
+
+use super::{check, to_napi, type_err};
+use crate::core::error::Error as CoreError;
+use crate::core::value::Value;
+use napi::bindgen_prelude::*;
+use napi::sys;
+use std::ptr;
+
+unsafe fn js_string(env: sys::napi_env, v: sys::napi_value) -> Result<String> {
+    let mut len = 0usize;
+    check(
+        sys::napi_get_value_string_utf8(env, v, ptr::null_mut(), 0, &mut len),
+        "string",
+    )?;
+    let mut buf = vec![0u8; len + 1];
+    let mut written = 0usize;
+    check(
+        sys::napi_get_value_string_utf8(env, v, buf.as_mut_ptr().cast(), len + 1, &mut written),
+        "string",
+    )?;
+    buf.truncate(written);
+    String::from_utf8(buf).map_err(|_| type_err("string is not valid UTF-8"))
+}
+
+pub(super) unsafe fn js_bytes(env: sys::napi_env, v: sys::napi_value) -> Result<Option<Vec<u8>>> {
+    let mut is_ta = false;
+    check(sys::napi_is_typedarray(env, v, &mut is_ta), "value")?;
+    if is_ta {
+        let mut ty = 0;
+        let mut len = 0usize;
+        let mut data = ptr::null_mut();
+        let mut ab = ptr::null_mut();
+        let mut off = 0usize;
+        check(
+            sys::napi_get_typedarray_info(env, v, &mut ty, &mut len, &mut data, &mut ab, &mut off),
+            "typed array",
+        )?;
+        if ty != sys::TypedarrayType::uint8_array {
+            return Err(type_err("binary values must be a Buffer or Uint8Array"));
+        }
+        if len == 0 || data.is_null() {
+            return Ok(Some(Vec::new()));
+        }
+        return Ok(Some(
+            std::slice::from_raw_parts(data as *const u8, len).to_vec(),
+        ));
+    }
+    let mut is_buf = false;
+    check(sys::napi_is_buffer(env, v, &mut is_buf), "value")?;
+    if is_buf {
+        let mut data = ptr::null_mut();
+        let mut len = 0usize;
+        check(
+            sys::napi_get_buffer_info(env, v, &mut data, &mut len),
+            "buffer",
+        )?;
+        if len == 0 || data.is_null() {
+            return Ok(Some(Vec::new()));
+        }
+        return Ok(Some(
+            std::slice::from_raw_parts(data as *const u8, len).to_vec(),
+        ));
+    }
+    Ok(None)
+}
+
+/// A JS value as a cell value; `None` for `undefined` (column not given).
+pub(super) unsafe fn js_value(
+    env: sys::napi_env,
+    v: sys::napi_value,
+    col: &str,
+) -> Result<Option<Value>> {
+    let mut t = 0;
+    check(sys::napi_typeof(env, v, &mut t), "value")?;
+    Ok(Some(match t {
+        sys::ValueType::napi_undefined => return Ok(None),
+        sys::ValueType::napi_null => Value::Null,
+        sys::ValueType::napi_boolean => {
+            let mut b = false;
+            check(sys::napi_get_value_bool(env, v, &mut b), "boolean")?;
+            Value::Int(b as i64)
+        }
+        sys::ValueType::napi_number => {
+            let mut f = 0f64;
+            check(sys::napi_get_value_double(env, v, &mut f), "number")?;
+            if f.is_nan() {
+                return Err(to_napi(CoreError::Range(format!("column {col}: NaN cannot be stored"))));
+            }
+            if f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_991.0 {
+                Value::Int(f as i64)
+            } else {
+                Value::Real(f)
+            }
+        }
+        sys::ValueType::napi_string => Value::Text(js_string(env, v)?),
+        sys::ValueType::napi_bigint => {
+            let mut i = 0i64;
+            let mut lossless = false;
+            check(sys::napi_get_value_bigint_int64(env, v, &mut i, &mut lossless), "bigint")?;
+            if !lossless {
+                return Err(to_napi(CoreError::Range(format!("column {col}: bigint does not fit 64 bits"))));
+            }
+            Value::Int(i)
+        }
+        sys::ValueType::napi_object => match js_bytes(env, v)? {
+            Some(b) => Value::Blob(b),
+            None => {
+                return Err(type_err(format!(
+                    "column {col}: objects cannot be stored; use null, a number, bigint, string, boolean or Buffer"
+                )))
+            }
+        },
+        _ => return Err(type_err(format!("column {col}: unsupported value type"))),
+    }))
+}
+
+/// A row object: own enumerable string keys, `undefined` values skipped.
+pub struct JsRow(pub Vec<(String, Value)>);
+
+impl TypeName for JsRow {
+    fn type_name() -> &'static str {
+        "Record<string, unknown>"
+    }
+    fn value_type() -> ValueType {
+        ValueType::Object
+    }
+}
+
+impl FromNapiValue for JsRow {
+    unsafe fn from_napi_value(env: sys::napi_env, v: sys::napi_value) -> Result<Self> {
+        let mut t = 0;
+        check(sys::napi_typeof(env, v, &mut t), "row")?;
+        let mut is_arr = false;
+        check(sys::napi_is_array(env, v, &mut is_arr), "row")?;
+        if t != sys::ValueType::napi_object || is_arr {
+            return Err(type_err("a row must be a plain object of column values"));
+        }
+        let mut keys = ptr::null_mut();
+        check(
+            sys::napi_get_all_property_names(
+                env,
+                v,
+                sys::KeyCollectionMode::own_only,
+                sys::KeyFilter::enumerable | sys::KeyFilter::skip_symbols,
+                sys::KeyConversion::numbers_to_strings,
+                &mut keys,
+            ),
+            "row keys",
+        )?;
+        let mut n = 0u32;
+        check(sys::napi_get_array_length(env, keys, &mut n), "row keys")?;
+        let mut out = Vec::with_capacity(n as usize);
+        for i in 0..n {
+            let mut k = ptr::null_mut();
+            check(sys::napi_get_element(env, keys, i, &mut k), "row key")?;
+            let name = js_string(env, k)?;
+            let mut val = ptr::null_mut();
+            check(sys::napi_get_property(env, v, k, &mut val), "row value")?;
+            if let Some(value) = js_value(env, val, &name)? {
+                out.push((name, value));
+            }
+        }
+        Ok(JsRow(out))
+    }
+}
+
+/// Query parameters: an array of values, an object of named values, or a
+/// single value.
+pub enum JsParams {
+    Positional(Vec<Value>),
+    Named(Vec<(String, Value)>),
+}
+
+impl TypeName for JsParams {
+    fn type_name() -> &'static str {
+        "unknown[]"
+    }
+    fn value_type() -> ValueType {
+        ValueType::Object
+    }
+}
+
+impl FromNapiValue for JsParams {
+    unsafe fn from_napi_value(env: sys::napi_env, v: sys::napi_value) -> Result<Self> {
+        let mut is_arr = false;
+        check(sys::napi_is_array(env, v, &mut is_arr), "params")?;
+        if !is_arr {
+            let mut t = 0;
+            check(sys::napi_typeof(env, v, &mut t), "params")?;
+            if t == sys::ValueType::napi_object && js_bytes(env, v)?.is_none() {
+                return Ok(JsParams::Named(JsRow::from_napi_value(env, v)?.0));
+            }
+            return Ok(JsParams::Positional(
+                js_value(env, v, "param")?.into_iter().collect(),
+            ));
+        }
+        let mut n = 0u32;
+        check(sys::napi_get_array_length(env, v, &mut n), "params")?;
+        let mut out = Vec::with_capacity(n as usize);
+        for i in 0..n {
+            let mut e = ptr::null_mut();
+            check(sys::napi_get_element(env, v, i, &mut e), "param")?;
+            out.push(js_value(env, e, "param")?.unwrap_or(Value::Null));
+        }
+        Ok(JsParams::Positional(out))
+    }
+}
+
+/// Bytes of a frame (Buffer or Uint8Array).
+pub struct JsBytes(pub Vec<u8>);
+
+impl TypeName for JsBytes {
+    fn type_name() -> &'static str {
+        "Uint8Array"
+    }
+    fn value_type() -> ValueType {
+        ValueType::Object
+    }
+}
+
+impl FromNapiValue for JsBytes {
+    unsafe fn from_napi_value(env: sys::napi_env, v: sys::napi_value) -> Result<Self> {
+        let mut t = 0;
+        check(sys::napi_typeof(env, v, &mut t), "frame")?;
+        if t == sys::ValueType::napi_object {
+            if let Some(b) = js_bytes(env, v)? {
+                return Ok(JsBytes(b));
+            }
+        }
+        Err(type_err("a frame must be a Buffer or Uint8Array"))
+    }
+}
+
+pub(super) unsafe fn value_to_js(env: sys::napi_env, v: &Value) -> Result<sys::napi_value> {
+    let mut out = ptr::null_mut();
+    let status = match v {
+        Value::Null => sys::napi_get_null(env, &mut out),
+        Value::Int(i) if i.unsigned_abs() <= 9_007_199_254_740_991 => {
+            sys::napi_create_double(env, *i as f64, &mut out)
+        }
+        Value::Int(i) => sys::napi_create_bigint_int64(env, *i, &mut out),
+        Value::Real(f) => sys::napi_create_double(env, *f, &mut out),
+        Value::Text(s) => {
+            sys::napi_create_string_utf8(env, s.as_ptr().cast(), s.len() as isize, &mut out)
+        }
+        Value::Blob(b) => {
+            let mut data = ptr::null_mut();
+            sys::napi_create_buffer_copy(env, b.len(), b.as_ptr().cast(), &mut data, &mut out)
+        }
+    };
+    check(status, "result value")?;
+    Ok(out)
+}
+
+/// Query results: row objects keyed by column name.
+pub struct JsRows {
+    pub names: Vec<String>,
+    pub rows: Vec<Vec<Value>>,
+    pub one: bool,
+}
+
+impl TypeName for JsRows {
+    fn type_name() -> &'static str {
+        "any"
+    }
+    fn value_type() -> ValueType {
+        ValueType::Object
+    }
+}
+
+impl ToNapiValue for JsRows {
+    unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> Result<sys::napi_value> {
+        let mut keys = Vec::with_capacity(val.names.len());
+        for n in &val.names {
+            let mut k = ptr::null_mut();
+            check(
+                sys::napi_create_string_utf8(env, n.as_ptr().cast(), n.len() as isize, &mut k),
+                "column name",
+            )?;
+            keys.push(k);
+        }
+        let make_row = |row: &Vec<Value>| -> Result<sys::napi_value> {
+            let mut o = ptr::null_mut();
+            check(sys::napi_create_object(env, &mut o), "row")?;
+            for (k, v) in keys.iter().zip(row) {
+                check(
+                    sys::napi_set_property(env, o, *k, value_to_js(env, v)?),
+                    "row",
+                )?;
+            }
+            Ok(o)
+        };
+        if val.one {
+            return match val.rows.first() {
+                Some(r) => make_row(r),
+                None => {
+                    let mut u = ptr::null_mut();
+                    check(sys::napi_get_undefined(env, &mut u), "undefined")?;
+                    Ok(u)
+                }
+            };
+        }
+        let mut arr = ptr::null_mut();
+        check(
+            sys::napi_create_array_with_length(env, val.rows.len(), &mut arr),
+            "rows",
+        )?;
+        for (i, r) in val.rows.iter().enumerate() {
+            check(
+                sys::napi_set_element(env, arr, i as u32, make_row(r)?),
+                "rows",
+            )?;
+        }
+        Ok(arr)
+    }
+}
