@@ -14,6 +14,13 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
  * which wraps this one.
  */
 export declare class NativeReplicator {
+  /**
+   * Capture the seq vector and the source file for a snapshot. An
+   * in-memory database is copied to `temp_path` first (online backup).
+   */
+  prepareSnapshot(tempPath: string): SnapshotPrep
+  /** Record what a finished snapshot covers (retention keeps the rest). */
+  recordSnapshot(seqVector: Record<string, number>, createdAt: number): void
   /** Open or create the database at `options.path`. */
   constructor(options: NativeOptions)
   /** This replicator's peer id. */
@@ -60,13 +67,6 @@ export declare class NativeReplicator {
   get closed(): boolean
   /** Test hook: panics inside native code, to prove no panic crosses the FFI. */
   debugPanic(): void
-  /**
-   * Capture the seq vector and the source file for a snapshot. An
-   * in-memory database is copied to `temp_path` first (online backup).
-   */
-  prepareSnapshot(tempPath: string): SnapshotPrep
-  /** Record what a finished snapshot covers (retention keeps the rest). */
-  recordSnapshot(seqVector: Record<string, number>, createdAt: number): void
 }
 
 /** Manifests under a snapshot URL, oldest first, as JSON. */
