@@ -314,3 +314,16 @@ test('ESM import works too', async () => {
   assert.equal(typeof mod.Replicator, 'function')
   assert.equal(mod.Replicator, Replicator)
 })
+
+test('DEBUG=quilt* logs frames and peers to stderr; off by default', () => {
+  const { spawnSync } = require('node:child_process')
+  const script = `const { Replicator } = require(${JSON.stringify(path.join(__dirname, '..'))});
+    const a = new Replicator({ path: ':memory:', heartbeatMs: 0, peerId: 1 });
+    const b = new Replicator({ path: ':memory:', heartbeatMs: 0, peerId: 2 });
+    a.addPeer(2, (f) => b.applyPatches(f)); a.tick();`
+  const on = spawnSync(process.execPath, ['-e', script], { env: { ...process.env, DEBUG: 'quilt*' }, encoding: 'utf8' })
+  assert.match(on.stderr, /quilt:replicator peer 1: add peer 2/)
+  assert.match(on.stderr, /peer 2: frame of \d+ bytes: applied/)
+  const off = spawnSync(process.execPath, ['-e', script], { env: { ...process.env, DEBUG: '' }, encoding: 'utf8' })
+  assert.equal(off.stderr, '')
+})

@@ -13,6 +13,12 @@ function enabled (ns) {
 }
 
 module.exports = function debug (ns) {
-  if (!enabled(ns)) return () => {}
-  return (fmt, ...args) => process.stderr.write(`${ns} ${util.format(fmt, ...args)}\n`)
+  if (!enabled(ns)) {
+    const off = () => {}
+    off.enabled = false
+    return off
+  }
+  const on = (fmt, ...args) => process.stderr.write(`${ns} ${util.format(fmt, ...args)}\n`)
+  on.enabled = true
+  return on
 }

@@ -172,6 +172,7 @@ class Replicator extends EventEmitter {
     if (typeof send !== 'function') throw typeError('addPeer(peerId, send): send must be a function')
     if (peerId === this.peerId) throw rangeError('addPeer: a replicator cannot add itself as a peer')
     this._sends.set(peerId, send)
+    debug('peer %d: add peer %d', this.peerId, peerId)
     const out = call(() => this._native.addPeer(peerId))
     this._dispatch(out)
     this._drainEvents()
@@ -181,6 +182,7 @@ class Replicator extends EventEmitter {
   removePeer (peerId) {
     this._checkOpen()
     checkPeerId(peerId)
+    debug('peer %d: remove peer %d', this.peerId, peerId)
     this._sends.delete(peerId)
     this._retry.delete(peerId)
     call(() => this._native.removePeer(peerId))
@@ -190,7 +192,15 @@ class Replicator extends EventEmitter {
   applyPatches (frame) {
     if (this._closed) throw make('E_CLOSED', 'Error', 'the replicator is closed')
     if (!(frame instanceof Uint8Array)) throw typeError('applyPatches(frame): frame must be a Buffer or Uint8Array')
-    const r = call(() => this._native.applyPatches(frame))
+    let r
+    try {
+      r = this._native.applyPatches(frame)
+    } catch (e) {
+      const err = fromNative(e)
+      if (debug.enabled) debug('peer %d: frame of %d bytes refused: %s %s', this.peerId, frame.length, err.code, err.message)
+      throw err
+    }
+    if (debug.enabled) debug('peer %d: frame of %d bytes: applied %d stored %d duplicates %d requested %d, %d answer(s)', this.peerId, frame.length, r.applied, r.stored, r.duplicates, r.requested, r.out.length)
     this._dispatch(r.out)
     this._drainEvents()
     this._wake()
@@ -202,6 +212,7 @@ class Replicator extends EventEmitter {
     if (this._closed) throw make('E_CLOSED', 'Error', 'the replicator is closed')
     this._resendFailed()
     const out = call(() => this._native.tick())
+    if (debug.enabled) debug('peer %d: tick, %d frame(s) out', this.peerId, out.length)
     this._dispatch(out)
     this._drainEvents()
     this._wake()
