@@ -6,7 +6,7 @@
 const path = require('node:path')
 const fs = require('node:fs')
 const os = require('node:os')
-const { freePort, spawnPeer, stop } = require('../shared/launch.js')
+const { freePort, startPeers, peerList } = require('../shared/launch.js')
 
 const N = 3
 const LOSS = process.env.LOSS ?? '0.1'
@@ -18,25 +18,16 @@ async function getJson (url) {
 }
 
 async function main () {
-  const children = []
-  const bye = async () => { await Promise.all(children.map((c) => stop(c))); process.exit(0) }
-  process.on('SIGINT', bye)
-  process.on('SIGTERM', bye)
   const ids = Array.from({ length: N }, (_, i) => i + 1)
   const udp = []
   for (const _ of ids) udp.push(await freePort('udp'))
-  const settled = await Promise.allSettled(ids.map((id, i) => spawnPeer(process.execPath, [path.join(__dirname, 'peer.js')], {
-    PEER_ID: String(id),
+  const peers = await startPeers(ids, path.join(__dirname, 'peer.js'), (id, i) => ({
     UDP_PORT: String(udp[i]),
     PORT: '0',
     LOSS,
-    PEERS: ids.filter((o) => o !== id).map((o) => `${o}@127.0.0.1:${udp[o - 1]}`).join(','),
+    PEERS: peerList(ids, id, (o) => udp[o - 1]),
     DB: path.join(DATA_DIR, `peer-${id}.db`)
-  }, { prefix: `[peer ${id}] ` })))
-  for (const s of settled) if (s.status === 'fulfilled') children.push(s.value.child)
-  const failed = settled.find((s) => s.status === 'rejected')
-  if (failed) { await Promise.all(children.map((c) => stop(c))); throw failed.reason }
-  const peers = settled.map((s) => s.value.info)
+  }))
   for (const p of peers) console.log(`peer ${p.peerId}: ${p.url} (udp ${p.udp})`)
 
   const t0 = Date.now()
