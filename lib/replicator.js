@@ -425,10 +425,12 @@ class Replicator extends EventEmitter {
     if (this._closing) return this._closing
     if (this._closed) return Promise.resolve()
     this._closing = (async () => {
-      try {
+      // Send what is queued, and a ping carrying our last seq, so peers
+      // can acknowledge it.
+      this._safe(() => {
         this.flush()
-        this._native.tick !== undefined && this._safe(() => this._dispatch(call(() => this._native.tick())))
-      } catch (e) { this._emitError(e) }
+        this._dispatch(call(() => this._native.tick()))
+      })
       if (!this._native.allAcked() && timeoutMs > 0) {
         await new Promise((resolve) => {
           const f = () => { clearTimeout(timer); resolve() }
@@ -449,10 +451,6 @@ class Replicator extends EventEmitter {
   [Symbol.asyncDispose] () {
     return this.close()
   }
-}
-
-if (!Symbol.asyncDispose) {
-  // Node 20 may lack the well-known symbol; nothing to add then.
 }
 
 module.exports = { Replicator, parseToken }
