@@ -12,7 +12,6 @@
 const test = require('node:test')
 const assert = require('node:assert/strict')
 const fs = require('node:fs')
-const net = require('node:net')
 const os = require('node:os')
 const path = require('node:path')
 const { fork } = require('node:child_process')
@@ -22,16 +21,7 @@ const FIXTURE = path.join(__dirname, 'fixtures', 'deploy-peer.js')
 const IDS = [1, 2, 3]
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 
-function freePort () {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer()
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address()
-      s.close(() => resolve(port))
-    })
-    s.on('error', reject)
-  })
-}
+const { freePort } = require('./helpers/moto.js')
 
 const children = new Set()
 let dir

@@ -76,4 +76,4 @@ function stop () {
   started = null
 }
 
-module.exports = { s3, createBucket, s3Options, stop }
+module.exports = { s3, createBucket, s3Options, stop, freePort }
