@@ -93,6 +93,10 @@ export interface ReplicatorOptions {
   heartbeatMs?: number
   /** Patches older than this may be purged (default 25 h), never before the last snapshot covers them. */
   retentionMs?: number
+  /** Hard cap: past this age a patch is purged even when a known peer has
+   * not acknowledged it (an `'error'` event with code `E_RETENTION` names
+   * that peer). Default: none. */
+  maxRetentionMs?: number
   /** Frames stamped further than this ahead of the local clock are refused with `E_DRIFT` (default 60000). */
   maxDriftMs?: number
   /** Outgoing frames are split to stay under this; larger incoming frames are refused with `E_FRAME` (default 1048576, at least 256; ~1200 for UDP). */

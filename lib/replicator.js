@@ -77,6 +77,7 @@ class Replicator extends EventEmitter {
       clusterKey: key,
       heartbeatMs,
       retentionMs: checkMs('retentionMs', options.retentionMs),
+      maxRetentionMs: checkMs('maxRetentionMs', options.maxRetentionMs),
       maxDriftMs: checkMs('maxDriftMs', options.maxDriftMs),
       maxFrameBytes
     }))

@@ -49,6 +49,8 @@ pub struct NativeOptions {
     pub cluster_key: Option<Buffer>,
     pub heartbeat_ms: Option<f64>,
     pub retention_ms: Option<f64>,
+    /// Hard cap: past this age a patch is purged even if a peer lacks it.
+    pub max_retention_ms: Option<f64>,
     pub max_drift_ms: Option<f64>,
     pub max_frame_bytes: Option<f64>,
 }
@@ -186,6 +188,10 @@ impl NativeReplicator {
             retention_ms: ms(options.retention_ms, "retentionMs", d.retention_ms)?,
             max_drift_ms: ms(options.max_drift_ms, "maxDriftMs", d.max_drift_ms)?,
             max_frame_bytes: max_frame as usize,
+            max_retention_ms: match options.max_retention_ms {
+                Some(v) => Some(ms(Some(v), "maxRetentionMs", 0)?),
+                None => None,
+            },
         };
         Ok(NativeReplicator {
             engine: Some(Engine::open(cfg).map_err(to_napi)?),

@@ -32,12 +32,25 @@ pub fn from_unix_ms(ms: u64) -> u64 {
 #[derive(Debug, Clone, Default)]
 pub struct Hlc {
     last: u64,
+    /// Where this clock's counter starts in each new millisecond (random per
+    /// open, < 4096): two files that share a peer id and write in the same
+    /// millisecond still get different stamps, which is how their clash is
+    /// found.
+    salt: u64,
 }
 
 impl Hlc {
     /// A clock that continues above `last` (the persisted high-water mark).
     pub fn new(last: u64) -> Self {
-        Hlc { last }
+        Hlc { last, salt: 0 }
+    }
+
+    /// A clock whose counter starts at `salt % 4096` in each millisecond.
+    pub fn with_salt(last: u64, salt: u64) -> Self {
+        Hlc {
+            last,
+            salt: salt % (1 << (COUNTER_BITS - 1)),
+        }
     }
 
     /// The highest value handed out or observed.
@@ -49,7 +62,7 @@ impl Hlc {
     /// greater than every earlier stamp and every observed remote stamp, even
     /// when the wall clock goes backwards.
     pub fn tick(&mut self, wall_ms: u64) -> u64 {
-        let phys = from_unix_ms(wall_ms);
+        let phys = from_unix_ms(wall_ms).saturating_add(self.salt);
         let next = if phys > self.last {
             phys
         } else {

@@ -40,13 +40,29 @@ pub struct PatchGroup {
 pub struct WireRow(pub i64, pub i64, pub Vec<Value>);
 
 /// A heartbeat. It carries the sender's own last seq and, per origin it
-/// knows, the highest contiguous seq it holds and the highest it has seen.
-/// It doubles as an acknowledgement.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// holds, the highest contiguous seq and the highest regular seq it holds
+/// (claims about what it holds, never about what it heard of). It doubles
+/// as an acknowledgement.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct Ping {
     pub own_last_seq: u64,
     pub vector: Vec<(u32, u64, u64)>,
+    /// Digest of the held set per entry of `vector` (same order), or empty.
+    #[serde(default)]
+    pub digests: Vec<u64>,
+    /// Re-issued ranges held (seqs at or above 2^50), per origin.
+    #[serde(default)]
+    pub shadows: Vec<Ranges>,
+    /// The highest snapshot cover this peer knows of in the cluster:
+    /// `(origin, contiguous seq covered)`; retention may purge below it.
+    #[serde(default)]
+    pub cover: Vec<(u32, u64)>,
 }
+
+/// Most entries a ping's vector (and cover) may hold.
+pub const MAX_PING_ENTRIES: usize = 8192;
+/// Most ranges one request or gone message may carry in total.
+pub const MAX_RANGES: usize = 4096;
 
 /// Inclusive seq ranges of one origin (asked for, or answered as gone).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -159,6 +175,13 @@ pub fn decode_frame(bytes: &[u8], key: Option<&[u8]>, max_len: usize) -> Result<
     } else {
         bytes.len()
     };
+    if key.is_none() && has_tag {
+        // A keyed cluster talking to a peer without a key: refuse, so the
+        // misconfiguration shows instead of half-working.
+        return Err(Error::Auth(
+            "frame carries a MAC but this peer has no clusterKey".into(),
+        ));
+    }
     if let Some(k) = key {
         if !has_tag {
             return Err(Error::Auth(
@@ -219,14 +242,62 @@ fn validate(body: &Body) -> Result<()> {
             seq = seq
                 .checked_add(r.1)
                 .ok_or_else(|| frame_err("seq overflow"))?;
-            if at <= 0 || at as u64 > crate::core::hlc::MAX_HLC || seq <= 0 {
+            if at <= 0
+                || at as u64 > crate::core::hlc::MAX_HLC
+                || seq <= 0
+                || seq as u64 > crate::core::sync::MAX_SEQ
+            {
                 return Err(frame_err("patch stamp or seq out of range"));
             }
         }
     }
+    let max_seq = crate::core::sync::MAX_SEQ;
+    let mut n_ranges = 0usize;
     for r in body.requests.iter().chain(body.gone.iter()) {
-        if r.origin == 0 || r.ranges.iter().any(|&(a, b)| a == 0 || b < a) {
+        n_ranges += r.ranges.len();
+        if r.origin == 0
+            || r.ranges
+                .iter()
+                .any(|&(a, b)| a == 0 || b < a || b > max_seq)
+        {
             return Err(frame_err("invalid seq range"));
+        }
+    }
+    if n_ranges > MAX_RANGES {
+        return Err(frame_err("too many ranges in one frame"));
+    }
+    if let Some(p) = &body.ping {
+        if p.own_last_seq > max_seq
+            || p.vector.len() > MAX_PING_ENTRIES
+            || p.cover.len() > MAX_PING_ENTRIES
+            || (!p.digests.is_empty() && p.digests.len() != p.vector.len())
+            || p.shadows.len() > MAX_PING_ENTRIES
+        {
+            return Err(frame_err("ping out of bounds"));
+        }
+        for &(o, c, m) in &p.vector {
+            if o == 0 || c > m || m > max_seq {
+                return Err(frame_err("invalid ping vector entry"));
+            }
+        }
+        for &(o, c) in &p.cover {
+            if o == 0 || c > max_seq {
+                return Err(frame_err("invalid ping cover entry"));
+            }
+        }
+        let mut shadow_ranges = 0usize;
+        for r in &p.shadows {
+            shadow_ranges += r.ranges.len();
+            if r.origin == 0
+                || r.ranges
+                    .iter()
+                    .any(|&(a, b)| a < crate::core::sync::SHADOW_STEP || b < a || b > max_seq)
+            {
+                return Err(frame_err("invalid re-issued range in ping"));
+            }
+        }
+        if shadow_ranges > MAX_RANGES {
+            return Err(frame_err("too many re-issued ranges in ping"));
         }
     }
     Ok(())
@@ -391,6 +462,7 @@ mod tests {
             b.body_mut().ping = Some(Ping {
                 own_last_seq: 3,
                 vector: vec![(7, 3, 3)],
+                ..Default::default()
             });
             let frames = b.finish();
             assert_eq!(frames.len(), 1);

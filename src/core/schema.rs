@@ -71,6 +71,8 @@ pub fn ensure_meta(conn: &Connection) -> Result<()> {
             PRIMARY KEY (origin, seq)) WITHOUT ROWID;
          CREATE TABLE IF NOT EXISTS _quilt_purged(
             origin INTEGER PRIMARY KEY, upto INTEGER NOT NULL);
+         CREATE TABLE IF NOT EXISTS _quilt_digest(
+            origin INTEGER PRIMARY KEY, purged INTEGER NOT NULL);
          CREATE TABLE IF NOT EXISTS _quilt_meta(key TEXT PRIMARY KEY, value);",
     )?;
     Ok(())

@@ -389,13 +389,127 @@ pub struct Kept {
     pub patch: Patch,
 }
 
-/// Keep a patch whole (idempotent on `(origin, seq)`).
-pub fn insert_kept(conn: &Connection, p: &Patch, schema_version: u32) -> Result<()> {
+/// Keep a patch whole (idempotent on `(origin, seq)`). Returns the bytes
+/// stored (0 when it was already kept).
+pub fn insert_kept(conn: &Connection, p: &Patch, schema_version: u32) -> Result<usize> {
     let payload = rmp_serde::to_vec(&(p.columns.as_ref(), &p.values)).unwrap_or_default();
-    conn.prepare_cached(
+    let n = payload.len();
+    let changed = conn.prepare_cached(
         "INSERT OR IGNORE INTO _quilt_kept(origin,seq,at,tbl,schema_version,payload) VALUES(?,?,?,?,?,?)",
     )?
     .execute(rusqlite::params![p.origin as i64, p.seq as i64, p.at as i64, &*p.table, schema_version as i64, payload])?;
+    Ok(if changed > 0 { n } else { 0 })
+}
+
+/// Bytes of kept payloads per origin.
+pub fn kept_bytes(conn: &Connection) -> Result<HashMap<u32, u64>> {
+    let mut st =
+        conn.prepare("SELECT origin, sum(length(payload)) FROM _quilt_kept GROUP BY origin")?;
+    let rows = st.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?;
+    let mut out = HashMap::new();
+    for r in rows {
+        let (o, n) = r?;
+        out.insert(o as u32, n.max(0) as u64);
+    }
+    Ok(out)
+}
+
+// ----- identity clashes (see engine/clash.rs) ------------------------------
+
+/// The stamp of the stored patch `(origin, seq)` in table `t`, if any.
+pub fn stored_at(conn: &Connection, t: &TableInfo, origin: u32, seq: i64) -> Result<Option<u64>> {
+    let sql = format!(
+        "SELECT _patchedAt FROM {} WHERE _peerId=?1 AND _sequenceId=?2 LIMIT 1",
+        q(&t.patches())
+    );
+    Ok(conn
+        .prepare_cached(&sql)?
+        .query_row(rusqlite::params![origin as i64, seq], |r| {
+            r.get::<_, i64>(0)
+        })
+        .optional()?
+        .map(|v| v as u64))
+}
+
+/// The stamp of the kept patch `(origin, seq)`, if any.
+pub fn kept_at(conn: &Connection, origin: u32, seq: i64) -> Result<Option<u64>> {
+    Ok(conn
+        .prepare_cached("SELECT at FROM _quilt_kept WHERE origin=?1 AND seq=?2")?
+        .query_row(rusqlite::params![origin as i64, seq], |r| {
+            r.get::<_, i64>(0)
+        })
+        .optional()?
+        .map(|v| v as u64))
+}
+
+/// Give the stored patch `(origin, from)` the seq `to`, in `t` and in the
+/// kept table. Returns the primary key of the row it touched in `t`.
+pub fn move_patch(
+    conn: &Connection,
+    t: &TableInfo,
+    origin: u32,
+    from: i64,
+    to: i64,
+) -> Result<Option<Vec<Value>>> {
+    let pk_cols = t.pk.iter().map(|c| q(c)).collect::<Vec<_>>().join(",");
+    let p = q(&t.patches());
+    let pk: Option<Vec<Value>> = conn
+        .prepare_cached(&format!(
+            "SELECT {pk_cols} FROM {p} WHERE _peerId=?1 AND _sequenceId=?2 LIMIT 1"
+        ))?
+        .query_row(rusqlite::params![origin as i64, from], |r| {
+            (0..t.pk.len()).map(|i| r.get::<_, Value>(i)).collect()
+        })
+        .optional()?;
+    if pk.is_some() {
+        conn.prepare_cached(&format!(
+            "UPDATE {p} SET _sequenceId=?3 WHERE _peerId=?1 AND _sequenceId=?2"
+        ))?
+        .execute(rusqlite::params![origin as i64, from, to])?;
+    }
+    Ok(pk)
+}
+
+/// Move a kept patch to another seq.
+pub fn move_kept(conn: &Connection, origin: u32, from: i64, to: i64) -> Result<()> {
+    conn.prepare_cached("UPDATE _quilt_kept SET seq=?3 WHERE origin=?1 AND seq=?2")?
+        .execute(rusqlite::params![origin as i64, from, to])?;
+    Ok(())
+}
+
+/// In the clock row of `pk`, rename the stamp `old` to `new` (the patch
+/// that won those columns now has another identity).
+pub fn rename_stamp(
+    conn: &Connection,
+    t: &TableInfo,
+    pk: &[Value],
+    old: Stamp,
+    new: Stamp,
+) -> Result<()> {
+    let current: Option<Vec<u8>> = conn
+        .prepare_cached(&t.clock_select)?
+        .query_row(params_from_iter(pk.iter()), |r| r.get(0))
+        .optional()?;
+    let Some(blob) = current else {
+        return Ok(());
+    };
+    let mut clock = decode_clock(&blob);
+    let mut changed = false;
+    for s in clock.values_mut() {
+        if *s == old {
+            *s = new;
+            changed = true;
+        }
+    }
+    if changed {
+        let blob = encode_clock(&clock);
+        let params = pk
+            .iter()
+            .map(|v| v as &dyn rusqlite::ToSql)
+            .chain(std::iter::once(&blob as &dyn rusqlite::ToSql));
+        conn.prepare_cached(&t.clock_replace)?
+            .execute(params_from_iter(params))?;
+    }
     Ok(())
 }
 

@@ -1,6 +1,8 @@
 //! Gap repair: asking for missing ranges (eagerly when a frame reveals them,
 //! again with backoff counted in heartbeats, rotating over the peers that
-//! hold them) and serving any origin's patches to whoever asks.
+//! claim them; the decisions are `sync::GapTracker`'s) and serving any
+//! origin's patches to whoever asks, within a byte budget per request and
+//! per peer per heartbeat.
 
 use super::*;
 
@@ -11,6 +13,11 @@ impl Engine {
         if requests.is_empty() || !self.peers.get(&to).is_some_and(|p| p.connected) {
             return Ok(Vec::new());
         }
+        let spent = self.served_bytes.get(&to).copied().unwrap_or(0);
+        let budget = SERVE_BYTES_PER_TICK
+            .saturating_sub(spent)
+            .min(SERVE_BYTES_PER_REQUEST);
+        let mut bytes = 0usize;
         let mut b = FrameBuilder::new(
             self.peer_id,
             self.schema_version,
@@ -19,11 +26,11 @@ impl Engine {
         );
         let mut gone: Vec<Ranges> = Vec::new();
         let mut served = 0usize;
-        for r in requests {
+        'outer: for r in requests {
             let mut found_set = RangeSet::new();
             for &(a, bnd) in r.ranges.iter().take(256) {
-                if served >= SERVE_LIMIT {
-                    break;
+                if served >= SERVE_LIMIT || bytes >= budget {
+                    break 'outer;
                 }
                 let mut found: BTreeMap<u64, Patch> = BTreeMap::new();
                 for t in self.tables.values() {
@@ -41,15 +48,19 @@ impl Engine {
                             .map(|c| self.map_column(&p.table, c, k.schema_version))
                             .collect(),
                     );
-                    found.insert(p.seq, p);
+                    found.entry(p.seq).or_insert(p);
                 }
                 for p in found.values().take(SERVE_LIMIT - served) {
+                    if bytes >= budget {
+                        break;
+                    }
+                    bytes += protocol::estimate_row(p.values.iter()) + 18;
                     b.push(p);
                     found_set.insert(p.seq);
                     served += 1;
                 }
                 let upto = self.purged.get(&r.origin).copied().unwrap_or(0);
-                if a <= upto && served < SERVE_LIMIT {
+                if a <= upto && served < SERVE_LIMIT && bytes < budget {
                     let missing = found_set.subtract_from(vec![(a, bnd.min(upto))]);
                     if !missing.is_empty() {
                         gone.push(Ranges {
@@ -60,6 +71,7 @@ impl Engine {
                 }
             }
         }
+        *self.served_bytes.entry(to).or_default() += bytes;
         self.counters.retransmitted += served as u64;
         if !gone.is_empty() {
             let fit = (self.cfg.max_frame_bytes.saturating_sub(96) / 24).max(1);
@@ -94,6 +106,20 @@ impl Engine {
         self.rng & 1
     }
 
+    /// One request frame for `peer`.
+    pub(super) fn request_frame(&mut self, peer: u32, ranges: Ranges) -> Outgoing {
+        let body = Body {
+            schema_version: self.schema_version,
+            requests: vec![ranges],
+            ..Default::default()
+        };
+        self.counters.requests_out += 1;
+        Outgoing {
+            peer,
+            frame: protocol::encode_frame(self.peer_id, &body, self.key()),
+        }
+    }
+
     /// Ask for the gaps of one origin, if its backoff allows. `hint` is the
     /// peer that just spoke (it likely holds what it told us of).
     pub(super) fn request_gaps(
@@ -102,97 +128,37 @@ impl Engine {
         hint: Option<u32>,
         eager: bool,
     ) -> (Vec<Outgoing>, u64) {
-        let tick = self.tick_no;
         let connected = self.connected();
-        let st = self.vector.origin(origin);
+        let jitter = self.jitter();
         // A range is two MessagePack ints (~20 bytes): ask for as many as fit.
         let fit = (self.cfg.max_frame_bytes.saturating_sub(96) / 20).clamp(1, 64);
-        let mut wanted = st.wanted(fit);
-        if wanted.is_empty() {
-            st.gap_since = None;
-            st.gap_since_ms = None;
-            st.attempts = 0;
-            st.inflight = RangeSet::new();
+        let Some(st) = self.vector.origins.get(&origin) else {
             return (Vec::new(), 0);
-        }
-        if st.gap_since.is_none() {
-            st.gap_since = Some(tick);
-            st.gap_since_ms = Some(hlc::wall_ms());
-        }
-        let contiguous = st.held.contiguous();
-        if contiguous > st.last_contiguous {
-            st.attempts = 0;
-            st.last_contiguous = contiguous;
-        }
-        if eager {
-            // Only gaps not already asked for: answers to earlier requests
-            // are on their way, asking again would multiply the resends.
-            wanted = st.inflight.subtract_from(wanted);
-            if wanted.is_empty() {
-                return (Vec::new(), 0);
-            }
-        } else {
-            if tick < st.next_request {
-                return (Vec::new(), 0);
-            }
-            // Backoff expired: whatever is still missing is asked again.
-            st.inflight = RangeSet::new();
-        }
-        if connected.is_empty() {
-            return (Vec::new(), 0);
-        }
-        let rotation = if eager { 0 } else { st.attempts };
-        let first = wanted[0];
-        let mut holders: Vec<u32> = connected
-            .iter()
-            .copied()
-            .filter(|p| {
-                *p == origin
-                    || self
-                        .peers
-                        .get(p)
-                        .and_then(|s| s.holds.get(&origin))
-                        .is_some_and(|&c| c >= first.0)
-            })
-            .collect();
-        if holders.is_empty() {
-            holders = connected.clone();
-        }
-        let target = if rotation == 0 && connected.contains(&origin) {
-            origin
-        } else if let Some(h) = hint.filter(|h| rotation == 0 && holders.contains(h)) {
-            h
-        } else {
-            holders[(rotation as usize) % holders.len()]
         };
-        let jitter = self.jitter();
-        let st = self.vector.origin(origin);
-        for &(a, b) in &wanted {
-            st.inflight.insert_range(a, b);
+        let ask = self.gaps.plan(
+            origin,
+            st,
+            self.tick_no,
+            hlc::wall_ms(),
+            &connected,
+            hint,
+            eager,
+            jitter,
+            fit,
+        );
+        match ask {
+            Some(a) => {
+                let n = a.ranges.len() as u64;
+                let out = self.request_frame(
+                    a.target,
+                    Ranges {
+                        origin,
+                        ranges: a.ranges,
+                    },
+                );
+                (vec![out], n)
+            }
+            None => (Vec::new(), 0),
         }
-        if eager {
-            st.next_request = st.next_request.max(tick + 1 + jitter);
-        } else {
-            st.attempts = st.attempts.saturating_add(1);
-            st.next_request = tick + backoff_ticks(rotation) + jitter;
-        }
-        let n = wanted.len() as u64;
-        let body = Body {
-            schema_version: self.schema_version,
-            requests: vec![Ranges {
-                origin,
-                ranges: wanted,
-            }],
-            ..Default::default()
-        };
-        self.counters.requests_out += 1;
-        let frame = protocol::encode_frame(self.peer_id, &body, self.key());
-        (
-            vec![Outgoing {
-                peer: target,
-                frame,
-            }],
-            n,
-        )
     }
 }

@@ -10,13 +10,15 @@ use crate::core::metrics::Counters;
 use crate::core::protocol::{self, Body, FrameBuilder, Patch, Ping, Ranges};
 use crate::core::schema::{self, q, TableInfo};
 use crate::core::store::{self, RowPatch, Stamp};
-use crate::core::sync::{backoff_ticks, RangeSet, SeqVector};
+use crate::core::sync::{GapTracker, RangeSet, SeqVector, SHADOW_STEP};
 use crate::core::value::Value;
 use rusqlite::{Connection, OptionalExtension};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
+mod clash;
 mod gaps;
+mod kept;
 mod migrate;
 mod replication;
 mod retention;
@@ -31,6 +33,9 @@ pub struct Config {
     pub retention_ms: u64,
     pub max_drift_ms: u64,
     pub max_frame_bytes: usize,
+    /// Hard cap: patches older than this are purged even when a peer still
+    /// lacks them (with an `'error'` event naming that peer). None: never.
+    pub max_retention_ms: Option<u64>,
 }
 
 impl Default for Config {
@@ -43,6 +48,7 @@ impl Default for Config {
             retention_ms: 25 * 3600 * 1000,
             max_drift_ms: 60_000,
             max_frame_bytes: 1 << 20,
+            max_retention_ms: None,
         }
     }
 }
@@ -93,10 +99,10 @@ pub struct ApplyResult {
 #[derive(Debug, Clone, Default)]
 pub struct PeerState {
     pub connected: bool,
+    /// Added with addPeer and not removed: retention waits for it.
+    pub added: bool,
     pub heard_tick: Option<u64>,
     pub heard_ms: u64,
-    /// Its contiguous seq per origin, from its last ping.
-    pub holds: HashMap<u32, u64>,
     pub pinged_us: bool,
     pub we_pinged: bool,
     pub synced: bool,
@@ -112,6 +118,8 @@ pub struct PeerStatus {
     pub contiguous_seq: u64,
     pub missing: u64,
     pub last_seen_ms: Option<u64>,
+    /// Highest contiguous seq of this peer's own writes it acknowledged.
+    pub acked_seq: u64,
 }
 
 /// `status()`.
@@ -123,12 +131,24 @@ pub struct Status {
     pub is_leader: bool,
     pub peers: Vec<PeerStatus>,
     pub pending: u64,
+    /// Patches re-issued under a new identity after a clash (a file rolled
+    /// back, or two files with one peer id).
+    pub reissued: u64,
 }
 
 /// Ticks within which a peer must have been heard to count as live.
 pub const LIVE_TICKS: u64 = 3;
 /// Most patches served for one request message.
 const SERVE_LIMIT: usize = 20_000;
+/// Most bytes served for one request message.
+const SERVE_BYTES_PER_REQUEST: usize = 1 << 20;
+/// Most bytes served to one peer per heartbeat.
+const SERVE_BYTES_PER_TICK: usize = 4 << 20;
+/// Kept patches: byte caps per origin and in total.
+const KEPT_BYTES_PER_ORIGIN: u64 = 64 << 20;
+const KEPT_BYTES_TOTAL: u64 = 256 << 20;
+/// Heartbeats between two verifications of one origin with one peer.
+const VERIFY_EVERY: u64 = 20;
 /// Rows deleted per table per heartbeat by retention.
 const PURGE_BATCH: i64 = 500;
 
@@ -143,7 +163,24 @@ pub struct Engine {
     tables: BTreeMap<String, TableInfo>,
     renames: Vec<(u32, String, String, String)>,
     vector: SeqVector,
+    gaps: GapTracker,
     purged: HashMap<u32, u64>,
+    /// Per origin, the XOR of the patch hashes retention removed.
+    purged_digest: HashMap<u32, u64>,
+    /// Highest snapshot cover known anywhere in the cluster, per origin.
+    cluster_cover: HashMap<u32, u64>,
+    /// Seq when this file was opened: own writes above it are this run's.
+    open_seq: u64,
+    reissued: u64,
+    /// Bytes served per peer during the current heartbeat.
+    served_bytes: HashMap<u32, usize>,
+    /// Next heartbeat at which (peer, origin) may be verified again.
+    verify_after: HashMap<(u32, u32), u64>,
+    /// Verification requests decided while reading a ping, sent after it.
+    verify_queue: Vec<(u32, Ranges)>,
+    /// Bytes of kept patches per origin.
+    kept_bytes: HashMap<u32, u64>,
+    behind_warned: bool,
     peers: BTreeMap<u32, PeerState>,
     outbox: Vec<Patch>,
     tick_no: u64,
@@ -214,12 +251,22 @@ impl Engine {
             conn,
             peer_id,
             seq,
-            hlc: Hlc::new(hlc_last),
+            hlc: Hlc::with_salt(hlc_last, random_peer_id() as u64),
             schema_version,
             tables: BTreeMap::new(),
             renames: Vec::new(),
             vector: SeqVector::default(),
+            gaps: GapTracker::default(),
             purged: HashMap::new(),
+            purged_digest: HashMap::new(),
+            cluster_cover: HashMap::new(),
+            open_seq: 0,
+            reissued: 0,
+            served_bytes: HashMap::new(),
+            verify_after: HashMap::new(),
+            verify_queue: Vec::new(),
+            kept_bytes: HashMap::new(),
+            behind_warned: false,
             peers: BTreeMap::new(),
             outbox: Vec::new(),
             tick_no: 0,
@@ -237,13 +284,16 @@ impl Engine {
         if let Some(id) = e.cfg.peer_id {
             if id != e.peer_id {
                 e.peer_id = id;
-                e.seq = e.vector.origins.get(&id).map_or(0, |o| o.held.max());
+                e.seq = e.vector.regular_max(id);
                 e.save_state()?;
             }
         }
-        let own = e.vector.origins.get(&e.peer_id).map_or(0, |o| o.held.max());
+        let own = e.vector.regular_max(e.peer_id);
         e.seq = e.seq.max(own);
+        e.open_seq = e.seq;
         e.recount_pending()?;
+        e.load_kept_bytes()?;
+        e.load_snapshot_cover()?;
         Ok(e)
     }
 
@@ -350,8 +400,9 @@ impl Engine {
             let mut rows = st.query([])?;
             while let Some(r) = rows.next()? {
                 let (o, s, at): (i64, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
-                if o > 0 && s > 0 {
-                    v.hold(o as u32, s as u64);
+                // A patch partly applied and kept whole is listed twice.
+                if o > 0 && s > 0 && !v.holds(o as u32, s as u64) {
+                    v.hold(o as u32, s as u64, at as u64);
                 }
                 max_at = max_at.max(at.max(0) as u64);
             }
@@ -360,12 +411,24 @@ impl Engine {
             .conn
             .prepare("SELECT origin, upto FROM _quilt_purged")?;
         let rows = st.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?;
+        let digests: HashMap<u32, u64> = {
+            let mut st = self
+                .conn
+                .prepare("SELECT origin, purged FROM _quilt_digest")?;
+            let rows = st.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?;
+            rows.filter_map(|r| r.ok())
+                .map(|(o, d)| (o as u32, d as u64))
+                .collect()
+        };
         for row in rows {
             let (o, upto) = row?;
             if o > 0 && upto > 0 {
-                v.origin(o as u32).held.insert_range(1, upto as u64);
-                v.origin(o as u32).max_seen = v.origin(o as u32).max_seen.max(upto as u64);
+                let d = digests.get(&(o as u32)).copied().unwrap_or(0);
+                // Rows at or below `upto` that survived the purge are already
+                // folded in; only the purged ones' hashes come from disk.
+                v.hold_purged(o as u32, upto as u64, d);
                 self.purged.insert(o as u32, upto as u64);
+                self.purged_digest.insert(o as u32, d);
             }
         }
         self.hlc.observe(max_at.min(hlc::MAX_HLC));
@@ -429,8 +492,19 @@ impl Engine {
             return Ok(self.token());
         }
         let n = values.len();
+        if self
+            .seq
+            .checked_add(n as u64)
+            .is_none_or(|s| s >= SHADOW_STEP)
+        {
+            return Err(Error::Range(format!(
+                "peer {} has used up its sequence space (2^50 writes)",
+                self.peer_id
+            )));
+        }
         let (seq0, out0) = (self.seq, self.outbox.len());
-        let res = self.write_rows(table, values, &resolved);
+        let mut stamps = Vec::with_capacity(n);
+        let res = self.write_rows(table, values, &resolved, &mut stamps);
         if let Err(e) = res {
             self.seq = seq0;
             self.outbox.truncate(out0);
@@ -447,11 +521,9 @@ impl Engine {
                 e => e,
             });
         }
-        self.vector
-            .origin(self.peer_id)
-            .held
-            .insert_range(seq0 + 1, self.seq);
-        self.vector.origin(self.peer_id).max_seen = self.seq;
+        for (seq, at) in stamps {
+            self.vector.hold(self.peer_id, seq, at);
+        }
         self.counters.local_writes += n as u64;
         Ok(self.token())
     }
@@ -461,6 +533,7 @@ impl Engine {
         table: &str,
         rows: Vec<Vec<Value>>,
         resolved: &[Vec<usize>],
+        stamps: &mut Vec<(u64, u64)>,
     ) -> Result<()> {
         let t = &self.tables[table];
         let tx = self.conn.unchecked_transaction()?;
@@ -494,6 +567,7 @@ impl Engine {
             };
             store::insert_patch_row(&tx, t, ins, &p)?;
             store::apply_local(&tx, t, ups, &p)?;
+            stamps.push((self.seq, at));
             if !queue {
                 continue;
             }
@@ -567,9 +641,9 @@ impl Engine {
     /// (just added); peers that went quiet are not waited for.
     pub fn all_acked(&self) -> bool {
         self.peers
-            .values()
-            .filter(|p| p.connected && (p.heard_tick.is_none() || self.is_live(p)))
-            .all(|p| p.holds.get(&self.peer_id).copied().unwrap_or(0) >= self.seq)
+            .iter()
+            .filter(|(_, p)| p.connected && (p.heard_tick.is_none() || self.is_live(p)))
+            .all(|(id, _)| self.gaps.acked(*id, self.peer_id) >= self.seq)
     }
 
     pub fn pending(&self) -> u64 {
@@ -586,15 +660,15 @@ impl Engine {
             .into_iter()
             .map(|id| {
                 let ps = self.peers.get(&id);
-                let o = self.vector.origins.get(&id);
-                let last = o.map_or(0, |o| o.max_seen.max(o.held.max()));
+                let o = self.vector.origins.get(&id).cloned().unwrap_or_default();
                 PeerStatus {
                     peer_id: id,
                     connected: ps.is_some_and(|p| p.connected),
-                    last_seq: last,
-                    contiguous_seq: o.map_or(0, |o| o.held.contiguous()),
-                    missing: o.map_or(0, |o| o.held.missing_count(last)),
+                    last_seq: self.gaps.target(id, &o),
+                    contiguous_seq: o.held.contiguous().min(SHADOW_STEP - 1),
+                    missing: self.gaps.missing(id, &o),
                     last_seen_ms: ps.and_then(|p| p.heard_tick.map(|_| p.heard_ms)),
+                    acked_seq: self.gaps.acked(id, self.peer_id),
                 }
             })
             .collect();
@@ -605,6 +679,7 @@ impl Engine {
             is_leader: self.is_leader(),
             peers,
             pending: self.pending,
+            reissued: self.reissued,
         }
     }
 
@@ -618,8 +693,13 @@ impl Engine {
             .iter()
             .filter(|(&o, _)| o != self.peer_id)
             .map(|(&o, s)| {
-                let behind = s.held.missing_count(s.max_seen) > 0;
-                let since = s.gap_since_ms.unwrap_or(now);
+                let behind = self.gaps.missing(o, s) > 0;
+                let since = self
+                    .gaps
+                    .repair
+                    .get(&o)
+                    .and_then(|r| r.gap_since_ms)
+                    .unwrap_or(now);
                 (
                     o,
                     if behind {

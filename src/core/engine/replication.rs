@@ -1,8 +1,24 @@
-//! Peers and frames: hello pings, outgoing batches, `applyPatches`,
-//! serving retransmissions from any peer, gap requests with backoff counted
-//! in heartbeats, the heartbeat itself and retention.
+//! Peers and frames: hello pings, outgoing batches, `applyPatches` (decode
+//! and plan, store and merge, bookkeeping), and the heartbeat.
 
 use super::*;
+use crate::core::protocol::PatchGroup;
+use crate::core::sync::{Claim, GoneOutcome, MAX_LEARNED_ORIGINS, MAX_SHADOW_RANGES};
+
+/// What storing one frame's groups did, for the bookkeeping step.
+#[derive(Default)]
+pub(super) struct Stored {
+    pub res: ApplyResult,
+    /// `(origin, seq, at)` newly held.
+    pub held: Vec<(u32, u64, u64)>,
+    pub refused: u64,
+    /// Identity moves made while settling clashes: `(origin, from, to, at)`.
+    pub moves: Vec<(u32, u64, u64, u64)>,
+    /// Stored versions that lost a clash to the incoming one, to send back.
+    pub clashes: Vec<(u32, u64)>,
+    /// Patches refused because kept patches are over their cap.
+    pub over_cap: u64,
+}
 
 impl Engine {
     // ----- peers and frames -------------------------------------------------
@@ -15,6 +31,7 @@ impl Engine {
         let p = self.peers.entry(id).or_default();
         let fresh = !p.connected;
         p.connected = true;
+        p.added = true;
         if fresh {
             p.synced = false;
             p.we_pinged = false;
@@ -25,12 +42,16 @@ impl Engine {
         Ok(out)
     }
 
+    /// Release a peer for good: it is no longer sent to, asked, or waited
+    /// for by retention.
     pub fn remove_peer(&mut self, id: u32) -> Result<()> {
         self.check_open()?;
         if let Some(p) = self.peers.get_mut(&id) {
             p.connected = false;
+            p.added = false;
             p.synced = false;
         }
+        self.gaps.forget_peer(id);
         Ok(())
     }
 
@@ -47,16 +68,31 @@ impl Engine {
     }
 
     pub(super) fn ping_body(&self) -> Ping {
-        let mut vector = self.vector.ping_vector();
-        vector.retain(|v| v.0 != self.peer_id);
-        vector.push((
-            self.peer_id,
-            self.vector.contiguous(self.peer_id).min(self.seq),
-            self.seq,
-        ));
+        let vector = self.vector.ping_vector();
+        let digests = vector
+            .iter()
+            .map(|(o, _, _)| self.vector.origins.get(o).map_or(0, |s| s.digest))
+            .collect();
+        let mut shadows: Vec<Ranges> = self
+            .vector
+            .origins
+            .iter()
+            .map(|(&o, s)| Ranges {
+                origin: o,
+                ranges: s.shadows(MAX_SHADOW_RANGES),
+            })
+            .filter(|r| !r.ranges.is_empty())
+            .collect();
+        shadows.sort_unstable_by_key(|r| r.origin);
+        let mut cover: Vec<(u32, u64)> = self.cluster_cover.iter().map(|(&o, &c)| (o, c)).collect();
+        cover.sort_unstable();
+        cover.truncate(protocol::MAX_PING_ENTRIES);
         Ping {
             own_last_seq: self.seq,
             vector,
+            digests,
+            shadows,
+            cover,
         }
     }
 
@@ -64,25 +100,7 @@ impl Engine {
         if peers.is_empty() {
             return Vec::new();
         }
-        // A vector entry is at most 3 MessagePack ints (~30 bytes): split a
-        // long vector over several pings so each frame fits maxFrameBytes.
-        let ping = self.ping_body();
-        let per_frame = (self.cfg.max_frame_bytes.saturating_sub(96) / 30).max(1);
-        let frames: Vec<Vec<u8>> = ping
-            .vector
-            .chunks(per_frame)
-            .map(|part| {
-                let body = Body {
-                    schema_version: self.schema_version,
-                    ping: Some(Ping {
-                        own_last_seq: ping.own_last_seq,
-                        vector: part.to_vec(),
-                    }),
-                    ..Default::default()
-                };
-                protocol::encode_frame(self.peer_id, &body, self.key())
-            })
-            .collect();
+        let frames = self.ping_frames();
         let mut out = Vec::new();
         for &p in peers {
             if let Some(ps) = self.peers.get_mut(&p) {
@@ -97,6 +115,61 @@ impl Engine {
         }
         self.counters.pings_out += peers.len() as u64;
         out
+    }
+
+    /// The encoded ping, split so each frame fits maxFrameBytes: a vector
+    /// entry with its digest is at most ~40 bytes, a range ~20.
+    pub(super) fn ping_frames(&self) -> Vec<Vec<u8>> {
+        let ping = self.ping_body();
+        let room = self.cfg.max_frame_bytes.saturating_sub(96).max(40);
+        let per_frame = (room / 40).clamp(1, protocol::MAX_PING_ENTRIES);
+        let mut parts: Vec<Ping> = Vec::new();
+        let mut i = 0;
+        while i < ping.vector.len() || parts.is_empty() {
+            let j = (i + per_frame).min(ping.vector.len());
+            parts.push(Ping {
+                own_last_seq: ping.own_last_seq,
+                vector: ping.vector[i..j].to_vec(),
+                digests: ping.digests[i..j].to_vec(),
+                ..Default::default()
+            });
+            i = j;
+        }
+        // Re-issued ranges and the cover ride in frames of their own budget.
+        let mut budget = room;
+        let mut extra = Ping {
+            own_last_seq: ping.own_last_seq,
+            ..Default::default()
+        };
+        for r in ping.shadows {
+            let cost = 8 + r.ranges.len() * 20;
+            if cost > budget {
+                break;
+            }
+            budget -= cost;
+            extra.shadows.push(r);
+        }
+        for c in ping.cover {
+            if budget < 20 {
+                break;
+            }
+            budget -= 20;
+            extra.cover.push(c);
+        }
+        if !extra.shadows.is_empty() || !extra.cover.is_empty() {
+            parts.push(extra);
+        }
+        parts
+            .into_iter()
+            .map(|p| {
+                let body = Body {
+                    schema_version: self.schema_version,
+                    ping: Some(p),
+                    ..Default::default()
+                };
+                protocol::encode_frame(self.peer_id, &body, self.key())
+            })
+            .collect()
     }
 
     /// Queued local patches as frames for every connected peer.
@@ -157,278 +230,17 @@ impl Engine {
         let sender = frame.sender;
         let body = frame.body;
         let now = hlc::wall_ms();
-        // Drift: refuse the whole frame, but remember the seqs exist so the
-        // gap protocol fetches them again once the clocks agree.
-        let too_far = body
-            .groups
-            .iter()
-            .flat_map(|g| g.patches())
-            .find(|p| !Hlc::within_drift(p.at, now, self.cfg.max_drift_ms));
-        if let Some(p) = too_far {
-            for g in &body.groups {
-                for q in g.patches() {
-                    let o = self.vector.origin(q.origin);
-                    o.max_seen = o.max_seen.max(q.seq);
-                }
-            }
-            self.counters.reject("E_DRIFT");
-            return Err(Error::Drift(format!(
-                "frame from peer {sender} is stamped {} ms ahead of the local clock (maxDriftMs {})",
-                hlc::to_unix_ms(p.at).saturating_sub(now),
-                self.cfg.max_drift_ms
-            )));
-        }
-        let mut res;
-        let mut new_held: Vec<(u32, u64)> = Vec::new();
-        let mut seen: HashSet<(u32, u64)> = HashSet::new();
-        let hlc_before = self.hlc.clone();
-        let pending_before = self.pending;
-        // A patch the local table refuses (a type or NOT NULL constraint the
-        // origin's schema does not have) must not poison the whole frame: the
-        // fast pass runs without savepoints; if a constraint fails, the frame
-        // runs again with a savepoint per patch, and refused patches are kept
-        // whole (pending) instead of applied.
-        let mut careful = false;
-        let mut refused;
-        loop {
-            res = ApplyResult::default();
-            new_held.clear();
-            seen.clear();
-            refused = 0;
-            self.conn.execute_batch("BEGIN IMMEDIATE")?;
-            let result = (|| -> Result<()> {
-                for g in &body.groups {
-                    let local_table = self.tables.get(&g.table);
-                    let mapped: Vec<String> = g
-                        .columns
-                        .iter()
-                        .map(|c| self.map_column(&g.table, c, body.schema_version))
-                        .collect();
-                    let idx: Vec<Option<usize>> = mapped
-                        .iter()
-                        .map(|c| local_table.and_then(|t| t.index.get(c).copied()))
-                        .collect();
-                    let known: Vec<usize> = idx
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, i)| i.is_some())
-                        .map(|(k, _)| k)
-                        .collect();
-                    let whole = local_table.is_some() && known.len() == g.columns.len();
-                    let cols: Vec<usize> = known.iter().filter_map(|&k| idx[k]).collect();
-                    if let Some(t) = local_table {
-                        if let Some(pk) = t.pk.iter().find(|p| !cols.contains(&t.index[*p])) {
-                            return Err(frame_err(format!(
-                                "patch for {} lacks primary-key column {pk}",
-                                t.name
-                            )));
-                        }
-                    }
-                    let sqls = local_table.map(|t| {
-                        (
-                            store::patch_insert_sql(t, &cols),
-                            store::upsert_sql(t, &cols),
-                        )
-                    });
-                    let pk_pos: Vec<usize> = local_table
-                        .map(|t| {
-                            t.pk_index
-                                .iter()
-                                .filter_map(|i| cols.iter().position(|c| c == i))
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    let (mut at, mut seq) = (0i64, 0i64);
-                    let mut whole_cols: Option<Arc<Vec<String>>> = None;
-                    for r in &g.rows {
-                        at = at.wrapping_add(r.0);
-                        seq = seq.wrapping_add(r.1);
-                        let (at, seq) = (at as u64, seq as u64);
-                        if self.vector.holds(g.origin, seq) || !seen.insert((g.origin, seq)) {
-                            res.duplicates += 1;
-                            continue;
-                        }
-                        self.hlc.observe(at);
-                        let mut kept_whole = false;
-                        if let (Some(t), Some((ins, ups))) = (local_table, sqls.as_ref()) {
-                            let picked: Vec<Value>;
-                            let vals: &[Value] = if whole {
-                                &r.2
-                            } else {
-                                picked = known.iter().map(|&k| r.2[k].clone()).collect();
-                                &picked
-                            };
-                            if pk_pos.iter().any(|&i| vals[i].is_null()) {
-                                return Err(frame_err(format!(
-                                    "patch for {} has a NULL primary key",
-                                    t.name
-                                )));
-                            }
-                            let rp = RowPatch {
-                                stamp: Stamp {
-                                    at,
-                                    peer: g.origin,
-                                    seq,
-                                },
-                                cols: &cols,
-                                values: vals,
-                            };
-                            let mut ok = true;
-                            if careful {
-                                self.conn.execute_batch("SAVEPOINT quilt_patch")?;
-                                let r = store::insert_patch_row(&self.conn, t, ins, &rp).and_then(
-                                    |_| store::apply_remote(&self.conn, t, &rp, Some(ups)),
-                                );
-                                match r {
-                                    Ok(_) => self.conn.execute_batch("RELEASE quilt_patch")?,
-                                    Err(e) if is_constraint(&e) => {
-                                        self.conn.execute_batch(
-                                            "ROLLBACK TO quilt_patch; RELEASE quilt_patch",
-                                        )?;
-                                        refused += 1;
-                                        ok = false;
-                                    }
-                                    Err(e) => return Err(e),
-                                }
-                            } else {
-                                store::insert_patch_row(&self.conn, t, ins, &rp)?;
-                                store::apply_remote(&self.conn, t, &rp, Some(ups))?;
-                            }
-                            if ok {
-                                res.applied += 1;
-                            } else {
-                                kept_whole = true;
-                            }
-                        }
-                        if !whole || kept_whole {
-                            let columns = whole_cols
-                                .get_or_insert_with(|| Arc::new(g.columns.clone()))
-                                .clone();
-                            let p = Patch {
-                                table: Arc::from(g.table.as_str()),
-                                origin: g.origin,
-                                seq,
-                                at,
-                                columns,
-                                values: r.2.clone(),
-                            };
-                            store::insert_kept(&self.conn, &p, body.schema_version)?;
-                            self.pending += 1;
-                        }
-                        res.stored += 1;
-                        new_held.push((g.origin, seq));
-                    }
-                }
-                Ok(())
-            })();
-            match result.and_then(|_| self.conn.execute_batch("COMMIT").map_err(Error::from)) {
-                Ok(()) => break,
-                Err(e) => {
-                    let _ = self.conn.execute_batch("ROLLBACK");
-                    self.pending = pending_before;
-                    self.hlc = hlc_before.clone();
-                    if !careful && is_constraint(&e) {
-                        careful = true;
-                        continue;
-                    }
-                    self.counters.reject(e.code());
-                    return Err(e);
-                }
-            }
-        }
-        if refused > 0 {
-            self.events.push(Event::Error {
-                code: "E_SCHEMA",
-                message: format!(
-                    "{refused} patch(es) from peer {sender} break a constraint of the local tables (a column type or NOT NULL the writer's schema lacks); they are kept whole and retried after migrate()"
-                ),
-            });
-        }
+        self.check_drift(sender, &body, now)?;
+        let stored = self.store_frame(sender, &body)?;
         self.counters.frames_in += 1;
         self.counters.bytes_in += bytes.len() as u64;
-        self.counters.patches_applied += res.applied;
-        self.counters.duplicates += res.duplicates;
-        let mut touched: HashSet<u32> = HashSet::new();
-        for (o, s) in new_held {
-            self.vector.hold(o, s);
-            touched.insert(o);
-        }
-        if self.pending > 0 && !self.pending_warned {
-            self.pending_warned = true;
-            self.events.push(Event::Error {
-                code: "E_SCHEMA",
-                message: format!(
-                    "patches from peer {sender} (schema version {}) name tables or columns this peer (schema version {}) lacks; they are kept and applied after migrate()",
-                    body.schema_version, self.schema_version
-                ),
-            });
-        }
         let mut out = Vec::new();
+        let (mut res, mut touched) = self.note_stored(sender, &body, stored, &mut out)?;
         if sender != self.peer_id {
-            let ps = self.peers.entry(sender).or_default();
-            ps.heard_tick = Some(self.tick_no);
-            ps.heard_ms = now;
-            ps.schema_version = body.schema_version;
-            if let Some(ping) = &body.ping {
-                ps.pinged_us = true;
-                for &(o, c, _) in &ping.vector {
-                    ps.holds.insert(o, c);
-                }
-                let reply = ps.connected && !ps.we_pinged;
-                for &(o, _, m) in &ping.vector {
-                    if o != self.peer_id {
-                        let st = self.vector.origin(o);
-                        st.max_seen = st.max_seen.max(m);
-                        touched.insert(o);
-                    } else if m > self.seq {
-                        // The cluster holds writes of ours this file does not
-                        // (an older copy of the file, or a reused peerId):
-                        // never reuse their seqs, and fetch them back.
-                        let old = self.seq;
-                        self.seq = m;
-                        let st = self.vector.origin(o);
-                        st.max_seen = st.max_seen.max(m);
-                        touched.insert(o);
-                        self.save_state()?;
-                        self.events.push(Event::Error {
-                            code: "E_SEQ",
-                            message: format!(
-                                "peer {sender} holds writes of this peer ({}) up to seq {m}, but this database stopped at {old}: it was restored from an older copy or the peerId is reused; new writes continue from {m} and the missing ones are fetched back",
-                                self.peer_id
-                            ),
-                        });
-                    }
-                }
-                let st = self.vector.origin(sender);
-                st.max_seen = st.max_seen.max(ping.own_last_seq);
-                touched.insert(sender);
-                self.counters.pings_in += 1;
-                if reply {
-                    out.extend(self.ping_to(&[sender]));
-                }
-            }
-            out.extend(self.serve(sender, &body.requests)?);
-            for g in &body.gone {
-                for &(a, b) in &g.ranges {
-                    let st = self.vector.origin(g.origin);
-                    if st
-                        .held
-                        .gaps(b, usize::MAX)
-                        .iter()
-                        .any(|&(x, y)| y >= a && x <= b)
-                        && !st.gone.contains(a)
-                    {
-                        st.gone.insert_range(a, b);
-                        self.events.push(Event::Error {
-                            code: "E_GONE",
-                            message: format!(
-                                "peer {sender} no longer holds patches {a}..{b} of peer {}; restore this peer from a snapshot",
-                                g.origin
-                            ),
-                        });
-                    }
-                }
-            }
+            self.note_control(sender, &body, now, &mut touched, &mut out)?;
+        }
+        for (peer, ranges) in std::mem::take(&mut self.verify_queue) {
+            out.push(self.request_frame(peer, ranges));
         }
         // Ask at once for what this frame showed is missing.
         let mut origins: Vec<u32> = touched.into_iter().collect();
@@ -442,6 +254,434 @@ impl Engine {
         Ok((res, out))
     }
 
+    /// Drift: refuse the whole frame, but remember the seqs exist so the
+    /// gap protocol fetches them again once the clocks agree.
+    fn check_drift(&mut self, sender: u32, body: &Body, now: u64) -> Result<()> {
+        let too_far = body
+            .groups
+            .iter()
+            .flat_map(|g| g.patches())
+            .find(|p| !Hlc::within_drift(p.at, now, self.cfg.max_drift_ms));
+        let Some(p) = too_far else {
+            return Ok(());
+        };
+        for g in &body.groups {
+            for q in g.patches() {
+                if q.seq < SHADOW_STEP {
+                    let o = self.vector.origin(q.origin);
+                    o.max_seen = o.max_seen.max(q.seq);
+                }
+            }
+        }
+        self.counters.reject("E_DRIFT");
+        Err(Error::Drift(format!(
+            "frame from peer {sender} is stamped {} ms ahead of the local clock (maxDriftMs {})",
+            hlc::to_unix_ms(p.at).saturating_sub(now),
+            self.cfg.max_drift_ms
+        )))
+    }
+
+    /// Store and merge every new patch of the frame in one transaction. A
+    /// patch the local table refuses (a type or NOT NULL constraint the
+    /// origin's schema does not have) must not poison the whole frame: the
+    /// fast pass runs without savepoints; if a constraint fails, the frame
+    /// runs again with a savepoint per patch, and refused patches are kept
+    /// whole (pending) instead of applied.
+    fn store_frame(&mut self, sender: u32, body: &Body) -> Result<Stored> {
+        let hlc_before = self.hlc.clone();
+        let pending_before = self.pending;
+        let kept_before = self.kept_bytes.clone();
+        let mut careful = false;
+        loop {
+            let mut st = Stored::default();
+            self.conn.execute_batch("BEGIN IMMEDIATE")?;
+            let mut seen: HashSet<(u32, u64)> = HashSet::new();
+            let result = body.groups.iter().try_for_each(|g| {
+                self.store_group(g, body.schema_version, careful, &mut seen, &mut st)
+            });
+            match result.and_then(|_| self.conn.execute_batch("COMMIT").map_err(Error::from)) {
+                Ok(()) => {
+                    if st.refused > 0 {
+                        self.events.push(Event::Error {
+                            code: "E_SCHEMA",
+                            message: format!(
+                                "{} patch(es) from peer {sender} break a constraint of the local tables (a column type or NOT NULL the writer's schema lacks); they are kept whole and retried after migrate()",
+                                st.refused
+                            ),
+                        });
+                    }
+                    return Ok(st);
+                }
+                Err(e) => {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                    self.pending = pending_before;
+                    self.hlc = hlc_before.clone();
+                    self.kept_bytes = kept_before.clone();
+                    if !careful && is_constraint(&e) {
+                        careful = true;
+                        continue;
+                    }
+                    self.counters.reject(e.code());
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    fn store_group(
+        &mut self,
+        g: &PatchGroup,
+        schema_version: u32,
+        careful: bool,
+        seen: &mut HashSet<(u32, u64)>,
+        st: &mut Stored,
+    ) -> Result<()> {
+        let local_table = self.tables.get(&g.table).cloned();
+        let mapped: Vec<String> = g
+            .columns
+            .iter()
+            .map(|c| self.map_column(&g.table, c, schema_version))
+            .collect();
+        let idx: Vec<Option<usize>> = mapped
+            .iter()
+            .map(|c| local_table.as_ref().and_then(|t| t.index.get(c).copied()))
+            .collect();
+        let known: Vec<usize> = idx
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| i.is_some())
+            .map(|(k, _)| k)
+            .collect();
+        let whole = local_table.is_some() && known.len() == g.columns.len();
+        let cols: Vec<usize> = known.iter().filter_map(|&k| idx[k]).collect();
+        if let Some(t) = &local_table {
+            if let Some(pk) = t.pk.iter().find(|p| !cols.contains(&t.index[*p])) {
+                return Err(frame_err(format!(
+                    "patch for {} lacks primary-key column {pk}",
+                    t.name
+                )));
+            }
+        }
+        let sqls = local_table.as_ref().map(|t| {
+            (
+                store::patch_insert_sql(t, &cols),
+                store::upsert_sql(t, &cols),
+            )
+        });
+        let pk_pos: Vec<usize> = local_table
+            .as_ref()
+            .map(|t| {
+                t.pk_index
+                    .iter()
+                    .filter_map(|i| cols.iter().position(|c| c == i))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let (mut at, mut seq) = (0i64, 0i64);
+        let mut whole_cols: Option<Arc<Vec<String>>> = None;
+        for r in &g.rows {
+            at = at.wrapping_add(r.0);
+            seq = seq.wrapping_add(r.1);
+            let (at, wire_seq) = (at as u64, seq as u64);
+            if !seen.insert((g.origin, wire_seq)) {
+                st.res.duplicates += 1;
+                continue;
+            }
+            // Same identity held, a re-issued identity, or a base with
+            // re-issued versions: settle where this version belongs.
+            let seq =
+                if self.vector.holds(g.origin, wire_seq) || self.has_versions(g.origin, wire_seq) {
+                    match self.place_version(g.origin, wire_seq, at, st)? {
+                        Some(s) => s,
+                        None => {
+                            st.res.duplicates += 1;
+                            continue;
+                        }
+                    }
+                } else {
+                    wire_seq
+                };
+            if !whole && !self.kept_room(g.origin, protocol::estimate_row(r.2.iter())) {
+                // Over the kept cap: not stored, not held; the gap protocol
+                // asks for it again later (after migrate() frees room).
+                st.over_cap += 1;
+                continue;
+            }
+            self.hlc.observe(at);
+            let mut kept_whole = false;
+            if let (Some(t), Some((ins, ups))) = (&local_table, sqls.as_ref()) {
+                let picked: Vec<Value>;
+                let vals: &[Value] = if whole {
+                    &r.2
+                } else {
+                    picked = known.iter().map(|&k| r.2[k].clone()).collect();
+                    &picked
+                };
+                if pk_pos.iter().any(|&i| vals[i].is_null()) {
+                    return Err(frame_err(format!(
+                        "patch for {} has a NULL primary key",
+                        t.name
+                    )));
+                }
+                let rp = RowPatch {
+                    stamp: Stamp {
+                        at,
+                        peer: g.origin,
+                        seq,
+                    },
+                    cols: &cols,
+                    values: vals,
+                };
+                if careful {
+                    self.conn.execute_batch("SAVEPOINT quilt_patch")?;
+                    let r = store::insert_patch_row(&self.conn, t, ins, &rp)
+                        .and_then(|_| store::apply_remote(&self.conn, t, &rp, Some(ups)));
+                    match r {
+                        Ok(_) => self.conn.execute_batch("RELEASE quilt_patch")?,
+                        Err(e) if is_constraint(&e) => {
+                            self.conn
+                                .execute_batch("ROLLBACK TO quilt_patch; RELEASE quilt_patch")?;
+                            st.refused += 1;
+                            kept_whole = true;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                } else {
+                    store::insert_patch_row(&self.conn, t, ins, &rp)?;
+                    store::apply_remote(&self.conn, t, &rp, Some(ups))?;
+                }
+                if !kept_whole {
+                    st.res.applied += 1;
+                }
+            }
+            if !whole || kept_whole {
+                let columns = whole_cols
+                    .get_or_insert_with(|| Arc::new(g.columns.clone()))
+                    .clone();
+                let p = Patch {
+                    table: Arc::from(g.table.as_str()),
+                    origin: g.origin,
+                    seq,
+                    at,
+                    columns,
+                    values: r.2.clone(),
+                };
+                self.keep(&p, schema_version)?;
+                self.pending += 1;
+            }
+            st.res.stored += 1;
+            st.held.push((g.origin, seq, at));
+        }
+        Ok(())
+    }
+
+    /// After commit: held seqs, counters, events, and clash answers.
+    fn note_stored(
+        &mut self,
+        sender: u32,
+        body: &Body,
+        st: Stored,
+        out: &mut Vec<Outgoing>,
+    ) -> Result<(ApplyResult, HashSet<u32>)> {
+        let res = st.res;
+        self.counters.patches_applied += res.applied;
+        self.counters.duplicates += res.duplicates;
+        let mut touched: HashSet<u32> = HashSet::new();
+        for &(o, from, to, at) in &st.moves {
+            self.vector.unhold(o, from, at);
+            touched.insert(o);
+            let _ = to;
+        }
+        for &(o, _, to, at) in &st.moves {
+            if !self.vector.holds(o, to) {
+                self.vector.hold(o, to, at);
+            }
+        }
+        for (o, s, at) in st.held {
+            if !self.vector.holds(o, s) {
+                self.vector.hold(o, s, at);
+            }
+            if touched.insert(o) {
+                self.gaps.served(sender, o);
+            }
+        }
+        if !st.moves.is_empty() || !st.clashes.is_empty() {
+            self.reissued += st.moves.len() as u64;
+            self.events.push(Event::Error {
+                code: "E_SEQ",
+                message: format!(
+                    "two versions of the same patch identity met ({} clash(es), e.g. patch {}): a peer's file went back to an older copy, or two files use one peerId. Every version is kept; the later ones are re-issued under identities at seq + k*2^50. If no restore happened, give each server its own peerId.",
+                    st.moves.len().max(st.clashes.len()),
+                    st.moves
+                        .first()
+                        .map(|m| format!("{}.{}", m.0, m.1))
+                        .or_else(|| st.clashes.first().map(|c| format!("{}.{}", c.0, c.1)))
+                        .unwrap_or_default()
+                ),
+            });
+        }
+        if st.over_cap > 0 {
+            self.events.push(Event::Error {
+                code: "E_LIMIT",
+                message: format!(
+                    "{} patch(es) from peer {sender} were not kept: kept patches for unknown tables or columns are over their cap; run migrate() to apply them, they are fetched again afterwards",
+                    st.over_cap
+                ),
+            });
+        }
+        if self.pending > 0 && !self.pending_warned {
+            self.pending_warned = true;
+            self.events.push(Event::Error {
+                code: "E_SCHEMA",
+                message: format!(
+                    "patches from peer {sender} (schema version {}) name tables or columns this peer (schema version {}) lacks; they are kept and applied after migrate()",
+                    body.schema_version, self.schema_version
+                ),
+            });
+        }
+        // The sender holds a different version of what it sent: show it ours.
+        if !st.clashes.is_empty() && sender != self.peer_id {
+            let mut asks: Vec<Ranges> = Vec::new();
+            for (o, s) in st.clashes.iter().take(64) {
+                let base = s % SHADOW_STEP;
+                let ranges = (0..=crate::core::sync::MAX_LEVEL)
+                    .map(|k| base + k * SHADOW_STEP)
+                    .filter(|q| self.vector.holds(*o, *q))
+                    .map(|q| (q, q))
+                    .collect();
+                asks.push(Ranges { origin: *o, ranges });
+            }
+            out.extend(self.serve(sender, &asks)?);
+        }
+        // Own writes held beyond our seq: this file is behind the cluster.
+        let own = self.vector.regular_max(self.peer_id);
+        if own > self.seq {
+            let old = self.seq;
+            self.seq = own;
+            self.save_state()?;
+            if !self.behind_warned {
+                self.behind_warned = true;
+                self.events.push(Event::Error {
+                    code: "E_SEQ",
+                    message: format!(
+                        "peers held writes of this peer ({}) up to seq {own}, but this database stopped at {old}: it was restored from an older copy or its peerId is used by another file. The writes were fetched back; new writes continue from {own}. Writes made meanwhile under the same seqs are kept and re-issued.",
+                        self.peer_id
+                    ),
+                });
+            }
+        }
+        Ok((res, touched))
+    }
+
+    /// Pings, requests and gone answers from a peer.
+    fn note_control(
+        &mut self,
+        sender: u32,
+        body: &Body,
+        now: u64,
+        touched: &mut HashSet<u32>,
+        out: &mut Vec<Outgoing>,
+    ) -> Result<()> {
+        let ps = self.peers.entry(sender).or_default();
+        ps.heard_tick = Some(self.tick_no);
+        ps.heard_ms = now;
+        ps.schema_version = body.schema_version;
+        if let Some(ping) = &body.ping {
+            ps.pinged_us = true;
+            let reply = ps.connected && !ps.we_pinged;
+            self.note_ping(sender, ping, touched);
+            self.counters.pings_in += 1;
+            if reply {
+                out.extend(self.ping_to(&[sender]));
+            }
+        }
+        if !body.requests.is_empty() {
+            out.extend(self.serve(sender, &body.requests)?);
+        }
+        for g in &body.gone {
+            let st = self.vector.origin(g.origin).clone();
+            let first = g.ranges.first().map_or(0, |r| r.0);
+            let holders = self.gaps.holders(g.origin, first, &self.connected());
+            match self
+                .gaps
+                .on_gone(sender, g.origin, &g.ranges, &st.held, &holders)
+            {
+                GoneOutcome::Gone(ranges) => {
+                    for (a, b) in ranges.into_iter().take(8) {
+                        self.events.push(Event::Error {
+                            code: "E_GONE",
+                            message: format!(
+                                "every peer asked no longer holds patches {a}..{b} of peer {}: restore this peer from a snapshot (Replicator.restore) or accept the loss",
+                                g.origin
+                            ),
+                        });
+                    }
+                }
+                GoneOutcome::AskOthers => {
+                    touched.insert(g.origin);
+                }
+                GoneOutcome::Ignored => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Take in a ping: claims per origin (bounded), the cluster's snapshot
+    /// cover, and a digest check on origins both sides hold alike.
+    fn note_ping(&mut self, sender: u32, ping: &Ping, touched: &mut HashSet<u32>) {
+        let mut shadows: HashMap<u32, RangeSet> = HashMap::new();
+        for r in &ping.shadows {
+            let e = shadows.entry(r.origin).or_default();
+            for &(a, b) in r.ranges.iter().take(MAX_SHADOW_RANGES) {
+                e.insert_range(a, b);
+            }
+        }
+        let split = !ping.shadows.is_empty() && ping.vector.is_empty();
+        for (i, &(o, c, m)) in ping.vector.iter().enumerate() {
+            let known = self.vector.origins.contains_key(&o);
+            if !known && self.vector.origins.len() >= MAX_LEARNED_ORIGINS {
+                continue;
+            }
+            let claim = Claim {
+                contiguous: c.min(m),
+                max: m.min(SHADOW_STEP - 1),
+                digest: ping.digests.get(i).copied(),
+                shadows: self
+                    .gaps
+                    .claims
+                    .get(&sender)
+                    .and_then(|x| x.get(&o))
+                    .map(|c| c.shadows.clone())
+                    .unwrap_or_default(),
+            };
+            if !self.gaps.note_claim(sender, o, claim) {
+                continue;
+            }
+            self.vector.origin(o);
+            touched.insert(o);
+            self.maybe_verify(sender, o);
+        }
+        if split {
+            for (o, set) in shadows {
+                if let Some(c) = self
+                    .gaps
+                    .claims
+                    .get_mut(&sender)
+                    .and_then(|m| m.get_mut(&o))
+                {
+                    c.shadows = set;
+                    touched.insert(o);
+                }
+            }
+        }
+        for &(o, c) in ping.cover.iter() {
+            if self.vector.origins.contains_key(&o) {
+                let e = self.cluster_cover.entry(o).or_default();
+                *e = (*e).max(c.min(SHADOW_STEP - 1));
+            }
+        }
+    }
+
     pub(super) fn check_synced(&mut self) {
         let ids: Vec<u32> = self
             .peers
@@ -450,14 +690,12 @@ impl Engine {
             .map(|(i, _)| *i)
             .collect();
         for id in ids {
-            let caught_up = self.peers[&id].holds.iter().all(|(&o, &c)| {
-                o == self.peer_id
-                    || self.vector.contiguous(o) >= c
-                    || self
-                        .vector
-                        .origins
-                        .get(&o)
-                        .is_some_and(|s| !s.gone.is_empty())
+            let caught_up = self.gaps.claims.get(&id).is_none_or(|m| {
+                m.iter().all(|(&o, c)| {
+                    o == self.peer_id
+                        || self.vector.contiguous(o) >= c.contiguous
+                        || self.gaps.repair.get(&o).is_some_and(|s| !s.gone.is_empty())
+                })
             });
             if caught_up {
                 if let Some(p) = self.peers.get_mut(&id) {
@@ -472,6 +710,7 @@ impl Engine {
     pub fn tick(&mut self) -> Result<Vec<Outgoing>> {
         self.check_open()?;
         self.tick_no += 1;
+        self.served_bytes.clear();
         let mut out = self.drain_outbox();
         let mut origins: Vec<u32> = self.vector.origins.keys().copied().collect();
         origins.sort_unstable();

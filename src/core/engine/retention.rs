@@ -1,93 +1,163 @@
-//! Retention: purge old patches in small batches, never beyond what every
-//! origin's contiguous seq and the last snapshot cover.
+//! Retention: purge old patches in small batches, never one that a known
+//! peer (added and not removed) has not acknowledged, unless a snapshot
+//! anywhere in the cluster covers it (peers learn each other's snapshot
+//! cover from pings). `maxRetentionMs` is the one exception: past it a patch
+//! goes anyway, with an `E_RETENTION` event naming the peers that lacked it.
 
 use super::*;
+use crate::core::sync::patch_hash;
 
 impl Engine {
+    /// Lowest seq of `origin` acknowledged by every known peer (None when
+    /// there is no known peer), and the peers below `upto`.
+    fn acked_by_all(&self, origin: u32, upto: u64) -> (Option<u64>, Vec<u32>) {
+        let mut min: Option<u64> = None;
+        let mut behind = Vec::new();
+        for (&id, p) in &self.peers {
+            if !p.added || id == self.peer_id {
+                continue;
+            }
+            let a = self.gaps.acked(id, origin);
+            min = Some(min.map_or(a, |m: u64| m.min(a)));
+            if a < upto {
+                behind.push(id);
+            }
+        }
+        (min, behind)
+    }
+
     /// Retention: delete, in small batches, patches older than
-    /// `retentionMs` that are below every origin's contiguous seq and covered
-    /// by the last snapshot (when one exists).
+    /// `retentionMs` within what every known peer acknowledged or a
+    /// snapshot covers, and past `maxRetentionMs` whatever this peer holds.
     pub(super) fn purge(&mut self) -> Result<()> {
-        let cutoff = hlc::from_unix_ms(hlc::wall_ms().saturating_sub(self.cfg.retention_ms)) as i64;
-        let cover: Option<HashMap<u32, u64>> = self
-            .conn
-            .query_row(
-                "SELECT value FROM _quilt_meta WHERE key='snapshot_vector'",
-                [],
-                |r| r.get::<_, Vec<u8>>(0),
-            )
-            .optional()?
-            .and_then(|b| rmp_serde::from_slice(&b).ok());
+        let now = hlc::wall_ms();
+        let cutoff = hlc::from_unix_ms(now.saturating_sub(self.cfg.retention_ms)) as i64;
+        let hard_cutoff = self
+            .cfg
+            .max_retention_ms
+            .map(|m| hlc::from_unix_ms(now.saturating_sub(m)) as i64);
         let origins: Vec<(u32, u64)> = self
             .vector
             .origins
             .keys()
-            .map(|&o| (o, self.vector.contiguous(o)))
+            .map(|&o| (o, self.vector.contiguous(o).min(SHADOW_STEP - 1)))
             .collect();
         for (o, contiguous) in origins {
-            let limit = match &cover {
-                Some(c) => contiguous.min(c.get(&o).copied().unwrap_or(0)),
-                None => contiguous,
-            };
-            if limit == 0 {
+            if contiguous <= self.purged.get(&o).copied().unwrap_or(0) {
                 continue;
             }
-            // Stamps grow with seq per origin, so what may go is a prefix of
-            // each table's rows of this origin: read at most a batch of the
-            // oldest, stop at the first one too young, delete that range.
-            let mut max_deleted = 0i64;
-            let mut targets: Vec<(String, String)> = self
-                .tables
-                .values()
-                .map(|t| {
-                    let p = q(&t.patches());
-                    (
-                        format!("SELECT _sequenceId, _patchedAt FROM {p} WHERE _peerId=?1 AND _sequenceId<=?2 ORDER BY _sequenceId LIMIT {PURGE_BATCH}"),
-                        format!("DELETE FROM {p} WHERE _peerId=?1 AND _sequenceId BETWEEN ?2 AND ?3"),
-                    )
-                })
-                .collect();
-            targets.push((
-                format!("SELECT seq, at FROM _quilt_kept WHERE origin=?1 AND seq<=?2 ORDER BY seq LIMIT {PURGE_BATCH}"),
-                "DELETE FROM _quilt_kept WHERE origin=?1 AND seq BETWEEN ?2 AND ?3".to_string(),
-            ));
-            for (select, delete) in targets {
-                let mut range: Option<(i64, i64)> = None;
-                {
-                    let mut st = self.conn.prepare_cached(&select)?;
-                    let mut rows = st.query(rusqlite::params![o as i64, limit as i64])?;
-                    while let Some(r) = rows.next()? {
-                        let (seq, at): (i64, i64) = (r.get(0)?, r.get(1)?);
-                        if at >= cutoff {
-                            break;
-                        }
-                        range = Some((range.map_or(seq, |x| x.0), seq));
-                    }
+            let cover = self.cluster_cover.get(&o).copied().unwrap_or(0);
+            let (acked, _) = self.acked_by_all(o, 0);
+            let soft = contiguous.min(acked.unwrap_or(contiguous).max(cover));
+            let mut upto = self.purge_origin(o, soft, cutoff)?;
+            if let Some(hard) = hard_cutoff {
+                let forced = self.purge_origin(o, contiguous, hard)?;
+                if forced > soft {
+                    let (_, behind) = self.acked_by_all(o, forced);
+                    self.events.push(Event::Error {
+                        code: "E_RETENTION",
+                        message: format!(
+                            "maxRetentionMs: patches of peer {o} up to seq {forced} were purged although peer(s) {behind:?} had not acknowledged them and no snapshot covers them; those peers must restore from a snapshot if they come back"
+                        ),
+                    });
                 }
-                if let Some((a, b)) = range {
-                    self.conn
-                        .prepare_cached(&delete)?
-                        .execute(rusqlite::params![o as i64, a, b])?;
-                    max_deleted = max_deleted.max(b);
-                }
+                upto = upto.max(forced);
             }
-            if max_deleted > 0 {
-                let upto = (max_deleted as u64).max(self.purged.get(&o).copied().unwrap_or(0));
-                self.purged.insert(o, upto);
-                self.conn
-                    .prepare_cached(
-                        "INSERT OR REPLACE INTO _quilt_purged(origin, upto) VALUES(?, ?)",
-                    )?
-                    .execute(rusqlite::params![o as i64, upto as i64])?;
+            if upto > 0 {
                 self.counters.purged += 1;
             }
         }
         Ok(())
     }
 
-    /// Record the seq vector a snapshot covers (retention never purges
-    /// beyond it).
-    pub fn set_snapshot_cover(&self, vector: &HashMap<u32, u64>, created_ms: u64) -> Result<()> {
+    /// Purge the oldest patches of `origin` with seq <= `limit` stamped
+    /// before `cutoff`, one batch per table. Returns the highest seq purged.
+    fn purge_origin(&mut self, o: u32, limit: u64, cutoff: i64) -> Result<u64> {
+        if limit == 0 {
+            return Ok(0);
+        }
+        // Stamps grow with seq per origin, so what may go is a prefix of
+        // each table's rows of this origin: read at most a batch of the
+        // oldest, stop at the first one too young, delete that range.
+        let mut max_deleted = 0u64;
+        let mut digest = 0u64;
+        let mut targets: Vec<(String, String)> = self
+            .tables
+            .values()
+            .map(|t| {
+                let p = q(&t.patches());
+                (
+                    format!("SELECT _sequenceId, _patchedAt FROM {p} WHERE _peerId=?1 AND _sequenceId<=?2 ORDER BY _sequenceId LIMIT {PURGE_BATCH}"),
+                    format!("DELETE FROM {p} WHERE _peerId=?1 AND _sequenceId BETWEEN ?2 AND ?3"),
+                )
+            })
+            .collect();
+        targets.push((
+            format!("SELECT seq, at FROM _quilt_kept WHERE origin=?1 AND seq<=?2 ORDER BY seq LIMIT {PURGE_BATCH}"),
+            "DELETE FROM _quilt_kept WHERE origin=?1 AND seq BETWEEN ?2 AND ?3".to_string(),
+        ));
+        let tx = self.conn.unchecked_transaction()?;
+        let mut kept_seen: HashSet<u64> = HashSet::new();
+        for (i, (select, delete)) in targets.iter().enumerate() {
+            let is_kept = i + 1 == targets.len();
+            let mut range: Option<(i64, i64)> = None;
+            {
+                let mut st = tx.prepare_cached(select)?;
+                let mut rows = st.query(rusqlite::params![o as i64, limit as i64])?;
+                while let Some(r) = rows.next()? {
+                    let (seq, at): (i64, i64) = (r.get(0)?, r.get(1)?);
+                    if at >= cutoff {
+                        break;
+                    }
+                    // A patch both applied and kept whole counts once.
+                    if !is_kept || !self.purge_has_row(&tx, o, seq)? {
+                        if kept_seen.insert(seq as u64) {
+                            digest ^= patch_hash(o, seq as u64, at as u64);
+                        }
+                    }
+                    range = Some((range.map_or(seq, |x| x.0), seq));
+                }
+            }
+            if let Some((a, b)) = range {
+                tx.prepare_cached(delete)?
+                    .execute(rusqlite::params![o as i64, a, b])?;
+                max_deleted = max_deleted.max(b as u64);
+            }
+        }
+        if max_deleted > 0 {
+            let upto = max_deleted.max(self.purged.get(&o).copied().unwrap_or(0));
+            let d = self.purged_digest.get(&o).copied().unwrap_or(0) ^ digest;
+            tx.prepare_cached("INSERT OR REPLACE INTO _quilt_purged(origin, upto) VALUES(?, ?)")?
+                .execute(rusqlite::params![o as i64, upto as i64])?;
+            tx.prepare_cached("INSERT OR REPLACE INTO _quilt_digest(origin, purged) VALUES(?, ?)")?
+                .execute(rusqlite::params![o as i64, d as i64])?;
+            tx.commit()?;
+            self.purged.insert(o, upto);
+            self.purged_digest.insert(o, d);
+        } else {
+            tx.commit()?;
+        }
+        Ok(max_deleted)
+    }
+
+    /// True when some table's patch rows still hold `(origin, seq)` (in
+    /// the same purge its hash was already counted).
+    fn purge_has_row(&self, conn: &Connection, o: u32, seq: i64) -> Result<bool> {
+        for t in self.tables.values() {
+            if store::stored_at(conn, t, o, seq)?.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Record the seq vector a snapshot covers: it joins the cluster cover
+    /// that pings spread, below which any peer may purge.
+    pub fn set_snapshot_cover(
+        &mut self,
+        vector: &HashMap<u32, u64>,
+        created_ms: u64,
+    ) -> Result<()> {
         let blob = rmp_serde::to_vec(vector).unwrap_or_default();
         self.conn.execute(
             "INSERT OR REPLACE INTO _quilt_meta(key, value) VALUES('snapshot_vector', ?)",
@@ -97,6 +167,28 @@ impl Engine {
             "INSERT OR REPLACE INTO _quilt_meta(key, value) VALUES('snapshot_at', ?)",
             [created_ms as i64],
         )?;
+        for (&o, &c) in vector {
+            let e = self.cluster_cover.entry(o).or_default();
+            *e = (*e).max(c.min(SHADOW_STEP - 1));
+        }
+        Ok(())
+    }
+
+    /// Load the cover of this peer's last snapshot (at open).
+    pub(super) fn load_snapshot_cover(&mut self) -> Result<()> {
+        let cover: Option<HashMap<u32, u64>> = self
+            .conn
+            .query_row(
+                "SELECT value FROM _quilt_meta WHERE key='snapshot_vector'",
+                [],
+                |r| r.get::<_, Vec<u8>>(0),
+            )
+            .optional()?
+            .and_then(|b| rmp_serde::from_slice(&b).ok());
+        for (o, c) in cover.unwrap_or_default() {
+            let e = self.cluster_cover.entry(o).or_default();
+            *e = (*e).max(c.min(SHADOW_STEP - 1));
+        }
         Ok(())
     }
 
@@ -106,7 +198,7 @@ impl Engine {
             .vector
             .origins
             .keys()
-            .map(|&o| (o, self.vector.contiguous(o)))
+            .map(|&o| (o, self.vector.contiguous(o).min(SHADOW_STEP - 1)))
             .collect();
         v.insert(self.peer_id, self.seq);
         v

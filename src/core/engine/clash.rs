@@ -1,0 +1,173 @@
+//! Identity clashes: two different patches with one `(origin, seq)`.
+//!
+//! They happen when a peer's file goes back to an older copy (a restore, a
+//! VM snapshot, a lost WAL tail) and it writes again, or when two files run
+//! with one peer id. Patches are told apart by their HLC stamp (each open
+//! salts its clock, so two files writing in the same millisecond still
+//! differ). Every version is kept: for one base seq `s`, the versions are
+//! ordered by stamp and the `k`-th lives at `s + k * 2^50` (level `k`).
+//! That order depends only on the set of versions, so every peer that sees
+//! them all places them alike, whatever the order they arrived in; digests
+//! in pings find peers that hold the same seqs with different contents.
+
+use super::replication::Stored;
+use super::*;
+use crate::core::sync::{level, MAX_LEVEL};
+
+impl Engine {
+    /// True when a patch at `seq` may meet other versions of its base seq.
+    pub(super) fn has_versions(&self, origin: u32, seq: u64) -> bool {
+        if level(seq) > 0 {
+            return true;
+        }
+        let Some(o) = self.vector.origins.get(&origin) else {
+            return false;
+        };
+        (1..=MAX_LEVEL).any(|k| o.held.contains(seq + k * SHADOW_STEP))
+    }
+
+    /// The stamp of the version stored at `(origin, seq)`, if any.
+    fn version_at(&self, origin: u32, seq: u64) -> Result<Option<u64>> {
+        let s = seq as i64;
+        for t in self.tables.values() {
+            if let Some(at) = store::stored_at(&self.conn, t, origin, s)? {
+                return Ok(Some(at));
+            }
+        }
+        store::kept_at(&self.conn, origin, s)
+    }
+
+    /// Decide the seq an incoming version `(origin, seq, at)` is stored at,
+    /// moving stored versions when the order requires it. `None`: the same
+    /// version is already stored (a duplicate), or there is no level left.
+    pub(super) fn place_version(
+        &mut self,
+        origin: u32,
+        seq: u64,
+        at: u64,
+        st: &mut Stored,
+    ) -> Result<Option<u64>> {
+        let base = seq % SHADOW_STEP;
+        let given = level(seq);
+        let mut occupied: Vec<(u64, u64)> = Vec::new();
+        for k in 0..=MAX_LEVEL {
+            if let Some(a) = self.version_at(origin, base + k * SHADOW_STEP)? {
+                if a == at {
+                    return Ok(None);
+                }
+                occupied.push((k, a));
+            }
+        }
+        let free = !occupied.iter().any(|(k, _)| *k == given);
+        let in_order = occupied
+            .iter()
+            .all(|&(k, a)| (k < given && a < at) || (k > given && a > at));
+        if free && in_order {
+            return Ok(Some(seq));
+        }
+        // Versions in stamp order: the k-th goes to level k.
+        let mut all: Vec<(u64, Option<u64>)> =
+            occupied.iter().map(|&(k, a)| (a, Some(k))).collect();
+        all.push((at, None));
+        all.sort_unstable();
+        if all.len() as u64 > MAX_LEVEL + 1 {
+            self.events.push(Event::Error {
+                code: "E_SEQ",
+                message: format!(
+                    "more than {} versions of patch {origin}.{base} exist; this one (stamp {at}) is refused. Several files use peerId {origin}: stop all but one",
+                    MAX_LEVEL + 1
+                ),
+            });
+            return Ok(None);
+        }
+        let moves: Vec<(u64, u64, u64)> = all
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &(a, l))| {
+                l.filter(|&k| k != i as u64)
+                    .map(|k| (base + k * SHADOW_STEP, base + i as u64 * SHADOW_STEP, a))
+            })
+            .collect();
+        // Two steps through negative seqs, so no move lands on a version
+        // that has not moved away yet.
+        for &(from, to, _) in &moves {
+            self.move_version(origin, from as i64, -(to as i64), None)?;
+        }
+        for &(from, to, a) in &moves {
+            let stamps = (
+                Stamp {
+                    at: a,
+                    peer: origin,
+                    seq: from,
+                },
+                Stamp {
+                    at: a,
+                    peer: origin,
+                    seq: to,
+                },
+            );
+            self.move_version(origin, -(to as i64), to as i64, Some(stamps))?;
+            st.moves.push((origin, from, to, a));
+        }
+        st.clashes.push((origin, base));
+        let mine = all.iter().position(|&(_, l)| l.is_none()).unwrap_or(0) as u64;
+        Ok(Some(base + mine * SHADOW_STEP))
+    }
+
+    /// Move a stored version to another seq in every table and the kept
+    /// table; with `stamps`, rename its stamp in the clock rows it won.
+    fn move_version(
+        &mut self,
+        origin: u32,
+        from: i64,
+        to: i64,
+        stamps: Option<(Stamp, Stamp)>,
+    ) -> Result<()> {
+        let tables: Vec<TableInfo> = self.tables.values().cloned().collect();
+        for t in &tables {
+            if let Some(pk) = store::move_patch(&self.conn, t, origin, from, to)? {
+                if let Some((old, new)) = stamps {
+                    store::rename_stamp(&self.conn, t, &pk, old, new)?;
+                }
+            }
+        }
+        store::move_kept(&self.conn, origin, from, to)
+    }
+
+    /// A peer holds the same seqs of `origin` as we do but its digest
+    /// differs: some seq holds another version there. Ask it for the
+    /// unpurged part once in a while; its answers meet ours as duplicates
+    /// and settle where each version belongs.
+    pub(super) fn maybe_verify(&mut self, peer: u32, origin: u32) {
+        let Some(claim) = self.gaps.claims.get(&peer).and_then(|m| m.get(&origin)) else {
+            return;
+        };
+        let Some(digest) = claim.digest else {
+            return;
+        };
+        let Some(st) = self.vector.origins.get(&origin) else {
+            return;
+        };
+        let same_set = claim.contiguous == claim.max
+            && st.held.contiguous().min(SHADOW_STEP - 1) == claim.contiguous
+            && st.regular_max() == claim.max
+            && claim.shadows.iter().collect::<Vec<_>>()
+                == st.shadows(crate::core::sync::MAX_SHADOW_RANGES);
+        if !same_set || digest == st.digest || claim.max == 0 {
+            return;
+        }
+        let due = self.verify_after.get(&(peer, origin)).copied().unwrap_or(0);
+        if self.tick_no < due || !self.peers.get(&peer).is_some_and(|p| p.connected) {
+            return;
+        }
+        self.verify_after
+            .insert((peer, origin), self.tick_no + VERIFY_EVERY);
+        let from = self.purged.get(&origin).copied().unwrap_or(0) + 1;
+        if from > claim.max {
+            return;
+        }
+        let mut ranges = vec![(from, claim.max)];
+        ranges.extend(st.shadows(crate::core::sync::MAX_SHADOW_RANGES));
+        self.verify_queue.push((peer, Ranges { origin, ranges }));
+    }
+}
