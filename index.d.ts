@@ -140,6 +140,9 @@ export interface PeerStatus {
   missing: number
   /** Unix ms when a frame from this peer last arrived, or null. */
   lastSeenMs: number | null
+  /** Highest contiguous seq of THIS peer's writes that peer acknowledged
+   * in its pings (non-enumerable). */
+  readonly ackedSeq: number
 }
 
 /** `status()`. */
@@ -156,6 +159,11 @@ export interface Status {
   peers: PeerStatus[]
   /** Kept patches waiting for a schema that can hold them. */
   pending: number
+  /** Patches this peer moved to a re-issued identity (`seq + k * 2^50`)
+   * after two versions of one `(peerId, seq)` met: a file restored from an
+   * older copy, or two files with one peerId (non-enumerable; see the
+   * `E_SEQ` event). */
+  readonly reissued: number
 }
 
 /** What `snapshot()` resolves to and the `'snapshot'` event carries (the manifest). */

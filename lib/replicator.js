@@ -16,6 +16,14 @@ function call (fn) {
   }
 }
 
+/** `obj` plus `extra` as non-enumerable (readable, not listed) properties. */
+function hidden (obj, extra) {
+  for (const [k, value] of Object.entries(extra)) {
+    Object.defineProperty(obj, k, { value, enumerable: false, writable: false, configurable: true })
+  }
+  return obj
+}
+
 function checkMs (name, v) {
   if (v === undefined) return undefined
   if (typeof v !== 'number' || Number.isNaN(v)) throw typeError(`options.${name} must be a number`)
@@ -364,21 +372,23 @@ class Replicator extends EventEmitter {
   status () {
     if (this._closed) throw make('E_CLOSED', 'Error', 'the replicator is closed')
     const s = call(() => this._native.status())
-    return {
+    // Fields beyond API.md's shape are non-enumerable: readable by name,
+    // while the documented shape (Object.keys, JSON) stays as it was.
+    return hidden({
       peerId: s.peerId,
       schemaVersion: s.schemaVersion,
       seq: s.seq,
       isLeader: s.isLeader,
-      peers: s.peers.map((p) => ({
+      peers: s.peers.map((p) => hidden({
         peerId: p.peerId,
         connected: p.connected,
         lastSeq: p.lastSeq,
         contiguousSeq: p.contiguousSeq,
         missing: p.missing,
         lastSeenMs: p.lastSeenMs ?? null
-      })),
+      }, { ackedSeq: p.ackedSeq })),
       pending: s.pending
-    }
+    }, { reissued: s.reissued })
   }
 
   /** True when this peer has the lowest id among live peers. */

@@ -106,6 +106,8 @@ pub struct NativePeerStatus {
     pub contiguous_seq: f64,
     pub missing: f64,
     pub last_seen_ms: Option<f64>,
+    /// Highest contiguous seq of this peer's own writes that peer acknowledged.
+    pub acked_seq: f64,
 }
 
 /// `status()`.
@@ -117,6 +119,8 @@ pub struct NativeStatus {
     pub is_leader: bool,
     pub peers: Vec<NativePeerStatus>,
     pub pending: f64,
+    /// Patches re-issued under a new identity after an identity clash.
+    pub reissued: f64,
 }
 
 type Rows = (Vec<String>, Vec<Vec<Value>>);
@@ -361,8 +365,10 @@ impl NativeReplicator {
                     contiguous_seq: p.contiguous_seq as f64,
                     missing: p.missing as f64,
                     last_seen_ms: p.last_seen_ms.map(|v| v as f64),
+                    acked_seq: p.acked_seq as f64,
                 })
                 .collect(),
+            reissued: s.reissued as f64,
         })
     }
 

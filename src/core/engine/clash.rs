@@ -52,11 +52,35 @@ impl Engine {
         let mut occupied: Vec<(u64, u64)> = Vec::new();
         for k in 0..=MAX_LEVEL {
             if let Some(a) = self.version_at(origin, base + k * SHADOW_STEP)? {
-                if a == at {
-                    return Ok(None);
-                }
                 occupied.push((k, a));
             }
+        }
+        if let Some(&(k, _)) = occupied.iter().find(|&&(_, a)| a == at) {
+            // The same version. A sender that places it higher knows of
+            // versions below it that we lack: follow it, and the level
+            // left free is fetched like any gap.
+            let others_ok = occupied
+                .iter()
+                .filter(|&&(l, _)| l != k)
+                .all(|&(l, a)| (l < given && a < at) || (l > given && a > at));
+            if given > k && others_ok {
+                let (from, to) = (base + k * SHADOW_STEP, seq);
+                let stamps = (
+                    Stamp {
+                        at,
+                        peer: origin,
+                        seq: from,
+                    },
+                    Stamp {
+                        at,
+                        peer: origin,
+                        seq: to,
+                    },
+                );
+                self.move_version(origin, from as i64, to as i64, Some(stamps))?;
+                st.moves.push((origin, from, to, at));
+            }
+            return Ok(None);
         }
         let free = !occupied.iter().any(|(k, _)| *k == given);
         let in_order = occupied
@@ -153,15 +177,26 @@ impl Engine {
             && st.regular_max() == claim.max
             && claim.shadows.iter().collect::<Vec<_>>()
                 == st.shadows(crate::core::sync::MAX_SHADOW_RANGES);
-        if !same_set || digest == st.digest || claim.max == 0 {
+        if !same_set || claim.max == 0 {
             return;
         }
-        let due = self.verify_after.get(&(peer, origin)).copied().unwrap_or(0);
+        if digest == st.digest {
+            self.verify_after.remove(&(peer, origin));
+            return;
+        }
+        let (due, every) = self
+            .verify_after
+            .get(&(peer, origin))
+            .copied()
+            .unwrap_or((0, 1));
         if self.tick_no < due || !self.peers.get(&peer).is_some_and(|p| p.connected) {
             return;
         }
-        self.verify_after
-            .insert((peer, origin), self.tick_no + VERIFY_EVERY);
+        // Backoff while the mismatch lasts: 1, 2, 4 ... VERIFY_EVERY ticks.
+        self.verify_after.insert(
+            (peer, origin),
+            (self.tick_no + every, (every * 2).min(VERIFY_EVERY)),
+        );
         let from = self.purged.get(&origin).copied().unwrap_or(0) + 1;
         if from > claim.max {
             return;

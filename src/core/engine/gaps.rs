@@ -99,11 +99,14 @@ impl Engine {
             .collect())
     }
 
-    pub(super) fn jitter(&mut self) -> u64 {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        self.rng & 1
+    /// The next jitter (0 or 1 heartbeat) and the rng state after it; the
+    /// state is kept only when a request is made.
+    fn peek_jitter(&self) -> (u64, u64) {
+        let mut r = self.rng;
+        r ^= r << 13;
+        r ^= r >> 7;
+        r ^= r << 17;
+        (r & 1, r)
     }
 
     /// One request frame for `peer`.
@@ -129,7 +132,7 @@ impl Engine {
         eager: bool,
     ) -> (Vec<Outgoing>, u64) {
         let connected = self.connected();
-        let jitter = self.jitter();
+        let (jitter, next_rng) = self.peek_jitter();
         // A range is two MessagePack ints (~20 bytes): ask for as many as fit.
         let fit = (self.cfg.max_frame_bytes.saturating_sub(96) / 20).clamp(1, 64);
         let Some(st) = self.vector.origins.get(&origin) else {
@@ -148,6 +151,7 @@ impl Engine {
         );
         match ask {
             Some(a) => {
+                self.rng = next_rng;
                 let n = a.ranges.len() as u64;
                 let out = self.request_frame(
                     a.target,

@@ -20,6 +20,7 @@ mod clash;
 mod gaps;
 mod kept;
 mod migrate;
+mod ping;
 mod replication;
 mod retention;
 
@@ -147,8 +148,9 @@ const SERVE_BYTES_PER_TICK: usize = 4 << 20;
 /// Kept patches: byte caps per origin and in total.
 const KEPT_BYTES_PER_ORIGIN: u64 = 64 << 20;
 const KEPT_BYTES_TOTAL: u64 = 256 << 20;
-/// Heartbeats between two verifications of one origin with one peer.
-const VERIFY_EVERY: u64 = 20;
+/// Most heartbeats between two verifications of one origin with one peer
+/// while their digests differ (the interval doubles from 1 up to this).
+const VERIFY_EVERY: u64 = 32;
 /// Rows deleted per table per heartbeat by retention.
 const PURGE_BATCH: i64 = 500;
 
@@ -169,13 +171,15 @@ pub struct Engine {
     purged_digest: HashMap<u32, u64>,
     /// Highest snapshot cover known anywhere in the cluster, per origin.
     cluster_cover: HashMap<u32, u64>,
+    /// Cover of this peer's own last snapshot, if it took one.
+    own_cover: Option<HashMap<u32, u64>>,
     /// Seq when this file was opened: own writes above it are this run's.
     open_seq: u64,
     reissued: u64,
     /// Bytes served per peer during the current heartbeat.
     served_bytes: HashMap<u32, usize>,
     /// Next heartbeat at which (peer, origin) may be verified again.
-    verify_after: HashMap<(u32, u32), u64>,
+    verify_after: HashMap<(u32, u32), (u64, u64)>,
     /// Verification requests decided while reading a ping, sent after it.
     verify_queue: Vec<(u32, Ranges)>,
     /// Bytes of kept patches per origin.
@@ -260,6 +264,7 @@ impl Engine {
             purged: HashMap::new(),
             purged_digest: HashMap::new(),
             cluster_cover: HashMap::new(),
+            own_cover: None,
             open_seq: 0,
             reissued: 0,
             served_bytes: HashMap::new(),

@@ -48,7 +48,12 @@ impl Engine {
             }
             let cover = self.cluster_cover.get(&o).copied().unwrap_or(0);
             let (acked, _) = self.acked_by_all(o, 0);
-            let soft = contiguous.min(acked.unwrap_or(contiguous).max(cover));
+            let mut soft = contiguous.min(acked.unwrap_or(contiguous).max(cover));
+            // This peer's own snapshot, when it takes them: never purge
+            // beyond what the last one covers (API.md, retentionMs).
+            if let Some(own) = &self.own_cover {
+                soft = soft.min(own.get(&o).copied().unwrap_or(0));
+            }
             let mut upto = self.purge_origin(o, soft, cutoff)?;
             if let Some(hard) = hard_cutoff {
                 let forced = self.purge_origin(o, contiguous, hard)?;
@@ -110,10 +115,10 @@ impl Engine {
                         break;
                     }
                     // A patch both applied and kept whole counts once.
-                    if !is_kept || !self.purge_has_row(&tx, o, seq)? {
-                        if kept_seen.insert(seq as u64) {
-                            digest ^= patch_hash(o, seq as u64, at as u64);
-                        }
+                    if (!is_kept || !self.purge_has_row(&tx, o, seq)?)
+                        && kept_seen.insert(seq as u64)
+                    {
+                        digest ^= patch_hash(o, seq as u64, at as u64);
                     }
                     range = Some((range.map_or(seq, |x| x.0), seq));
                 }
@@ -171,6 +176,7 @@ impl Engine {
             let e = self.cluster_cover.entry(o).or_default();
             *e = (*e).max(c.min(SHADOW_STEP - 1));
         }
+        self.own_cover = Some(vector.clone());
         Ok(())
     }
 
@@ -185,10 +191,11 @@ impl Engine {
             )
             .optional()?
             .and_then(|b| rmp_serde::from_slice(&b).ok());
-        for (o, c) in cover.unwrap_or_default() {
+        for (&o, &c) in cover.iter().flatten() {
             let e = self.cluster_cover.entry(o).or_default();
             *e = (*e).max(c.min(SHADOW_STEP - 1));
         }
+        self.own_cover = cover;
         Ok(())
     }
 
