@@ -99,3 +99,39 @@ fn schema_errors_name_the_table() {
     };
     assert_eq!(e.migrate(&[bad_sql]).unwrap_err().code(), "E_SCHEMA");
 }
+
+#[test]
+fn down_several_steps_reads_only_columns_still_there() {
+    // v3 drops `c` on the way down, then v2 drops `b`: the second step must
+    // not read `c` again (a missing "c" would read as the text 'c').
+    let v3 = m(
+        "ALTER TABLE t ADD COLUMN c INTEGER; ALTER TABLE t_patches ADD COLUMN c INTEGER;",
+        "ALTER TABLE t DROP COLUMN c; ALTER TABLE t_patches DROP COLUMN c;",
+    );
+    let all = [v1(), v2(), v3];
+    let mut e = Engine::open(Config {
+        peer_id: Some(4),
+        ..Config::default()
+    })
+    .unwrap();
+    e.migrate(&all).unwrap();
+    let mut r1 = row(1, "b", Value::Int(1));
+    r1.push(("c".into(), Value::Int(2)));
+    e.upsert("t", vec![r1]).unwrap();
+    e.upsert("t", vec![row(2, "a", Value::Text("y".into()))])
+        .unwrap();
+    assert_eq!(e.migrate(&all[..1]).unwrap(), (3, 1));
+    assert_eq!(e.migrate(&all).unwrap(), (1, 3));
+    let rows = e
+        .query("SELECT id, b, c FROM t ORDER BY id", &[], false)
+        .unwrap()
+        .1;
+    assert_eq!(
+        rows,
+        vec![
+            vec![Value::Int(1), Value::Int(1), Value::Int(2)],
+            vec![Value::Int(2), Value::Null, Value::Null],
+        ]
+    );
+    assert_eq!(e.pending(), 0);
+}

@@ -78,6 +78,39 @@ pub fn ensure_meta(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
+/// replic-sqlite's own tables: the migrations it ran and the patches it
+/// could not apply (other schema versions, and its pings under table `_`).
+pub const REPLIC_MIGRATIONS: &str = "migrations";
+pub const REPLIC_PENDING: &str = "pending_patches";
+
+fn has_columns(conn: &Connection, table: &str, want: &[&str]) -> Result<bool> {
+    let cols = table_columns(conn, table)?;
+    Ok(!cols.is_empty() && want.iter().all(|w| cols.iter().any(|c| c.0 == *w)))
+}
+
+/// True when `pending_patches` has replic-sqlite's shape.
+pub fn is_replic_pending(conn: &Connection) -> Result<bool> {
+    has_columns(
+        conn,
+        REPLIC_PENDING,
+        &[
+            "_patchedAt",
+            "_peerId",
+            "_sequenceId",
+            "patchVersion",
+            "tableName",
+            "delta",
+        ],
+    )
+}
+
+/// True when the file was written by replic-sqlite: its `migrations(id, up,
+/// down)` and `pending_patches` tables are both there (it creates them
+/// together on its first `migrate()`).
+pub fn is_replic_file(conn: &Connection) -> Result<bool> {
+    Ok(has_columns(conn, REPLIC_MIGRATIONS, &["id", "up", "down"])? && is_replic_pending(conn)?)
+}
+
 fn table_columns(conn: &Connection, table: &str) -> Result<Vec<(String, String, i64)>> {
     let mut st = conn.prepare(&format!("PRAGMA table_info({})", q(table)))?;
     let rows = st.query_map([], |r| {
@@ -104,6 +137,11 @@ pub fn load_tables(conn: &Connection) -> Result<BTreeMap<String, TableInfo>> {
     for pname in names {
         let base = &pname[..pname.len() - "_patches".len()];
         if base.is_empty() || base.starts_with("_quilt") {
+            continue;
+        }
+        if pname == REPLIC_PENDING && is_replic_pending(conn)? {
+            // replic-sqlite's store of patches for other schema versions, not
+            // a replicated table (its rows are imported into `_quilt_kept`).
             continue;
         }
         let cols = table_columns(conn, base)?;

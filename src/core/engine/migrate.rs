@@ -12,6 +12,9 @@ impl Engine {
     }
 
     pub(super) fn fully_known(&self, k: &store::Kept) -> bool {
+        if self.is_replic_ping(&k.patch.table) {
+            return true; // nothing to apply, ever
+        }
         let Some(t) = self.tables.get(&*k.patch.table) else {
             return false;
         };
@@ -111,7 +114,9 @@ impl Engine {
             }
         }
         for (v, sql) in &steps {
-            self.keep_dropped(sql)?;
+            // Names in the patch tables are those of the version before the step.
+            let before = if to > from { v - 1 } else { v + 1 };
+            self.keep_dropped(sql, before)?;
             self.conn
                 .execute_batch(sql)
                 .map_err(|e| schema_err(format!("migration to version {v} failed: {e}")))?;
@@ -125,8 +130,12 @@ impl Engine {
 
     /// Dry-run a migration step in a savepoint to learn which replicated
     /// tables and columns it drops, then copy the patches holding values for
-    /// them into `_quilt_kept` before the step runs for real.
-    pub(super) fn keep_dropped(&mut self, sql: &str) -> Result<()> {
+    /// them into `_quilt_kept` (named as of `version`, the schema before the
+    /// step) before the step runs for real. Leaves `self.tables` as the step
+    /// leaves them, so the next step of the same `migrate()` compares with
+    /// what is really there (a column a previous step dropped is not read:
+    /// `"col"` of a missing column would read as the text 'col').
+    pub(super) fn keep_dropped(&mut self, sql: &str, version: u32) -> Result<()> {
         if self.tables.is_empty() {
             return Ok(());
         }
@@ -181,11 +190,17 @@ impl Engine {
                 {
                     let touches = p.columns.iter().any(|c| dropped.contains(&c));
                     if touches {
-                        store::insert_kept(&self.conn, &p, self.schema_version)?;
+                        store::insert_kept(&self.conn, &p, version)?;
                     }
                 }
             }
         }
+        // Only tables that already have quilt's hidden column and index
+        // (created before this migrate()) can hold patches to keep.
+        self.tables = after
+            .into_iter()
+            .filter(|(name, _)| self.tables.contains_key(name))
+            .collect();
         Ok(())
     }
 
@@ -233,6 +248,175 @@ impl Engine {
                     .execute(rusqlite::params![stamp.peer as i64, stamp.seq as i64])?;
             }
         }
+        Ok(())
+    }
+}
+
+/// The table name replic-sqlite gives its persistent pings. They hold a
+/// sequence number of their origin but no data: kept (so the origin's stream
+/// has no hole and they can be served), never pending, never applied.
+pub const REPLIC_PING_TABLE: &str = "_";
+
+/// `_quilt_meta` key set once a replic-sqlite file has been taken over.
+const ADOPTED_KEY: &str = "replic_adopted";
+
+/// A row of replic-sqlite's `pending_patches`, its delta as JSON text.
+type PendingRow = (i64, i64, i64, i64, String, Option<String>);
+
+impl Engine {
+    /// A kept patch of replic-sqlite's ping table (and no local table `_`).
+    pub(super) fn is_replic_ping(&self, table: &str) -> bool {
+        table == REPLIC_PING_TABLE && !self.tables.contains_key(REPLIC_PING_TABLE)
+    }
+
+    /// Take over a file written by replic-sqlite, once: its recorded
+    /// migrations become quilt's (so `migrate()` with the app's list runs
+    /// nothing twice), and its `pending_patches` (patches of other schema
+    /// versions, and its pings) are kept whole in `_quilt_kept`, to be
+    /// applied by the next `migrate()` the schema allows. Quilt's own files
+    /// (no replic tables, or already taken over) are left as they are.
+    pub(super) fn adopt_replic(&mut self) -> Result<()> {
+        if !schema::is_replic_file(&self.conn)? {
+            return Ok(());
+        }
+        let done: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT 1 FROM _quilt_meta WHERE key = ?1",
+                [ADOPTED_KEY],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if done.is_some() {
+            return Ok(());
+        }
+        let before = self.schema_version;
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        match self.adopt_replic_in_tx() {
+            Ok(()) => {
+                self.conn.execute_batch("COMMIT")?;
+                Ok(())
+            }
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                self.schema_version = before;
+                self.saved.set(None);
+                Err(e)
+            }
+        }
+    }
+
+    fn adopt_replic_in_tx(&mut self) -> Result<()> {
+        let ours: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM _quilt_migrations", [], |r| r.get(0))?;
+        if self.schema_version == 0 && ours == 0 {
+            let steps: Vec<(i64, String, Option<String>)> = {
+                let mut st = self.conn.prepare(&format!(
+                    "SELECT id, CAST(up AS TEXT), CAST(down AS TEXT) FROM {} WHERE id > 0 ORDER BY id",
+                    q(schema::REPLIC_MIGRATIONS)
+                ))?;
+                let r = st.query_map([], |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                        r.get(2)?,
+                    ))
+                })?;
+                r.collect::<rusqlite::Result<_>>()?
+            };
+            let mut version = 0u32;
+            for (id, up, down) in steps {
+                let Ok(v) = u32::try_from(id) else {
+                    return Err(schema_err(format!(
+                        "replic-sqlite migration id {id} is out of range"
+                    )));
+                };
+                // replic-sqlite stores '' for "no down step".
+                let down = down.filter(|d| !d.trim().is_empty());
+                self.conn.execute(
+                    "INSERT OR REPLACE INTO _quilt_migrations(version, up, down, renames) VALUES(?,?,?,NULL)",
+                    rusqlite::params![v as i64, up, down],
+                )?;
+                version = version.max(v);
+            }
+            self.schema_version = version;
+            self.save_state()?;
+        }
+        let rows: Vec<PendingRow> = {
+            // `delta` is JSONB (or JSON text); a row SQLite cannot read as
+            // JSON is kept out rather than trusted.
+            let mut st = self.conn.prepare(&format!(
+                "SELECT _patchedAt, _peerId, _sequenceId, patchVersion, CAST(tableName AS TEXT),
+                        CASE WHEN json_valid(delta, 9) THEN json(delta) END
+                 FROM {} ORDER BY _peerId, _sequenceId",
+                q(schema::REPLIC_PENDING)
+            ))?;
+            let r = st.query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get::<_, Option<String>>(4)?.unwrap_or_default(),
+                    r.get(5)?,
+                ))
+            })?;
+            r.collect::<rusqlite::Result<_>>()?
+        };
+        let mut imported = 0u64;
+        for (at, origin, seq, version, table, delta) in rows {
+            let (Ok(at), Ok(origin), Ok(seq), Ok(version)) = (
+                u64::try_from(at),
+                u32::try_from(origin),
+                u64::try_from(seq),
+                u32::try_from(version),
+            ) else {
+                continue;
+            };
+            if origin == 0 || seq == 0 || table.is_empty() {
+                continue;
+            }
+            let Some(delta) = delta else { continue };
+            let (columns, values) = if table == REPLIC_PING_TABLE {
+                // Its content (the sender's peer stats) means nothing here;
+                // kept as one JSON text so the patch stays whole.
+                (
+                    vec![REPLIC_PING_TABLE.to_string()],
+                    vec![Value::Text(delta)],
+                )
+            } else {
+                let mut st = self
+                    .conn
+                    .prepare_cached("SELECT key, value FROM json_each(?1) WHERE type <> 'null'")?;
+                let r = st.query_map([&delta], |r| {
+                    Ok((r.get::<_, Option<String>>(0)?, r.get::<_, Value>(1)?))
+                })?;
+                let pairs: Vec<(Option<String>, Value)> = r.collect::<rusqlite::Result<_>>()?;
+                // A NULL in a replic-sqlite patch means "not set": left out.
+                pairs
+                    .into_iter()
+                    .filter_map(|(k, v)| k.filter(|k| !k.is_empty()).map(|k| (k, v)))
+                    .unzip()
+            };
+            if columns.is_empty() {
+                continue;
+            }
+            let p = Patch {
+                table: Arc::from(table.as_str()),
+                origin,
+                seq,
+                at: at.min(hlc::MAX_HLC),
+                columns: Arc::new(columns),
+                values,
+            };
+            store::insert_kept(&self.conn, &p, version)?;
+            imported += 1;
+        }
+        self.conn.execute(
+            "INSERT OR REPLACE INTO _quilt_meta(key, value) VALUES(?1, ?2)",
+            rusqlite::params![ADOPTED_KEY, imported as i64],
+        )?;
         Ok(())
     }
 }

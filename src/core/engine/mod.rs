@@ -284,6 +284,7 @@ impl Engine {
             saved: std::cell::Cell::new(None),
             cfg,
         };
+        e.adopt_replic()?;
         e.refresh_schema()?;
         e.rebuild_vector()?;
         if let Some(id) = e.cfg.peer_id {

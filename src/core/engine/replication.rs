@@ -363,7 +363,9 @@ impl Engine {
                     values: r.2.clone(),
                 };
                 self.keep(&p, schema_version)?;
-                self.pending += 1;
+                if !self.is_replic_ping(&g.table) {
+                    self.pending += 1;
+                }
             }
             st.res.stored += 1;
             st.held.push((g.origin, seq, at));
