@@ -19,9 +19,9 @@ export type QuiltErrorCode =
   | 'E_DRIFT'
   /** A frame of a protocol version this build does not speak. */
   | 'E_VERSION'
-  /** A writing statement given to `all()`/`get()`. */
+  /** A statement given to `all()`/`get()` that would write, or change the connection: any write, `ATTACH`/`DETACH`, `BEGIN`/`COMMIT`/`ROLLBACK`, `SAVEPOINT`/`RELEASE`, `VACUUM`, a PRAGMA that sets something. Nothing ran; writes keep working. Use `upsert`/`delete` to write. */
   | 'E_READONLY'
-  /** A snapshot or restore failed (object store, checksum, format, existing file). */
+  /** A snapshot or restore failed (object store, checksum, format, existing file), or the stored object is longer than the manifest's `bytes` or decompresses past its `size` (a damaged or tampered snapshot: restore stops there and writes nothing in place; take a new snapshot). */
   | 'E_SNAPSHOT'
   /** `readYourWrites()`: the token's write did not arrive in time (`status` 503). */
   | 'E_STALE'
@@ -295,7 +295,7 @@ export declare class Replicator {
   /** Hands queued outgoing patches to `send` now (otherwise they go on the next event-loop turn). */
   flush(): void
 
-  /** Runs a read-only statement (`E_READONLY` otherwise); all rows as objects. Parameters: an array for `?`, an object for `@x`/`:x`/`$x`. */
+  /** Runs a read-only statement (`E_READONLY` otherwise, also for `ATTACH`, transaction statements and PRAGMAs that set something); all rows as objects. Parameters: an array for `?`, an object for `@x`/`:x`/`$x`. */
   all<T = Record<string, SqlValue>>(sql: string, params?: SqlValue[] | Record<string, SqlValue>): T[]
   /** Runs a read-only statement; the first row, or `undefined`. */
   get<T = Record<string, SqlValue>>(sql: string, params?: SqlValue[] | Record<string, SqlValue>): T | undefined
@@ -326,8 +326,11 @@ export declare class Replicator {
   /**
    * Fetches the latest (or a given) snapshot under `from`, checks its sha256
    * and writes `path` (refusing an existing file unless `overwrite`). The
-   * restored database takes a new peer id and then catches up from peers
-   * through the normal gap protocol.
+   * download stops with `E_SNAPSHOT` at the first byte past the manifest's
+   * `bytes` (stored) or `size` (decompressed), before anything is moved into
+   * place. The file is created 0600 (owner only). The restored database
+   * takes a new peer id and then catches up from peers through the normal
+   * gap protocol.
    */
   static restore(options: RestoreOptions): Promise<RestoreInfo>
 

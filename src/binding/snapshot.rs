@@ -72,9 +72,16 @@ impl NativeReplicator {
         let vector = e.contiguous_vector();
         let path = e.config().path.clone();
         let (source, temp_source) = if path == ":memory:" || path.is_empty() {
+            // Created empty and 0600 first: the backup keeps the mode.
+            snapshot::create_private(std::path::Path::new(&temp_path)).map_err(|err| {
+                to_napi(CoreError::Snapshot(format!(
+                    "cannot create {temp_path}: {err}"
+                )))
+            })?;
             e.connection()
                 .backup(rusqlite::MAIN_DB, &temp_path, None)
                 .map_err(|err| {
+                    let _ = std::fs::remove_file(&temp_path);
                     to_napi(CoreError::Snapshot(format!(
                         "backup of the in-memory database failed: {err}"
                     )))

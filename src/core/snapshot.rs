@@ -164,10 +164,28 @@ pub fn open_store(url: &str, options: &[(String, String)]) -> Result<Store> {
     })
 }
 
+/// Create `path` as a new, empty file readable by its owner only (0600 on
+/// unix), so a temporary copy of the database is never readable by others,
+/// not even for the moment between its creation and a `chmod`. Fails when
+/// the file already exists.
+pub fn create_private(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    o.open(path)
+}
+
 /// Make a consistent copy of the database at `db` into `tmp` with
-/// `VACUUM INTO` on a separate connection.
+/// `VACUUM INTO` on a separate connection. `tmp` is created empty and 0600
+/// first (`VACUUM INTO` accepts an empty target and keeps its mode).
 pub fn copy_database(db: &std::path::Path, tmp: &std::path::Path) -> Result<()> {
     let _ = std::fs::remove_file(tmp);
+    create_private(tmp)
+        .map_err(|e| snap_err(format!("cannot create {}: {e}", tmp.display())))?;
     let conn = rusqlite::Connection::open_with_flags(
         db,
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -374,8 +392,66 @@ pub async fn manifest(store: &Store, id: Option<&str>) -> Result<Manifest> {
     Ok(m)
 }
 
-/// Download a snapshot into `tmp`, checking the sha256 while streaming and
-/// decompressing as it goes. The caller renames `tmp` into place.
+/// Largest zstd window a restore accepts (2^27 = 128 MiB, zstd's default
+/// limit, stated here so the decoder's memory bound is explicit).
+const WINDOW_LOG_MAX: u32 = 27;
+
+/// The decompressed output went past the manifest's `size`.
+#[derive(Debug)]
+struct TooLarge;
+
+impl std::fmt::Display for TooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("decompressed output is larger than the manifest's size")
+    }
+}
+
+impl std::error::Error for TooLarge {}
+
+/// A writer that takes at most `left` bytes and fails with [`TooLarge`] at
+/// the first byte past them, without writing it.
+struct Capped<W> {
+    inner: W,
+    left: u64,
+    written: u64,
+}
+
+impl<W: Write> Write for Capped<W> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if b.is_empty() {
+            return Ok(0);
+        }
+        if self.left == 0 {
+            return Err(std::io::Error::other(TooLarge));
+        }
+        let n = b.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.write(&b[..n])?;
+        self.left -= n as u64;
+        self.written += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn is_too_large(e: &std::io::Error) -> bool {
+    e.get_ref().is_some_and(|x| x.is::<TooLarge>())
+}
+
+/// Download a snapshot into `tmp`, which must not exist: it is created 0600
+/// (see [`create_private`]). Nothing is trusted beyond the manifest:
+///
+/// - the stored object is hashed while it streams, and the download stops
+///   at the first byte past the manifest's `bytes`;
+/// - it is decompressed as it arrives, and the output stops at the first
+///   byte past the manifest's `size`, so a tampered object (a zstd bomb)
+///   never writes more than `size` bytes to disk;
+/// - at the end the sha256, the stored length and the decompressed length
+///   must all match the manifest.
+///
+/// On error `tmp` is left for the caller to delete; on success the caller
+/// renames it into place.
 pub async fn download(
     store: &Store,
     m: &Manifest,
@@ -383,6 +459,8 @@ pub async fn download(
     progress: Arc<Progress>,
 ) -> Result<()> {
     progress.total.store(m.bytes, Ordering::Relaxed);
+    let file = create_private(&tmp)
+        .map_err(|e| snap_err(format!("cannot create {}: {e}", tmp.display())))?;
     let res = store
         .store
         .get(&store.key(&m.object))
@@ -390,8 +468,8 @@ pub async fn download(
         .map_err(snap_err)?;
     let mut stream = res.into_stream();
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
-    let tmp2 = tmp.clone();
-    let writer = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+    let size = m.size;
+    let writer = tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
         struct ChanReader(std::sync::mpsc::Receiver<Vec<u8>>, Vec<u8>, usize);
         impl Read for ChanReader {
             fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
@@ -410,13 +488,18 @@ pub async fn download(
                 Ok(n)
             }
         }
-        let f = std::fs::File::create(&tmp2)?;
-        let mut w = std::io::BufWriter::new(f);
+        let mut w = Capped {
+            inner: std::io::BufWriter::new(file),
+            left: size,
+            written: 0,
+        };
         let mut dec = zstd::stream::read::Decoder::new(ChanReader(rx, Vec::new(), 0))?;
+        dec.window_log_max(WINDOW_LOG_MAX)?;
         std::io::copy(&mut dec, &mut w)?;
         w.flush()?;
-        w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-        Ok(())
+        let written = w.written;
+        w.inner.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        Ok(written)
     });
     let mut hasher = Sha256::new();
     let mut n = 0u64;
@@ -424,8 +507,15 @@ pub async fn download(
     while let Some(chunk) = stream.next().await {
         match chunk {
             Ok(b) => {
+                n = n.saturating_add(b.len() as u64);
+                if n > m.bytes {
+                    failed = Some(snap_err(format!(
+                        "snapshot {} is corrupt: the stored object is larger than the manifest's {} bytes",
+                        m.id, m.bytes
+                    )));
+                    break;
+                }
                 hasher.update(&b);
-                n += b.len() as u64;
                 progress.done.store(n, Ordering::Relaxed);
                 if tx.send(b.to_vec()).is_err() {
                     break;
@@ -442,6 +532,14 @@ pub async fn download(
     if let Some(e) = failed {
         return Err(e);
     }
+    if let Ok(Err(e)) = &written {
+        if is_too_large(e) {
+            return Err(snap_err(format!(
+                "snapshot {} is corrupt: it decompresses to more than the manifest's size of {size} bytes",
+                m.id
+            )));
+        }
+    }
     let digest = hex::encode(hasher.finalize());
     if digest != m.sha256 || n != m.bytes {
         return Err(snap_err(format!(
@@ -450,7 +548,11 @@ pub async fn download(
         )));
     }
     match written {
-        Ok(Ok(())) => Ok(()),
+        Ok(Ok(w)) if w == size => Ok(()),
+        Ok(Ok(w)) => Err(snap_err(format!(
+            "snapshot {} is corrupt: it decompresses to {w} bytes, the manifest says {size}",
+            m.id
+        ))),
         Ok(Err(e)) => Err(snap_err(format!(
             "snapshot {} does not decompress: {e}",
             m.id

@@ -21,6 +21,7 @@ mod gaps;
 mod kept;
 mod migrate;
 mod ping;
+mod read;
 mod replication;
 mod retention;
 
@@ -232,6 +233,7 @@ impl Engine {
         conn.pragma_update(None, "wal_autocheckpoint", 4000)?;
         conn.set_prepared_statement_cache_capacity(512);
         store::register_functions(&conn)?;
+        read::install(&conn);
         schema::ensure_meta(&conn)?;
         let state: Option<(i64, i64, i64, i64)> = conn
             .query_row(
@@ -737,79 +739,6 @@ impl Engine {
             .ok()
             .flatten()
             .map(|v| v as u64)
-    }
-
-    /// `all`/`get`: read-only statements only.
-    pub fn query(
-        &self,
-        sql: &str,
-        params: &[Value],
-        one: bool,
-    ) -> Result<(Vec<String>, Vec<Vec<Value>>)> {
-        self.query_with(sql, Params::Positional(params), one)
-    }
-
-    /// `all`/`get` with positional (`?`) or named (`@x`, `:x`, `$x`) parameters.
-    pub fn query_with(
-        &self,
-        sql: &str,
-        params: Params,
-        one: bool,
-    ) -> Result<(Vec<String>, Vec<Vec<Value>>)> {
-        self.check_open()?;
-        let mut st = self.conn.prepare_cached(sql)?;
-        if !st.readonly() {
-            return Err(Error::ReadOnly(format!(
-                "all()/get() run read-only statements only: {sql}"
-            )));
-        }
-        let expected = st.parameter_count();
-        let ordered: Vec<Value>;
-        let params: &[Value] = match params {
-            Params::Positional(p) => p,
-            Params::Named(named) => {
-                let mut out = Vec::with_capacity(expected);
-                for i in 1..=expected {
-                    let name = st
-                        .parameter_name(i)
-                        .map(|n| n[1..].to_string())
-                        .ok_or_else(|| {
-                            Error::Range(format!(
-                                "parameter {i} is positional; pass an array, not an object"
-                            ))
-                        })?;
-                    let v = named
-                        .iter()
-                        .find(|(k, _)| *k == name)
-                        .map(|(_, v)| v.clone())
-                        .ok_or_else(|| Error::Range(format!("missing named parameter {name}")))?;
-                    out.push(v);
-                }
-                ordered = out;
-                &ordered
-            }
-        };
-        if params.len() != expected {
-            return Err(Error::Range(format!(
-                "statement takes {expected} parameters, {} given",
-                params.len()
-            )));
-        }
-        let names: Vec<String> = st.column_names().into_iter().map(String::from).collect();
-        let n = names.len();
-        let mut rows = st.query(rusqlite::params_from_iter(params.iter()))?;
-        let mut out = Vec::new();
-        while let Some(r) = rows.next()? {
-            let mut row = Vec::with_capacity(n);
-            for i in 0..n {
-                row.push(r.get::<_, Value>(i)?);
-            }
-            out.push(row);
-            if one {
-                break;
-            }
-        }
-        Ok((names, out))
     }
 
     /// Persist state and close the connection. Idempotent.

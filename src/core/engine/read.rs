@@ -1,0 +1,246 @@
+//! The read path of `all()`/`get()`.
+//!
+//! Reads share the writer's connection (an in-memory database cannot be
+//! opened twice), so they are fenced by a SQLite authorizer installed once
+//! at open. Outside a read it allows everything and costs nothing at run
+//! time: SQLite consults it only while compiling a statement, and the write
+//! path's statements are compiled once and cached. While a read is compiled
+//! or stepped (a thread-local flag, set by [`Engine::query_with`]), it
+//! allows only `SELECT`, column reads, functions, recursive CTEs and the
+//! read-only PRAGMAs listed below, and refuses everything else: `ATTACH`,
+//! `DETACH`, `BEGIN`/`COMMIT`/`ROLLBACK`, `SAVEPOINT`/`RELEASE`, PRAGMAs that
+//! set something, and every write. A refused statement is never compiled, so
+//! it cannot leave a transaction open or the connection changed, and
+//! `sqlite3_stmt_readonly` is still checked on top (it catches `VACUUM`,
+//! which no authorizer action names).
+//!
+//! The flag is thread-local rather than per engine because SQLite calls the
+//! authorizer synchronously on the thread that prepares or steps, and an
+//! engine is only ever used from one thread at a time.
+
+use super::{Engine, Params};
+use crate::core::error::{Error, Result};
+use crate::core::value::Value;
+use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+use rusqlite::Connection;
+use std::cell::{Cell, RefCell};
+
+thread_local! {
+    /// True while this thread compiles or steps an `all()`/`get()` statement.
+    static READING: Cell<bool> = const { Cell::new(false) };
+    /// What the authorizer last refused during a read, for the message.
+    static REFUSED: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Every read statement is cached under this prefix, so a read never
+/// reuses a statement the write path compiled without the fence.
+const READ_TAG: &str = "/*quilt:read*/ ";
+
+/// PRAGMAs allowed in a read with or without an argument: they report on
+/// a table, an index or the file and change nothing.
+const PRAGMA_WITH_ARG: &[&str] = &[
+    "foreign_key_check",
+    "foreign_key_list",
+    "index_info",
+    "index_list",
+    "index_xinfo",
+    "integrity_check",
+    "quick_check",
+    "table_info",
+    "table_list",
+    "table_xinfo",
+];
+
+/// PRAGMAs allowed in a read only without a value (`PRAGMA user_version`
+/// reads it, `PRAGMA user_version = 5` would set it).
+const PRAGMA_QUERY: &[&str] = &[
+    "application_id",
+    "auto_vacuum",
+    "collation_list",
+    "compile_options",
+    "data_version",
+    "database_list",
+    "encoding",
+    "foreign_keys",
+    "freelist_count",
+    "function_list",
+    "module_list",
+    "page_count",
+    "page_size",
+    "pragma_list",
+    "schema_version",
+    "synchronous",
+    "user_version",
+];
+
+/// Install the fence on the engine's connection (once, at open).
+pub(super) fn install(conn: &Connection) {
+    conn.authorizer(Some(authorize));
+}
+
+fn authorize(ctx: AuthContext<'_>) -> Authorization {
+    if !READING.with(Cell::get) {
+        return Authorization::Allow;
+    }
+    match refusal(&ctx.action) {
+        None => Authorization::Allow,
+        Some(what) => {
+            REFUSED.with(|r| *r.borrow_mut() = Some(what));
+            Authorization::Deny
+        }
+    }
+}
+
+/// What a read refuses in `action`, or `None` when the action is a read.
+pub(crate) fn refusal(action: &AuthAction<'_>) -> Option<String> {
+    let listed = |list: &[&str], name: &str| list.iter().any(|p| p.eq_ignore_ascii_case(name));
+    Some(match action {
+        AuthAction::Select
+        | AuthAction::Read { .. }
+        | AuthAction::Function { .. }
+        | AuthAction::Recursive => return None,
+        AuthAction::Pragma {
+            pragma_name,
+            pragma_value,
+        } => {
+            if listed(PRAGMA_WITH_ARG, pragma_name)
+                || (pragma_value.is_none() && listed(PRAGMA_QUERY, pragma_name))
+            {
+                return None;
+            }
+            match pragma_value {
+                Some(v) => format!("PRAGMA {pragma_name} = {v}"),
+                None => format!("PRAGMA {pragma_name}"),
+            }
+        }
+        AuthAction::Transaction { .. } => "a transaction statement (BEGIN/COMMIT/ROLLBACK)".into(),
+        AuthAction::Savepoint { .. } => "SAVEPOINT/RELEASE".into(),
+        AuthAction::Attach { .. } => "ATTACH".into(),
+        AuthAction::Detach { .. } => "DETACH".into(),
+        AuthAction::Insert { table_name } => format!("a write (INSERT into {table_name})"),
+        AuthAction::Update { table_name, .. } => format!("a write (UPDATE of {table_name})"),
+        AuthAction::Delete { table_name } => format!("a write (DELETE from {table_name})"),
+        other => format!("a schema or maintenance change ({other:?})"),
+    })
+}
+
+/// Fences one read: set on entry, cleared on drop (also on early return).
+struct Fence(bool);
+
+impl Fence {
+    fn enter() -> Fence {
+        REFUSED.with(|r| r.borrow_mut().take());
+        Fence(READING.with(|r| r.replace(true)))
+    }
+}
+
+impl Drop for Fence {
+    fn drop(&mut self) {
+        READING.with(|r| r.set(self.0));
+    }
+}
+
+/// A refusal, with what was refused when the authorizer said so.
+fn read_only(sql: &str) -> Error {
+    let what = REFUSED
+        .with(|r| r.borrow_mut().take())
+        .unwrap_or_else(|| "a statement that writes".into());
+    Error::ReadOnly(format!(
+        "all()/get() run read-only statements only; {what} is refused: {sql}"
+    ))
+}
+
+fn is_auth_denied(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Sqlite(rusqlite::Error::SqliteFailure(f, _))
+            if f.code == rusqlite::ErrorCode::AuthorizationForStatementDenied
+    )
+}
+
+impl Engine {
+    /// `all`/`get`: read-only statements only.
+    pub fn query(
+        &self,
+        sql: &str,
+        params: &[Value],
+        one: bool,
+    ) -> Result<(Vec<String>, Vec<Vec<Value>>)> {
+        self.query_with(sql, Params::Positional(params), one)
+    }
+
+    /// `all`/`get` with positional (`?`) or named (`@x`, `:x`, `$x`)
+    /// parameters, behind the read fence (module docs).
+    pub fn query_with(
+        &self,
+        sql: &str,
+        params: Params,
+        one: bool,
+    ) -> Result<(Vec<String>, Vec<Vec<Value>>)> {
+        self.check_open()?;
+        let _fence = Fence::enter();
+        match self.run_read(sql, params, one) {
+            Err(e) if is_auth_denied(&e) => Err(read_only(sql)),
+            r => r,
+        }
+    }
+
+    fn run_read(
+        &self,
+        sql: &str,
+        params: Params,
+        one: bool,
+    ) -> Result<(Vec<String>, Vec<Vec<Value>>)> {
+        let mut st = self.conn.prepare_cached(&format!("{READ_TAG}{sql}"))?;
+        if !st.readonly() {
+            return Err(read_only(sql));
+        }
+        let expected = st.parameter_count();
+        let ordered: Vec<Value>;
+        let params: &[Value] = match params {
+            Params::Positional(p) => p,
+            Params::Named(named) => {
+                let mut out = Vec::with_capacity(expected);
+                for i in 1..=expected {
+                    let name = st
+                        .parameter_name(i)
+                        .map(|n| n[1..].to_string())
+                        .ok_or_else(|| {
+                            Error::Range(format!(
+                                "parameter {i} is positional; pass an array, not an object"
+                            ))
+                        })?;
+                    let v = named
+                        .iter()
+                        .find(|(k, _)| *k == name)
+                        .map(|(_, v)| v.clone())
+                        .ok_or_else(|| Error::Range(format!("missing named parameter {name}")))?;
+                    out.push(v);
+                }
+                ordered = out;
+                &ordered
+            }
+        };
+        if params.len() != expected {
+            return Err(Error::Range(format!(
+                "statement takes {expected} parameters, {} given",
+                params.len()
+            )));
+        }
+        let names: Vec<String> = st.column_names().into_iter().map(String::from).collect();
+        let n = names.len();
+        let mut rows = st.query(rusqlite::params_from_iter(params.iter()))?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            let mut row = Vec::with_capacity(n);
+            for i in 0..n {
+                row.push(r.get::<_, Value>(i)?);
+            }
+            out.push(row);
+            if one {
+                break;
+            }
+        }
+        Ok((names, out))
+    }
+}
