@@ -3,10 +3,12 @@ const { EventEmitter } = require('node:events')
 const { NativeReplicator } = require('../binding.js')
 const { fromNative, make, typeError, rangeError } = require('./errors.js')
 const snapshots = require('./snapshot.js')
+const acks = require('./acks.js')
 const debug = require('./debug.js')('quilt:replicator')
 
 const U32_MAX = 0xffffffff
 const RETRY_LIMIT = 1024 // frames kept per peer when its send throws
+const BROADCAST = 0 // the `peer` of frames for the broadcast send
 
 function call (fn) {
   try {
@@ -83,6 +85,8 @@ class Replicator extends EventEmitter {
     this._path = path
     this._options = { ...options, heartbeatMs }
     this._sends = new Map()
+    this._broadcast = null
+    this._peerWaiters = new Set()
     this._retry = new Map()
     this._waiters = new Set()
     this._ackWaiters = new Set()
@@ -154,7 +158,7 @@ class Replicator extends EventEmitter {
 
   _afterWrite () {
     this._wake()
-    if (!this._flushScheduled && this._sends.size > 0) {
+    if (!this._flushScheduled && (this._sends.size > 0 || this._broadcast)) {
       this._flushScheduled = true
       setImmediate(() => {
         this._flushScheduled = false
@@ -176,6 +180,21 @@ class Replicator extends EventEmitter {
     const out = call(() => this._native.addPeer(peerId))
     this._dispatch(out)
     this._drainEvents()
+  }
+
+  /**
+   * Register (or replace) one send that reaches every peer: patches and
+   * pings are encoded and handed to it once, not once per peer. Peers are
+   * still added with `addPeer` (their send carries directed traffic: hello
+   * pings, gap requests and answers). `null` goes back to per-peer sends.
+   */
+  addBroadcast (send) {
+    this._checkOpen()
+    if (send !== null && typeof send !== 'function') throw typeError('addBroadcast(send): send must be a function or null')
+    this._broadcast = send
+    debug('peer %d: broadcast %s', this.peerId, send ? 'on' : 'off')
+    call(() => this._native.setBroadcast(send !== null))
+    if (send) this._safe(() => this.flush())
   }
 
   /** Forget a peer. */
@@ -252,7 +271,7 @@ class Replicator extends EventEmitter {
     let bytes = 0
     let failures = 0
     for (const { peer, frame } of out) {
-      const send = this._sends.get(peer)
+      const send = peer === BROADCAST ? this._broadcast : this._sends.get(peer)
       if (!send) continue
       try {
         send(frame)
@@ -330,19 +349,66 @@ class Replicator extends EventEmitter {
         }
       }
     }
+    if (this._peerWaiters.size > 0 && !this._closed) this._checkPeerWaiters()
     if (this._ackWaiters.size > 0 && !this._closed && this._native.allAcked()) {
       for (const f of this._ackWaiters) f()
       this._ackWaiters.clear()
     }
   }
 
-  /** Express/Connect middleware: waits until the token in `header` is applied here. */
-  readYourWrites ({ header = 'x-quilt-token', timeoutMs = 5000 } = {}) {
+  /**
+   * Resolves once peers' pings show they hold the write named by `token`:
+   * `'quorum'` (default), `'all'`, a count, or `{ count | peers | level,
+   * timeoutMs = 5000, clusterSize? }`. Rejects with `E_TIMEOUT`.
+   */
+  waitForPeers (token, options) {
+    const t = parseToken(token)
+    if (!t) return Promise.reject(typeError(`waitForPeers: ${JSON.stringify(token)} is not a token "<peerId>.<seq>"`))
+    let opts
+    try {
+      opts = acks.parseWaitOptions(options, this.peerId)
+    } catch (e) {
+      return Promise.reject(e)
+    }
+    if (this._closed || this._closing) return Promise.reject(make('E_CLOSED', 'Error', 'the replicator is closed'))
+    const first = acks.progress(this._native, this.peerId, t, opts)
+    if (first.ok) return Promise.resolve()
+    return new Promise((resolve, reject) => {
+      const w = { t, token, opts, resolve, reject, timer: null, last: first }
+      w.timer = setTimeout(() => {
+        this._peerWaiters.delete(w)
+        reject(acks.timeoutError(token, opts, w.last))
+      }, opts.timeoutMs)
+      this._peerWaiters.add(w)
+    })
+  }
+
+  _checkPeerWaiters () {
+    for (const w of this._peerWaiters) {
+      w.last = acks.progress(this._native, this.peerId, w.t, w.opts)
+      if (w.last.ok) {
+        clearTimeout(w.timer)
+        this._peerWaiters.delete(w)
+        w.resolve()
+      }
+    }
+  }
+
+  /**
+   * Express/Connect middleware: waits until the token in `header` is applied
+   * here. With `quorum: true` (or `waitForPeers: options`) it also holds the
+   * response until peers hold the write whose token the handler put in
+   * `header` (503 `E_TIMEOUT` when they do not in time).
+   */
+  readYourWrites ({ header = 'x-quilt-token', timeoutMs = 5000, quorum, waitForPeers } = {}) {
     if (this._closed) throw make('E_CLOSED', 'Error', 'the replicator is closed')
     if (typeof header !== 'string' || header.length === 0) throw typeError('readYourWrites: header must be a non-empty string')
     if (typeof timeoutMs !== 'number' || Number.isNaN(timeoutMs) || timeoutMs < 0) throw rangeError('readYourWrites: timeoutMs must be a number >= 0')
     const name = header.toLowerCase()
+    const hold = acks.middlewareWaitOptions({ quorum, waitForPeers })
+    if (hold !== undefined) acks.parseWaitOptions(hold, this.peerId)
     return (req, res, next) => {
+      if (hold !== undefined) acks.holdResponse(this, res, name, hold, parseToken)
       const raw = req && req.headers ? req.headers[name] : undefined
       const token = Array.isArray(raw) ? raw[raw.length - 1] : raw
       if (!parseToken(token)) return next()
@@ -374,7 +440,8 @@ class Replicator extends EventEmitter {
         lastSeq: p.lastSeq,
         contiguousSeq: p.contiguousSeq,
         missing: p.missing,
-        lastSeenMs: p.lastSeenMs ?? null
+        lastSeenMs: p.lastSeenMs ?? null,
+        ackedSeq: p.ackedSeq
       })),
       pending: s.pending
     }
@@ -443,6 +510,8 @@ class Replicator extends EventEmitter {
       this._closed = true
       for (const w of this._waiters) { clearTimeout(w.timer); w.resolve(false) }
       this._waiters.clear()
+      for (const w of this._peerWaiters) { clearTimeout(w.timer); w.reject(make('E_CLOSED', 'Error', 'the replicator closed before peers held the write')) }
+      this._peerWaiters.clear()
       call(() => this._native.close())
     })()
     return this._closing
