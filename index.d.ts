@@ -303,9 +303,11 @@ export declare class Replicator {
    * (pub/sub, a stream, multicast): patches and pings are encoded and handed
    * to it once instead of once per peer. Peers are still added with
    * `addPeer`; their `send` carries directed traffic (hello pings, gap
-   * requests and answers).
+   * requests and answers). `kind` says what a frame carries: `'patches'`
+   * (worth storing for peers that are away) or `'ping'` (worth only its
+   * latest copy), so a transport may route them differently.
    */
-  addBroadcast(send: ((frame: Buffer) => void) | null): void
+  addBroadcast(send: ((frame: Buffer, kind: 'patches' | 'ping') => void) | null): void
   /** Forgets a peer's `send`; what it lacks is repaired when it is added again. */
   removePeer(peerId: number): void
   /**

@@ -35,16 +35,17 @@ class Bus {
   }
 
   stat (id) {
-    if (!this.stats.has(id)) this.stats.set(id, { broadcast: 0, directed: 0, bytes: 0 })
+    if (!this.stats.has(id)) this.stats.set(id, { broadcast: 0, directed: 0, bytes: 0, kinds: [] })
     return this.stats.get(id)
   }
 
   join (r, { broadcast = true } = {}) {
     this.nodes.set(r.peerId, r)
     if (broadcast) {
-      r.addBroadcast((frame) => {
+      r.addBroadcast((frame, kind) => {
         const s = this.stat(r.peerId)
         s.broadcast++
+        s.kinds.push(kind)
         s.bytes += frame.length
         if (this.dropBroadcast) return
         for (const id of this.nodes.keys()) if (id !== r.peerId) this.queue.push({ to: id, frame })
@@ -96,14 +97,20 @@ test('patches and pings go once to the broadcast send, whatever the number of pe
   bus.stats.clear()
   peers[0].upsertMany('t', [{ id: 1, v: 'a' }, { id: 2, v: 'b' }])
   peers[0].flush()
-  assert.deepEqual(bus.stat(1), { broadcast: 1, directed: 0, bytes: bus.stat(1).bytes }, 'one patch frame, sent once')
+  assert.deepEqual(bus.stat(1), { broadcast: 1, directed: 0, bytes: bus.stat(1).bytes, kinds: ['patches'] }, 'one patch frame, sent once')
   bus.deliver()
   bus.stats.clear()
   peers[0].tick()
   assert.equal(bus.stat(1).broadcast, 1, 'one ping for five peers')
+  assert.deepEqual(bus.stat(1).kinds, ['ping'])
   assert.equal(bus.stat(1).directed, 0)
+  // A write and a heartbeat in the same turn: the patches, then the ping.
+  bus.stats.clear()
+  peers[0].upsert('t', { id: 3, v: 'c' })
+  peers[0].tick()
+  assert.deepEqual(bus.stat(1).kinds, ['patches', 'ping'])
   bus.settle(3)
-  for (const r of peers) assert.deepEqual(rows(r), [{ id: 1, v: 'a' }, { id: 2, v: 'b' }])
+  for (const r of peers) assert.deepEqual(rows(r), [{ id: 1, v: 'a' }, { id: 2, v: 'b' }, { id: 3, v: 'c' }])
 })
 
 test('broadcast sends fewer bytes than per-peer sends for the same writes', () => {

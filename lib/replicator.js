@@ -186,7 +186,8 @@ class Replicator extends EventEmitter {
    * Register (or replace) one send that reaches every peer: patches and
    * pings are encoded and handed to it once, not once per peer. Peers are
    * still added with `addPeer` (their send carries directed traffic: hello
-   * pings, gap requests and answers). `null` goes back to per-peer sends.
+   * pings, gap requests and answers). `send(frame, kind)` gets `kind`
+   * `'patches'` or `'ping'`. `null` goes back to per-peer sends.
    */
   addBroadcast (send) {
     this._checkOpen()
@@ -230,9 +231,8 @@ class Replicator extends EventEmitter {
   tick () {
     if (this._closed) throw make('E_CLOSED', 'Error', 'the replicator is closed')
     this._resendFailed()
-    const out = call(() => this._native.tick())
-    if (debug.enabled) debug('peer %d: tick, %d frame(s) out', this.peerId, out.length)
-    this._dispatch(out)
+    const n = this._tickNative()
+    if (debug.enabled) debug('peer %d: tick, %d frame(s) out', this.peerId, n)
     this._drainEvents()
     this._wake()
     this._maybeScheduledSnapshot()
@@ -243,6 +243,24 @@ class Replicator extends EventEmitter {
     if (this._closed) throw make('E_CLOSED', 'Error', 'the replicator is closed')
     this._resendFailed()
     this._dispatch(call(() => this._native.flush()))
+  }
+
+  /**
+   * The native heartbeat. With a broadcast send, queued patches are drained
+   * first: what the tick itself hands to the broadcast is then pings only,
+   * and the broadcast send is told which is which (a transport may carry
+   * them differently: a stream for patches, plain pub/sub for pings).
+   */
+  _tickNative () {
+    let n = 0
+    if (this._broadcast) {
+      const patches = call(() => this._native.flush())
+      n += patches.length
+      this._dispatch(patches, 'patches')
+    }
+    const out = call(() => this._native.tick())
+    this._dispatch(out, 'ping')
+    return n + out.length
   }
 
   _heartbeat () {
@@ -265,16 +283,19 @@ class Replicator extends EventEmitter {
     if (this.listenerCount('error') > 0) this.emit('error', err)
   }
 
-  _dispatch (out) {
+  /** Hand frames to their send; `kind` tells the broadcast send what they are. */
+  _dispatch (out, kind = 'patches') {
     if (!out || out.length === 0) return
     let frames = 0
     let bytes = 0
     let failures = 0
-    for (const { peer, frame } of out) {
+    for (const o of out) {
+      const { peer, frame } = o
       const send = peer === BROADCAST ? this._broadcast : this._sends.get(peer)
       if (!send) continue
       try {
-        send(frame)
+        if (peer === BROADCAST) send(frame, o.kind ?? kind)
+        else send(frame)
         frames++
         bytes += frame.length
       } catch (e) {
@@ -282,7 +303,7 @@ class Replicator extends EventEmitter {
         debug('send to %d threw: %s', peer, e && e.message)
         let q = this._retry.get(peer)
         if (!q) this._retry.set(peer, (q = []))
-        if (q.length < RETRY_LIMIT) q.push(frame)
+        if (q.length < RETRY_LIMIT) q.push({ frame, kind: o.kind ?? kind })
       }
     }
     if (frames || failures) this._native.noteSent(frames, bytes, failures)
@@ -292,7 +313,7 @@ class Replicator extends EventEmitter {
     if (this._retry.size === 0) return
     const pending = this._retry
     this._retry = new Map()
-    for (const [peer, frames] of pending) this._dispatch(frames.map((frame) => ({ peer, frame })))
+    for (const [peer, frames] of pending) this._dispatch(frames.map(({ frame, kind }) => ({ peer, frame, kind })))
   }
 
   _drainEvents () {
@@ -496,7 +517,7 @@ class Replicator extends EventEmitter {
       // can acknowledge it.
       this._safe(() => {
         this.flush()
-        this._dispatch(call(() => this._native.tick()))
+        this._tickNative()
       })
       if (!this._native.allAcked() && timeoutMs > 0) {
         await new Promise((resolve) => {

@@ -28,7 +28,7 @@ async function main (): Promise<void> {
   const one = r.get('SELECT * FROM t WHERE id = @id', { id: 1 })
   const ok: boolean = await r.waitFor(token, 100)
   const mw = r.readYourWrites({ header: 'x-quilt-token', timeoutMs: 100 })
-  r.addBroadcast((frame: Buffer) => { void frame.length })
+  r.addBroadcast((frame: Buffer, kind: 'patches' | 'ping') => { void frame.length; void kind })
   r.addBroadcast(null)
   await r.waitForPeers(token, 'quorum')
   await r.waitForPeers(token, 2)
