@@ -35,6 +35,10 @@ export declare class NativeReplicator {
   delete(table: string, pk: JsRow): string
   /** Register a peer; returns the hello frames to send. */
   addPeer(peerId: number): Array<OutFrame>
+  /** Send patches and pings once to peer 0 (the broadcast send) from now on. */
+  setBroadcast(on: boolean): void
+  /** Per known peer, its contiguous seq of `origin`'s writes. */
+  peerAcks(origin: number): Array<NativePeerAck>
   /** Forget a peer's send callback. */
   removePeer(peerId: number): void
   /** Take in a frame. */
@@ -114,6 +118,14 @@ export interface NativeOptions {
   maxFrameBytes?: number
 }
 
+/** One peer's acknowledgement of one origin's writes. */
+export interface NativePeerAck {
+  peerId: number
+  /** Contiguous seq it holds of the origin (the origin itself: all). */
+  seq: number
+  connected: boolean
+}
+
 /** One row of `status().peers`. */
 export interface NativePeerStatus {
   peerId: number
@@ -122,6 +134,8 @@ export interface NativePeerStatus {
   contiguousSeq: number
   missing: number
   lastSeenMs?: number
+  /** Its contiguous seq of this peer's writes, from its last ping. */
+  ackedSeq: number
 }
 
 /** `status()`. */
@@ -134,7 +148,7 @@ export interface NativeStatus {
   pending: number
 }
 
-/** A frame to hand to one peer's `send`. */
+/** A frame to hand to one peer's `send` (peer 0: the broadcast send). */
 export interface OutFrame {
   peer: number
   frame: Buffer

@@ -33,6 +33,8 @@ export type QuiltErrorCode =
   | 'E_GONE'
   /** Reported through `'error'` (not in API.md's list): the cluster holds writes of this peer that its file lacks (an old copy, or a reused peerId); new writes continue above them and the missing ones are fetched back. */
   | 'E_SEQ'
+  /** `waitForPeers()` (and `readYourWrites({ quorum })`, as a 503): peers did not show they hold the write in time. */
+  | 'E_TIMEOUT'
 
 /** An error with a string `code`. Bad arguments are `TypeError`/`RangeError` with `code: 'E_ARG'`. */
 export declare class QuiltError extends Error {
@@ -219,6 +221,32 @@ export interface ReadYourWritesOptions {
   header?: string
   /** Default 5000. On timeout `next(err)` with `err.code === 'E_STALE'`, `err.status === 503`. */
   timeoutMs?: number
+  /**
+   * Hold each response whose `header` the handler set to a token until a
+   * quorum of peers holds that write (`waitForPeers(token, 'quorum')`). When
+   * they do not in time, and the headers are not sent yet, the response
+   * becomes a 503 `{ error: 'E_TIMEOUT', message, token }`.
+   */
+  quorum?: boolean
+  /** Like `quorum`, with any `waitForPeers` options (`true` means `'quorum'`). */
+  waitForPeers?: boolean | WaitForPeersLevel | WaitForPeersOptions
+}
+
+/** `waitForPeers` levels. */
+export type WaitForPeersLevel = 'all' | 'quorum'
+
+/** `waitForPeers(token, options)`: give at most one of `count`, `peers`, `level` (default `level: 'quorum'`). */
+export interface WaitForPeersOptions {
+  /** This many peers other than this one hold the write. */
+  count?: number
+  /** Each of these peers holds the write. */
+  peers?: number[]
+  /** `'all'`: every connected peer; `'quorum'`: a majority of the cluster (this peer and every peer it knows, connected or not), this peer counted when it holds the write. */
+  level?: WaitForPeersLevel
+  /** Default 5000; then the promise rejects with `E_TIMEOUT`. */
+  timeoutMs?: number
+  /** Cluster size for `'quorum'` when not every peer is known yet (default: 1 + peers known). */
+  clusterSize?: number
 }
 
 export interface CloseOptions {
@@ -280,6 +308,16 @@ export declare class Replicator {
    * that throws is counted and retried later, never fatal.
    */
   addPeer(peerId: number, send: (frame: Buffer) => void): void
+  /**
+   * Registers (or with `null` removes) one `send` that reaches every peer
+   * (pub/sub, a stream, multicast): patches and pings are encoded and handed
+   * to it once instead of once per peer. Peers are still added with
+   * `addPeer`; their `send` carries directed traffic (hello pings, gap
+   * requests and answers). `kind` says what a frame carries: `'patches'`
+   * (worth storing for peers that are away) or `'ping'` (worth only its
+   * latest copy), so a transport may route them differently.
+   */
+  addBroadcast(send: ((frame: Buffer, kind: 'patches' | 'ping') => void) | null): void
   /** Forgets a peer's `send`; what it lacks is repaired when it is added again. */
   removePeer(peerId: number): void
   /**
@@ -308,6 +346,13 @@ export declare class Replicator {
    * A request without a valid token passes straight through.
    */
   readYourWrites(options?: ReadYourWritesOptions): Middleware
+  /**
+   * Resolves once peers' pings show they hold the write named by `token`
+   * (their contiguous seq of its origin reaches it): `'quorum'` (default),
+   * `'all'`, a count of other peers, or options. Rejects with `E_TIMEOUT`,
+   * `E_CLOSED` on close, `TypeError`/`RangeError` on bad arguments.
+   */
+  waitForPeers(token: string, options?: WaitForPeersLevel | number | WaitForPeersOptions): Promise<void>
 
   /** Peer id, schema version, own seq, leadership, what is known of every peer, and kept patches pending. */
   status(): Status

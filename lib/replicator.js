@@ -3,10 +3,12 @@ const { EventEmitter } = require('node:events')
 const { NativeReplicator } = require('../binding.js')
 const { fromNative, make, typeError, rangeError } = require('./errors.js')
 const snapshots = require('./snapshot.js')
+const acks = require('./acks.js')
 const debug = require('./debug.js')('quilt:replicator')
 
 const U32_MAX = 0xffffffff
 const RETRY_LIMIT = 1024 // frames kept per peer when its send throws
+const BROADCAST = 0 // the `peer` of frames for the broadcast send
 
 function call (fn) {
   try {
@@ -92,6 +94,8 @@ class Replicator extends EventEmitter {
     this._path = path
     this._options = { ...options, heartbeatMs }
     this._sends = new Map()
+    this._broadcast = null
+    this._peerWaiters = new Set()
     this._retry = new Map()
     this._waiters = new Set()
     this._ackWaiters = new Set()
@@ -163,7 +167,7 @@ class Replicator extends EventEmitter {
 
   _afterWrite () {
     this._wake()
-    if (!this._flushScheduled && this._sends.size > 0) {
+    if (!this._flushScheduled && (this._sends.size > 0 || this._broadcast)) {
       this._flushScheduled = true
       setImmediate(() => {
         this._flushScheduled = false
@@ -185,6 +189,22 @@ class Replicator extends EventEmitter {
     const out = call(() => this._native.addPeer(peerId))
     this._dispatch(out)
     this._drainEvents()
+  }
+
+  /**
+   * Register (or replace) one send that reaches every peer: patches and
+   * pings are encoded and handed to it once, not once per peer. Peers are
+   * still added with `addPeer` (their send carries directed traffic: hello
+   * pings, gap requests and answers). `send(frame, kind)` gets `kind`
+   * `'patches'` or `'ping'`. `null` goes back to per-peer sends.
+   */
+  addBroadcast (send) {
+    this._checkOpen()
+    if (send !== null && typeof send !== 'function') throw typeError('addBroadcast(send): send must be a function or null')
+    this._broadcast = send
+    debug('peer %d: broadcast %s', this.peerId, send ? 'on' : 'off')
+    call(() => this._native.setBroadcast(send !== null))
+    if (send) this._safe(() => this.flush())
   }
 
   /** Forget a peer. */
@@ -220,9 +240,8 @@ class Replicator extends EventEmitter {
   tick () {
     if (this._closed) throw make('E_CLOSED', 'Error', 'the replicator is closed')
     this._resendFailed()
-    const out = call(() => this._native.tick())
-    if (debug.enabled) debug('peer %d: tick, %d frame(s) out', this.peerId, out.length)
-    this._dispatch(out)
+    const n = this._tickNative()
+    if (debug.enabled) debug('peer %d: tick, %d frame(s) out', this.peerId, n)
     this._drainEvents()
     this._wake()
     this._maybeScheduledSnapshot()
@@ -233,6 +252,24 @@ class Replicator extends EventEmitter {
     if (this._closed) throw make('E_CLOSED', 'Error', 'the replicator is closed')
     this._resendFailed()
     this._dispatch(call(() => this._native.flush()))
+  }
+
+  /**
+   * The native heartbeat. With a broadcast send, queued patches are drained
+   * first: what the tick itself hands to the broadcast is then pings only,
+   * and the broadcast send is told which is which (a transport may carry
+   * them differently: a stream for patches, plain pub/sub for pings).
+   */
+  _tickNative () {
+    let n = 0
+    if (this._broadcast) {
+      const patches = call(() => this._native.flush())
+      n += patches.length
+      this._dispatch(patches, 'patches')
+    }
+    const out = call(() => this._native.tick())
+    this._dispatch(out, 'ping')
+    return n + out.length
   }
 
   _heartbeat () {
@@ -255,16 +292,19 @@ class Replicator extends EventEmitter {
     if (this.listenerCount('error') > 0) this.emit('error', err)
   }
 
-  _dispatch (out) {
+  /** Hand frames to their send; `kind` tells the broadcast send what they are. */
+  _dispatch (out, kind = 'patches') {
     if (!out || out.length === 0) return
     let frames = 0
     let bytes = 0
     let failures = 0
-    for (const { peer, frame } of out) {
-      const send = this._sends.get(peer)
+    for (const o of out) {
+      const { peer, frame } = o
+      const send = peer === BROADCAST ? this._broadcast : this._sends.get(peer)
       if (!send) continue
       try {
-        send(frame)
+        if (peer === BROADCAST) send(frame, o.kind ?? kind)
+        else send(frame)
         frames++
         bytes += frame.length
       } catch (e) {
@@ -272,7 +312,7 @@ class Replicator extends EventEmitter {
         debug('send to %d threw: %s', peer, e && e.message)
         let q = this._retry.get(peer)
         if (!q) this._retry.set(peer, (q = []))
-        if (q.length < RETRY_LIMIT) q.push(frame)
+        if (q.length < RETRY_LIMIT) q.push({ frame, kind: o.kind ?? kind })
       }
     }
     if (frames || failures) this._native.noteSent(frames, bytes, failures)
@@ -282,7 +322,7 @@ class Replicator extends EventEmitter {
     if (this._retry.size === 0) return
     const pending = this._retry
     this._retry = new Map()
-    for (const [peer, frames] of pending) this._dispatch(frames.map((frame) => ({ peer, frame })))
+    for (const [peer, frames] of pending) this._dispatch(frames.map(({ frame, kind }) => ({ peer, frame, kind })))
   }
 
   _drainEvents () {
@@ -339,19 +379,66 @@ class Replicator extends EventEmitter {
         }
       }
     }
+    if (this._peerWaiters.size > 0 && !this._closed) this._checkPeerWaiters()
     if (this._ackWaiters.size > 0 && !this._closed && this._native.allAcked()) {
       for (const f of this._ackWaiters) f()
       this._ackWaiters.clear()
     }
   }
 
-  /** Express/Connect middleware: waits until the token in `header` is applied here. */
-  readYourWrites ({ header = 'x-quilt-token', timeoutMs = 5000 } = {}) {
+  /**
+   * Resolves once peers' pings show they hold the write named by `token`:
+   * `'quorum'` (default), `'all'`, a count, or `{ count | peers | level,
+   * timeoutMs = 5000, clusterSize? }`. Rejects with `E_TIMEOUT`.
+   */
+  waitForPeers (token, options) {
+    const t = parseToken(token)
+    if (!t) return Promise.reject(typeError(`waitForPeers: ${JSON.stringify(token)} is not a token "<peerId>.<seq>"`))
+    let opts
+    try {
+      opts = acks.parseWaitOptions(options, this.peerId)
+    } catch (e) {
+      return Promise.reject(e)
+    }
+    if (this._closed || this._closing) return Promise.reject(make('E_CLOSED', 'Error', 'the replicator is closed'))
+    const first = acks.progress(this._native, this.peerId, t, opts)
+    if (first.ok) return Promise.resolve()
+    return new Promise((resolve, reject) => {
+      const w = { t, token, opts, resolve, reject, timer: null, last: first }
+      w.timer = setTimeout(() => {
+        this._peerWaiters.delete(w)
+        reject(acks.timeoutError(token, opts, w.last))
+      }, opts.timeoutMs)
+      this._peerWaiters.add(w)
+    })
+  }
+
+  _checkPeerWaiters () {
+    for (const w of this._peerWaiters) {
+      w.last = acks.progress(this._native, this.peerId, w.t, w.opts)
+      if (w.last.ok) {
+        clearTimeout(w.timer)
+        this._peerWaiters.delete(w)
+        w.resolve()
+      }
+    }
+  }
+
+  /**
+   * Express/Connect middleware: waits until the token in `header` is applied
+   * here. With `quorum: true` (or `waitForPeers: options`) it also holds the
+   * response until peers hold the write whose token the handler put in
+   * `header` (503 `E_TIMEOUT` when they do not in time).
+   */
+  readYourWrites ({ header = 'x-quilt-token', timeoutMs = 5000, quorum, waitForPeers } = {}) {
     if (this._closed) throw make('E_CLOSED', 'Error', 'the replicator is closed')
     if (typeof header !== 'string' || header.length === 0) throw typeError('readYourWrites: header must be a non-empty string')
     if (typeof timeoutMs !== 'number' || Number.isNaN(timeoutMs) || timeoutMs < 0) throw rangeError('readYourWrites: timeoutMs must be a number >= 0')
     const name = header.toLowerCase()
+    const hold = acks.middlewareWaitOptions({ quorum, waitForPeers })
+    if (hold !== undefined) acks.parseWaitOptions(hold, this.peerId)
     return (req, res, next) => {
+      if (hold !== undefined) acks.holdResponse(this, res, name, hold, parseToken)
       const raw = req && req.headers ? req.headers[name] : undefined
       const token = Array.isArray(raw) ? raw[raw.length - 1] : raw
       if (!parseToken(token)) return next()
@@ -440,7 +527,7 @@ class Replicator extends EventEmitter {
       // can acknowledge it.
       this._safe(() => {
         this.flush()
-        this._dispatch(call(() => this._native.tick()))
+        this._tickNative()
       })
       if (!this._native.allAcked() && timeoutMs > 0) {
         await new Promise((resolve) => {
@@ -454,6 +541,8 @@ class Replicator extends EventEmitter {
       this._closed = true
       for (const w of this._waiters) { clearTimeout(w.timer); w.resolve(false) }
       this._waiters.clear()
+      for (const w of this._peerWaiters) { clearTimeout(w.timer); w.reject(make('E_CLOSED', 'Error', 'the replicator closed before peers held the write')) }
+      this._peerWaiters.clear()
       call(() => this._native.close())
     })()
     return this._closing

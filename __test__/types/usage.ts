@@ -28,6 +28,16 @@ async function main (): Promise<void> {
   const one = r.get('SELECT * FROM t WHERE id = @id', { id: 1 })
   const ok: boolean = await r.waitFor(token, 100)
   const mw = r.readYourWrites({ header: 'x-quilt-token', timeoutMs: 100 })
+  r.addBroadcast((frame: Buffer, kind: 'patches' | 'ping') => { void frame.length; void kind })
+  r.addBroadcast(null)
+  await r.waitForPeers(token, 'quorum')
+  await r.waitForPeers(token, 2)
+  await r.waitForPeers(token, { peers: [2, 3], timeoutMs: 100 })
+  await r.waitForPeers(token, { level: 'all', clusterSize: 3 })
+  const mwq = r.readYourWrites({ quorum: true, waitForPeers: { count: 1, timeoutMs: 50 } })
+  void mwq
+  const acked: number = r.status().peers[0].ackedSeq
+  void acked
   mw({ headers: {} }, {}, (err?: unknown) => { void err })
   // The middleware takes a plain node:http request (what Express passes on).
   const httpMw: (req: IncomingMessage, res: ServerResponse, next: (err?: any) => void) => void = mw

@@ -71,7 +71,7 @@ pub struct MigrateResult {
     pub to: u32,
 }
 
-/// A frame to hand to one peer's `send`.
+/// A frame to hand to one peer's `send` (peer 0: the broadcast send).
 #[napi(object)]
 pub struct OutFrame {
     pub peer: u32,
@@ -108,6 +108,15 @@ pub struct NativePeerStatus {
     pub last_seen_ms: Option<f64>,
     /// Highest contiguous seq of this peer's own writes that peer acknowledged.
     pub acked_seq: f64,
+}
+
+/// One peer's acknowledgement of one origin's writes.
+#[napi(object)]
+pub struct NativePeerAck {
+    pub peer_id: u32,
+    /// Contiguous seq it holds of the origin (the origin itself: all).
+    pub seq: f64,
+    pub connected: bool,
 }
 
 /// `status()`.
@@ -148,6 +157,8 @@ fn out_frames(v: Vec<Outgoing>) -> Vec<OutFrame> {
 #[napi]
 pub struct NativeReplicator {
     engine: Option<Engine>,
+    /// A broadcast send is registered: patches and pings go to peer 0 once.
+    broadcast: bool,
 }
 
 impl NativeReplicator {
@@ -199,6 +210,7 @@ impl NativeReplicator {
         };
         Ok(NativeReplicator {
             engine: Some(Engine::open(cfg).map_err(to_napi)?),
+            broadcast: false,
         })
     }
 
@@ -250,7 +262,41 @@ impl NativeReplicator {
     /// Register a peer; returns the hello frames to send.
     #[napi(catch_unwind)]
     pub fn add_peer(&mut self, peer_id: u32) -> Result<Vec<OutFrame>> {
-        Ok(out_frames(self.e()?.add_peer(peer_id).map_err(to_napi)?))
+        let bc = self.broadcast;
+        let e = self.e()?;
+        let out = if bc {
+            e.add_peer_broadcast(peer_id)
+        } else {
+            e.add_peer(peer_id)
+        };
+        Ok(out_frames(out.map_err(to_napi)?))
+    }
+
+    /// Send patches and pings once to peer 0 (the broadcast send) from now on.
+    #[napi]
+    pub fn set_broadcast(&mut self, on: bool) -> Result<()> {
+        self.e()?;
+        self.broadcast = on;
+        Ok(())
+    }
+
+    /// Per known peer, its contiguous seq of `origin`'s writes.
+    #[napi]
+    pub fn peer_acks(&mut self, origin: u32) -> Result<Vec<NativePeerAck>> {
+        Ok(self
+            .e()?
+            .peer_acks(origin)
+            .into_iter()
+            .map(|a| NativePeerAck {
+                peer_id: a.peer_id,
+                seq: if a.seq == u64::MAX {
+                    f64::MAX
+                } else {
+                    a.seq as f64
+                },
+                connected: a.connected,
+            })
+            .collect())
     }
 
     /// Forget a peer's send callback.
@@ -275,13 +321,22 @@ impl NativeReplicator {
     /// Queued local patches as frames.
     #[napi(catch_unwind)]
     pub fn flush(&mut self) -> Result<Vec<OutFrame>> {
-        Ok(out_frames(self.e()?.drain_outbox()))
+        let bc = self.broadcast;
+        let e = self.e()?;
+        Ok(out_frames(if bc {
+            e.drain_broadcast()
+        } else {
+            e.drain_outbox()
+        }))
     }
 
     /// One heartbeat.
     #[napi(catch_unwind)]
     pub fn tick(&mut self) -> Result<Vec<OutFrame>> {
-        Ok(out_frames(self.e()?.tick().map_err(to_napi)?))
+        let bc = self.broadcast;
+        let e = self.e()?;
+        let out = if bc { e.tick_broadcast() } else { e.tick() };
+        Ok(out_frames(out.map_err(to_napi)?))
     }
 
     /// Count frames handed to send (bytes) and send failures.
@@ -348,7 +403,13 @@ impl NativeReplicator {
     /// Cluster status.
     #[napi(catch_unwind)]
     pub fn status(&mut self) -> Result<NativeStatus> {
-        let s = self.e()?.status();
+        let e = self.e()?;
+        let s = e.status();
+        let acked: HashMap<u32, u64> = s
+            .peers
+            .iter()
+            .map(|p| (p.peer_id, e.acked_seq(p.peer_id)))
+            .collect();
         Ok(NativeStatus {
             peer_id: s.peer_id,
             schema_version: s.schema_version,
@@ -365,7 +426,7 @@ impl NativeReplicator {
                     contiguous_seq: p.contiguous_seq as f64,
                     missing: p.missing as f64,
                     last_seen_ms: p.last_seen_ms.map(|v| v as f64),
-                    acked_seq: p.acked_seq as f64,
+                    acked_seq: acked.get(&p.peer_id).copied().unwrap_or(0) as f64,
                 })
                 .collect(),
             reissued: s.reissued as f64,

@@ -16,6 +16,7 @@ use rusqlite::{Connection, OptionalExtension};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
+pub mod broadcast;
 mod clash;
 mod gaps;
 mod kept;
