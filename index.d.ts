@@ -33,6 +33,8 @@ export type QuiltErrorCode =
   | 'E_GONE'
   /** Reported through `'error'` (not in API.md's list): the cluster holds writes of this peer that its file lacks (an old copy, or a reused peerId); new writes continue above them and the missing ones are fetched back. */
   | 'E_SEQ'
+  | 'E_RETENTION'
+  | 'E_LIMIT'
   /** `waitForPeers()` (and `readYourWrites({ quorum })`, as a 503): peers did not show they hold the write in time. */
   | 'E_TIMEOUT'
 
@@ -93,7 +95,7 @@ export interface ReplicatorOptions {
   clusterKey?: string | Buffer | Uint8Array
   /** Ping and gap-detection period (default 1000). `0`: only when `tick()` is called. */
   heartbeatMs?: number
-  /** Patches older than this may be purged (default 25 h), never before the last snapshot covers them. */
+  /** Patches older than this may be purged (default 25 h), never before the last snapshot covers them, and never while a known peer (added, not removed) lacks them unless a snapshot anywhere in the cluster covers them. */
   retentionMs?: number
   /** Hard cap: past this age a patch is purged even when a known peer has
    * not acknowledged it (an `'error'` event with code `E_RETENTION` names
@@ -268,7 +270,7 @@ export interface ReplicatorEvents {
   snapshot: [info: SnapshotInfo]
   /** Progress of a long snapshot. */
   'snapshot:progress': [progress: SnapshotProgress]
-  /** Anything that did not throw: E_GONE, E_SEQ, kept patches waiting for a schema (E_SCHEMA), failed scheduled snapshots. */
+  /** Anything that did not throw, each with what to do (README, Errors): E_GONE (restore from a snapshot), E_SEQ (two versions of one patch identity met: a restored file or a shared peerId; both kept), E_RETENTION (maxRetentionMs purged what a named peer lacked), E_LIMIT (kept-patch cap full: migrate()), kept patches waiting for a schema (E_SCHEMA), failed scheduled snapshots. */
   error: [err: QuiltError]
 }
 

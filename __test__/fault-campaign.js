@@ -135,6 +135,14 @@ async function campaign ({ seed = 1, peers = 4, steps = 400, drop = 0.2, dup = 0
         }
       }
       await reopen(i, slots[i].backup.file)
+      // A write that only rolled-back files held is gone with them too
+      // (every copy of it went back): no longer acknowledged anywhere.
+      for (const [id] of written) {
+        if (!slots.some((s) => s.r && s.r.get('SELECT 1 AS x FROM t WHERE id = ?', [id]))) {
+          written.delete(id)
+          stats.lostBeforeReplication++
+        }
+      }
       stats.rollbacks++
     } else if (roll < 0.69 && stats.clones < 2 && clones) {
       // A second file with this identity joins (a cloned server).
