@@ -48,7 +48,8 @@ impl Engine {
                             .map(|c| self.map_column(&p.table, c, k.schema_version))
                             .collect(),
                     );
-                    found.entry(p.seq).or_insert(p);
+                    // The whole patch (it may set columns the table lacks).
+                    found.insert(p.seq, p);
                 }
                 for p in found.values().take(SERVE_LIMIT - served) {
                     if bytes >= budget {
