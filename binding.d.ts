@@ -114,6 +114,8 @@ export interface NativeOptions {
   clusterKey?: Buffer
   heartbeatMs?: number
   retentionMs?: number
+  /** Hard cap: past this age a patch is purged even if a peer lacks it. */
+  maxRetentionMs?: number
   maxDriftMs?: number
   maxFrameBytes?: number
 }
@@ -134,7 +136,7 @@ export interface NativePeerStatus {
   contiguousSeq: number
   missing: number
   lastSeenMs?: number
-  /** Its contiguous seq of this peer's writes, from its last ping. */
+  /** Highest contiguous seq of this peer's own writes that peer acknowledged. */
   ackedSeq: number
 }
 
@@ -146,6 +148,8 @@ export interface NativeStatus {
   isLeader: boolean
   peers: Array<NativePeerStatus>
   pending: number
+  /** Patches re-issued under a new identity after an identity clash. */
+  reissued: number
 }
 
 /** A frame to hand to one peer's `send` (peer 0: the broadcast send). */

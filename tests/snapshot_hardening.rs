@@ -116,7 +116,9 @@ fn a_manifest_size_smaller_than_the_data_stops_the_restore_at_that_size() {
     let tmp = dir.path().join("restored.db");
     let (r, _) = restore(&rt, &store, &t, &tmp);
     match r {
-        Err(Error::Snapshot(msg)) => assert!(msg.contains("more than the manifest's size"), "{msg}"),
+        Err(Error::Snapshot(msg)) => {
+            assert!(msg.contains("more than the manifest's size"), "{msg}")
+        }
         other => panic!("expected a snapshot error, got {other:?}"),
     }
     assert!(len(&tmp) <= 4096, "wrote {} bytes past size", len(&tmp));
@@ -164,7 +166,11 @@ fn a_stored_object_longer_than_the_manifest_is_not_read_past_its_bytes() {
         other => panic!("expected a snapshot error, got {other:?}"),
     }
     let read = progress.done.load(Ordering::Relaxed);
-    assert!(read <= m.bytes, "read {read} bytes, manifest says {}", m.bytes);
+    assert!(
+        read <= m.bytes,
+        "read {read} bytes, manifest says {}",
+        m.bytes
+    );
 }
 
 #[test]
