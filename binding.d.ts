@@ -116,6 +116,8 @@ export interface NativeOptions {
   retentionMs?: number
   /** Hard cap: past this age a patch is purged even if a peer lacks it. */
   maxRetentionMs?: number
+  /** Cap in bytes on kept patches (a quarter per origin). */
+  maxKeptBytes?: number
   maxDriftMs?: number
   maxFrameBytes?: number
 }

@@ -101,6 +101,11 @@ export interface ReplicatorOptions {
    * not acknowledged it (an `'error'` event with code `E_RETENTION` names
    * that peer). Default: none. */
   maxRetentionMs?: number
+  /** Cap in bytes on kept patches (patches for tables or columns this
+   * peer's schema lacks yet), default 256 MiB; one origin may use a
+   * quarter. Past it a patch is not stored (`E_LIMIT` event) and is
+   * fetched again after `migrate()`. */
+  maxKeptBytes?: number
   /** Frames stamped further than this ahead of the local clock are refused with `E_DRIFT` (default 60000). */
   maxDriftMs?: number
   /** Outgoing frames are split to stay under this; larger incoming frames are refused with `E_FRAME` (default 1048576, at least 256; ~1200 for UDP). */

@@ -228,3 +228,25 @@ test('a keyed frame is refused by a peer without a key (E_AUTH)', async () => {
   assert.throws(() => a.applyPatches(controlFrame(9, { ping: { vector: [[9, 1, 1]] } }, 'k')), { code: 'E_AUTH' })
   await a.close({ timeoutMs: 0 })
 })
+
+test('kept patches are capped: past maxKeptBytes an E_LIMIT event, nothing held, all fetched after migrate()', async () => {
+  const dir = tmp()
+  const V2 = [...SCHEMA, { up: 'ALTER TABLE t ADD COLUMN extra TEXT; ALTER TABLE t_patches ADD COLUMN extra TEXT;' }]
+  const a = new Replicator({ path: path.join(dir, 'a.db'), peerId: 1, heartbeatMs: 0 })
+  a.migrate(V2)
+  const b = open(path.join(dir, 'b.db'), { peerId: 2, maxKeptBytes: 4000 })
+  const errors = errorsOf(b)
+  const settle = mesh([a, b], [[0, 1], [1, 0]])
+  for (let i = 0; i < 20; i++) a.upsert('t', { id: i, v: 'v', extra: 'x'.repeat(200) })
+  settle(4)
+  assert.ok(errors.some((e) => e.code === 'E_LIMIT'), 'E_LIMIT raised')
+  const kept = b.status().pending
+  assert.ok(kept > 0 && kept < 20, `some kept (${kept}), not all`)
+  assert.ok(b.status().peers.find((p) => p.peerId === 1).missing > 0, 'the rest is not held')
+  assert.ok(rows(b).length < 20)
+  b.migrate(V2)
+  settle(8)
+  assert.deepEqual(b.all('SELECT id, v, extra FROM t ORDER BY id'), a.all('SELECT id, v, extra FROM t ORDER BY id'))
+  assert.equal(b.status().pending, 0)
+  for (const r of [a, b]) await r.close({ timeoutMs: 0 })
+})

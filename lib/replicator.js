@@ -88,6 +88,7 @@ class Replicator extends EventEmitter {
       heartbeatMs,
       retentionMs: checkMs('retentionMs', options.retentionMs),
       maxRetentionMs: checkMs('maxRetentionMs', options.maxRetentionMs),
+      maxKeptBytes: checkMs('maxKeptBytes', options.maxKeptBytes),
       maxDriftMs: checkMs('maxDriftMs', options.maxDriftMs),
       maxFrameBytes
     }))

@@ -51,6 +51,8 @@ pub struct NativeOptions {
     pub retention_ms: Option<f64>,
     /// Hard cap: past this age a patch is purged even if a peer lacks it.
     pub max_retention_ms: Option<f64>,
+    /// Cap in bytes on kept patches (a quarter per origin).
+    pub max_kept_bytes: Option<f64>,
     pub max_drift_ms: Option<f64>,
     pub max_frame_bytes: Option<f64>,
 }
@@ -207,6 +209,7 @@ impl NativeReplicator {
                 Some(v) => Some(ms(Some(v), "maxRetentionMs", 0)?),
                 None => None,
             },
+            max_kept_bytes: ms(options.max_kept_bytes, "maxKeptBytes", d.max_kept_bytes)?,
         };
         Ok(NativeReplicator {
             engine: Some(Engine::open(cfg).map_err(to_napi)?),

@@ -401,6 +401,22 @@ pub fn insert_kept(conn: &Connection, p: &Patch, schema_version: u32) -> Result<
     Ok(if changed > 0 { n } else { 0 })
 }
 
+/// One page of kept patches in `(origin, seq)` order after `after`
+/// (keyset paging: callers never hold the whole table in memory).
+pub fn read_kept_page(
+    conn: &Connection,
+    after: Option<(u32, u64)>,
+    limit: usize,
+) -> Result<Vec<Kept>> {
+    let (o, s) = after.map_or((-1i64, -1i64), |(o, s)| (o as i64, s as i64));
+    let mut st = conn.prepare_cached(
+        "SELECT origin,seq,at,tbl,schema_version,payload FROM _quilt_kept WHERE (origin, seq) > (?1, ?2) ORDER BY origin, seq LIMIT ?3",
+    )?;
+    let r = st.query_map(rusqlite::params![o, s, limit as i64], kept_from_row)?;
+    let rows: Vec<Option<Kept>> = r.collect::<rusqlite::Result<_>>()?;
+    Ok(rows.into_iter().flatten().collect())
+}
+
 /// Bytes of kept payloads per origin.
 pub fn kept_bytes(conn: &Connection) -> Result<HashMap<u32, u64>> {
     let mut st =

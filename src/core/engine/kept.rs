@@ -1,5 +1,5 @@
 //! Kept patches (whole patches the local schema cannot hold yet) are capped
-//! in bytes per origin and in total, so a peer on another schema, or a
+//! in bytes in total (`maxKeptBytes`, 256 MiB) and per origin (a quarter), so a peer on another schema, or a
 //! hostile key holder, cannot grow `_quilt_kept` without bound. Past the cap
 //! a patch is not stored and not held: the sender still has it, an
 //! `E_LIMIT` event says so, and the gap protocol fetches it again later.
@@ -17,8 +17,8 @@ impl Engine {
         let mine = self.kept_bytes.get(&origin).copied().unwrap_or(0);
         let total: u64 = self.kept_bytes.values().sum();
         let b = bytes as u64;
-        mine.saturating_add(b) <= KEPT_BYTES_PER_ORIGIN
-            && total.saturating_add(b) <= KEPT_BYTES_TOTAL
+        let cap = self.cfg.max_kept_bytes;
+        mine.saturating_add(b) <= cap / 4 && total.saturating_add(b) <= cap
     }
 
     /// Keep a patch whole and count its bytes.

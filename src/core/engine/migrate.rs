@@ -6,8 +6,15 @@ use super::*;
 
 impl Engine {
     pub(super) fn recount_pending(&mut self) -> Result<()> {
-        let kept = store::read_kept(&self.conn, None)?;
-        self.pending = kept.iter().filter(|k| !self.fully_known(k)).count() as u64;
+        let mut pending = 0u64;
+        let mut after = None;
+        loop {
+            let page = store::read_kept_page(&self.conn, after, KEPT_PAGE)?;
+            let Some(last) = page.last() else { break };
+            after = Some((last.patch.origin, last.patch.seq));
+            pending += page.iter().filter(|k| !self.fully_known(k)).count() as u64;
+        }
+        self.pending = pending;
         Ok(())
     }
 
@@ -61,6 +68,7 @@ impl Engine {
             Ok(()) => {
                 self.conn.execute_batch("COMMIT")?;
                 self.recount_pending()?;
+                self.load_kept_bytes()?;
                 Ok((from, to))
             }
             Err(e) => {
@@ -207,46 +215,57 @@ impl Engine {
     /// Re-merge every kept patch the schema can now hold (LWW makes this
     /// idempotent and order-free).
     pub(super) fn replay_kept(&mut self) -> Result<()> {
-        for k in store::read_kept(&self.conn, None)? {
-            let Some(t) = self.tables.get(&*k.patch.table) else {
-                continue;
-            };
-            let mut cols = Vec::new();
-            let mut vals = Vec::new();
-            for (c, v) in k.patch.columns.iter().zip(&k.patch.values) {
-                if let Some(&i) = t.index.get(&self.map_column(&t.name, c, k.schema_version)) {
-                    cols.push(i);
-                    vals.push(v.clone());
-                }
+        let mut after = None;
+        loop {
+            let page = store::read_kept_page(&self.conn, after, KEPT_PAGE)?;
+            let Some(last) = page.last() else { break };
+            after = Some((last.patch.origin, last.patch.seq));
+            for k in page {
+                self.replay_one(k)?;
             }
-            if !t.pk_index.iter().all(|p| cols.contains(p)) {
-                continue;
+        }
+        Ok(())
+    }
+
+    fn replay_one(&mut self, k: store::Kept) -> Result<()> {
+        let Some(t) = self.tables.get(&*k.patch.table) else {
+            return Ok(());
+        };
+        let mut cols = Vec::new();
+        let mut vals = Vec::new();
+        for (c, v) in k.patch.columns.iter().zip(&k.patch.values) {
+            if let Some(&i) = t.index.get(&self.map_column(&t.name, c, k.schema_version)) {
+                cols.push(i);
+                vals.push(v.clone());
             }
-            let stamp = Stamp {
-                at: k.patch.at,
-                peer: k.patch.origin,
-                seq: k.patch.seq,
-            };
-            let rp = RowPatch {
-                stamp,
-                cols: &cols,
-                values: &vals,
-            };
-            // The patch row holds what the schema can hold now; a patch the
-            // schema holds whole leaves the kept table.
+        }
+        if !t.pk_index.iter().all(|p| cols.contains(p)) {
+            return Ok(());
+        }
+        let stamp = Stamp {
+            at: k.patch.at,
+            peer: k.patch.origin,
+            seq: k.patch.seq,
+        };
+        let rp = RowPatch {
+            stamp,
+            cols: &cols,
+            values: &vals,
+        };
+        // The patch row holds what the schema can hold now; a patch the
+        // schema holds whole leaves the kept table.
+        self.conn
+            .prepare_cached(&format!(
+                "DELETE FROM {} WHERE _peerId = ?1 AND _sequenceId = ?2",
+                q(&t.patches())
+            ))?
+            .execute(rusqlite::params![stamp.peer as i64, stamp.seq as i64])?;
+        store::insert_patch_row(&self.conn, t, &store::patch_insert_sql(t, &cols), &rp)?;
+        store::apply_remote(&self.conn, t, &rp, None)?;
+        if cols.len() == k.patch.columns.len() {
             self.conn
-                .prepare_cached(&format!(
-                    "DELETE FROM {} WHERE _peerId = ?1 AND _sequenceId = ?2",
-                    q(&t.patches())
-                ))?
+                .prepare_cached("DELETE FROM _quilt_kept WHERE origin = ?1 AND seq = ?2")?
                 .execute(rusqlite::params![stamp.peer as i64, stamp.seq as i64])?;
-            store::insert_patch_row(&self.conn, t, &store::patch_insert_sql(t, &cols), &rp)?;
-            store::apply_remote(&self.conn, t, &rp, None)?;
-            if cols.len() == k.patch.columns.len() {
-                self.conn
-                    .prepare_cached("DELETE FROM _quilt_kept WHERE origin = ?1 AND seq = ?2")?
-                    .execute(rusqlite::params![stamp.peer as i64, stamp.seq as i64])?;
-            }
         }
         Ok(())
     }

@@ -39,6 +39,9 @@ pub struct Config {
     /// Hard cap: patches older than this are purged even when a peer still
     /// lacks them (with an `'error'` event naming that peer). None: never.
     pub max_retention_ms: Option<u64>,
+    /// Cap on kept patches (whole patches the schema cannot hold yet) in
+    /// bytes; one origin may use a quarter of it.
+    pub max_kept_bytes: u64,
 }
 
 impl Default for Config {
@@ -52,6 +55,7 @@ impl Default for Config {
             max_drift_ms: 60_000,
             max_frame_bytes: 1 << 20,
             max_retention_ms: None,
+            max_kept_bytes: 256 << 20,
         }
     }
 }
@@ -147,9 +151,8 @@ const SERVE_LIMIT: usize = 20_000;
 const SERVE_BYTES_PER_REQUEST: usize = 1 << 20;
 /// Most bytes served to one peer per heartbeat.
 const SERVE_BYTES_PER_TICK: usize = 4 << 20;
-/// Kept patches: byte caps per origin and in total.
-const KEPT_BYTES_PER_ORIGIN: u64 = 64 << 20;
-const KEPT_BYTES_TOTAL: u64 = 256 << 20;
+/// Kept patches read per page (never the whole table at once).
+const KEPT_PAGE: usize = 1000;
 /// Most heartbeats between two verifications of one origin with one peer
 /// while their digests differ (the interval doubles from 1 up to this).
 const VERIFY_EVERY: u64 = 32;

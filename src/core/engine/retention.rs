@@ -70,6 +70,9 @@ impl Engine {
             }
             if upto > 0 {
                 self.counters.purged += 1;
+                if self.kept_bytes.contains_key(&o) {
+                    self.load_kept_bytes()?;
+                }
             }
         }
         Ok(())
