@@ -48,7 +48,14 @@ impl Engine {
                             .map(|c| self.map_column(&p.table, c, k.schema_version))
                             .collect(),
                     );
-                    found.entry(p.seq).or_insert(p);
+                    // A patch partly applied has a row holding what the local
+                    // schema can hold and is kept whole: serve it whole.
+                    match found.get(&p.seq) {
+                        Some(f) if f.at != p.at || f.columns.len() >= p.columns.len() => {}
+                        _ => {
+                            found.insert(p.seq, p);
+                        }
+                    }
                 }
                 for p in found.values().take(SERVE_LIMIT - served) {
                     if bytes >= budget {
