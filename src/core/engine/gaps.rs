@@ -48,8 +48,14 @@ impl Engine {
                             .map(|c| self.map_column(&p.table, c, k.schema_version))
                             .collect(),
                     );
-                    // The whole patch (it may set columns the table lacks).
-                    found.insert(p.seq, p);
+                    // A patch partly applied has a row holding what the local
+                    // schema can hold and is kept whole: serve it whole.
+                    match found.get(&p.seq) {
+                        Some(f) if f.at != p.at || f.columns.len() >= p.columns.len() => {}
+                        _ => {
+                            found.insert(p.seq, p);
+                        }
+                    }
                 }
                 for p in found.values().take(SERVE_LIMIT - served) {
                     if bytes >= budget {
