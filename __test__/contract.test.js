@@ -219,7 +219,7 @@ test('applyPatches result; waitFor; status; isLeader; synced; a throwing send is
   assert.deepEqual(Object.keys(s).sort(), ['isLeader', 'peerId', 'peers', 'pending', 'schemaVersion', 'seq'])
   assert.equal(s.peerId, 2)
   const p = s.peers.find((x) => x.peerId === 1)
-  assert.deepEqual(Object.keys(p).sort(), ['connected', 'contiguousSeq', 'lastSeenMs', 'lastSeq', 'missing', 'peerId'])
+  assert.deepEqual(Object.keys(p).sort(), ['ackedSeq', 'connected', 'contiguousSeq', 'lastSeenMs', 'lastSeq', 'missing', 'peerId'])
   assert.equal(p.connected, true)
   assert.equal(p.contiguousSeq, 1)
   assert.equal(p.missing, 0)

@@ -3,8 +3,9 @@
 //
 // For N = 3, 10, 30, 100, 300 peers: one measured replicator R knows N-1
 // other real replicators (in this process, :memory:), each of which wrote
-// one row, so R's seq vector has N entries and nothing is missing (no gap
-// to repair). Then R.tick() runs ROUNDS times with sends that only count
+// ROWS rows (200: seqs of two bytes on the wire; larger seqs add up to 6
+// bytes per vector entry), so R's seq vector has N entries and nothing is
+// missing (no gap to repair). Then R.tick() runs ROUNDS times with sends that only count
 // bytes, once with a send per peer (full mesh: a ping to each of N-1 peers)
 // and once with addBroadcast (one ping for all).
 //
@@ -16,6 +17,7 @@ const { Replicator } = require('..')
 
 const SIZES = (process.env.SIZES || '3,10,30,100,300').split(',').map(Number)
 const ROUNDS = Number(process.env.ROUNDS || 200)
+const ROWS = Number(process.env.ROWS || 200)
 const T = {
   up: `CREATE TABLE t (id INTEGER NOT NULL PRIMARY KEY, v TEXT) STRICT;
        CREATE TABLE t_patches (_patchedAt INTEGER NOT NULL, _sequenceId INTEGER NOT NULL, _peerId INTEGER NOT NULL,
@@ -38,7 +40,7 @@ async function measure (n, broadcast) {
   const others = []
   for (let id = 2; id <= n; id++) {
     const o = open(id)
-    o.upsert('t', { id, v: `row of ${id}` })
+    o.upsertMany('t', Array.from({ length: ROWS }, (_, k) => ({ id: id * 1_000_000 + k, v: 'x' })))
     others.push(o)
   }
   r.upsert('t', { id: 1, v: 'row of 1' })
@@ -95,7 +97,7 @@ function fmtBytes (b) {
 }
 
 async function main () {
-  console.log(`heartbeat cost per peer, heartbeatMs 1000, nothing to repair (${ROUNDS} ticks each)\n`)
+  console.log(`heartbeat cost per peer, heartbeatMs 1000, every peer at seq ${ROWS}, nothing to repair (${ROUNDS} ticks each)\n`)
   console.log('| N | mode | frames/heartbeat | bytes sent/peer/s | bytes received/peer/s | tick() median | tick() p99 |')
   console.log('|---:|---|---:|---:|---:|---:|---:|')
   for (const n of SIZES) {

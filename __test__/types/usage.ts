@@ -1,5 +1,6 @@
 // A typed use of every public member; checked by `tsc --noEmit --strict`.
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import { NatsTransport, frameSender, type NatsTransportStats } from '../../nats'
 import quilt, { Replicator, QuiltError, type QuiltErrorCode, type Status, type SnapshotInfo, type Migration } from '../../index'
 
 async function main (): Promise<void> {
@@ -37,6 +38,11 @@ async function main (): Promise<void> {
   const mwq = r.readYourWrites({ quorum: true, waitForPeers: { count: 1, timeoutMs: 50 } })
   void mwq
   const acked: number = r.status().peers[0].ackedSeq
+  const nats: NatsTransport = await NatsTransport.connect(r, { servers: ['127.0.0.1:4222'], cluster: 'c', peers: [2], replicas: 3, maxAgeMs: 3600_000, pingHoldMs: 2000, setupTimeoutMs: 1000, connectOptions: { user: 'u' } })
+  const ns: NatsTransportStats = nats.stats()
+  const sent: number = ns.publishedBytes + ns.pingBytes + ns.directedBytes + ns.invalid + nats.pending() + frameSender(new Uint8Array(9))
+  void sent
+  await nats.close({ timeoutMs: 100 })
   void acked
   mw({ headers: {} }, {}, (err?: unknown) => { void err })
   // The middleware takes a plain node:http request (what Express passes on).
