@@ -31,6 +31,12 @@ export declare class NativeReplicator {
   upsert(table: string, row: JsRow): string
   /** Write many rows in one transaction; returns the last token. */
   upsertMany(table: string, rows: Array<JsRow>): string
+  /**
+   * Write many rows in one transaction, given as column names once and
+   * a flat array of `columns.length` values per row (`undefined`: that
+   * row does not give the column). Returns the last token.
+   */
+  upsertColumns(table: string, columns: Array<string>, values: JsCells): string
   /** Tombstone a row. */
   delete(table: string, pk: JsRow): string
   /** Register a peer; returns the hello frames to send. */

@@ -498,7 +498,7 @@ test('status(): peers with connected, lastSeq, contiguousSeq, missing, lastSeenM
   assert.equal(s.pending, 0)
   assert.equal(s.peers.length, 1)
   const p = s.peers[0]
-  assert.deepEqual(Object.keys(p).sort(), ['ackedSeq', 'connected', 'contiguousSeq', 'lastSeenMs', 'lastSeq', 'missing', 'peerId'])
+  assert.deepEqual(Object.keys(p).sort(), ['connected', 'contiguousSeq', 'lastSeenMs', 'lastSeq', 'missing', 'peerId'])
   assert.equal(p.peerId, 251)
   assert.equal(p.connected, true)
   assert.equal(p.lastSeq, 5)

@@ -49,6 +49,29 @@ function checkRow (row, what = 'row') {
   }
 }
 
+/**
+ * Rows as column names once (their keys in first-seen order) and a flat
+ * array of values, `undefined` where a row lacks a column: the native side
+ * then reads elements by index instead of properties by name.
+ */
+function columnar (rows) {
+  const cols = Object.keys(rows[0])
+  let same = true
+  for (let i = 1; i < rows.length; i++) {
+    const keys = Object.keys(rows[i])
+    if (keys.length !== cols.length || !keys.every((k, j) => k === cols[j])) { same = false; break }
+  }
+  if (!same) {
+    const seen = new Set(cols)
+    for (const r of rows) for (const k of Object.keys(r)) if (!seen.has(k)) { seen.add(k); cols.push(k) }
+  }
+  const n = cols.length
+  const flat = new Array(rows.length * n)
+  let k = 0
+  for (const r of rows) for (let j = 0; j < n; j++) flat[k++] = r[cols[j]]
+  return [cols, flat]
+}
+
 /** Parse a session token `"<peerId>.<seq>"`; null when it is not one. */
 function parseToken (token) {
   if (typeof token !== 'string') return null
@@ -151,7 +174,10 @@ class Replicator extends EventEmitter {
     checkTable(table)
     if (!Array.isArray(rows)) throw typeError('upsertMany(table, rows): rows must be an array')
     for (let i = 0; i < rows.length; i++) checkRow(rows[i], `rows[${i}]`)
-    const token = call(() => this._native.upsertMany(table, rows))
+    const [cols, flat] = rows.length ? columnar(rows) : [[], []]
+    const token = cols.length === 0
+      ? call(() => this._native.upsertMany(table, rows))
+      : call(() => this._native.upsertColumns(table, cols, flat))
     this._afterWrite()
     return token
   }

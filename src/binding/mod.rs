@@ -16,7 +16,7 @@ use std::collections::HashMap;
 mod snapshot;
 mod values;
 
-pub use values::{JsBytes, JsParams, JsRow, JsRows};
+pub use values::{JsBytes, JsCells, JsParams, JsRow, JsRows};
 
 /// Errors cross as `QUILT\x1f<code>\x1f<class>\x1f<message>`; index.js
 /// rebuilds a proper error object with `code`.
@@ -254,6 +254,34 @@ impl NativeReplicator {
     pub fn upsert_many(&mut self, table: String, rows: Vec<JsRow>) -> Result<String> {
         let rows: Vec<Vec<(String, Value)>> = rows.into_iter().map(|r| r.0).collect();
         self.e()?.upsert(&table, rows).map_err(to_napi)
+    }
+
+    /// Write many rows in one transaction, given as column names once and
+    /// a flat array of `columns.length` values per row (`undefined`: that
+    /// row does not give the column). Returns the last token.
+    #[napi(catch_unwind)]
+    pub fn upsert_columns(
+        &mut self,
+        table: String,
+        columns: Vec<String>,
+        values: JsCells,
+    ) -> Result<String> {
+        let n = columns.len();
+        if n == 0 || values.len() % n != 0 {
+            return Err(type_err("values must hold columns.length values per row"));
+        }
+        let mut rows = Vec::with_capacity(values.len() / n);
+        let mut it = values.values(&columns)?.into_iter();
+        loop {
+            let row: Vec<Option<Value>> = it.by_ref().take(n).collect();
+            if row.is_empty() {
+                break;
+            }
+            rows.push(row);
+        }
+        self.e()?
+            .upsert_columns(&table, &columns, rows)
+            .map_err(to_napi)
     }
 
     /// Tombstone a row.

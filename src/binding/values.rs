@@ -167,6 +167,62 @@ impl FromNapiValue for JsRow {
     }
 }
 
+/// A flat array of cell values, held as JS handles (valid for the call) and
+/// converted by [`JsCells::values`], which knows the column names for errors.
+pub struct JsCells {
+    env: sys::napi_env,
+    items: Vec<sys::napi_value>,
+}
+
+impl JsCells {
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Cell values row by row; `undefined` is `None` (not given).
+    pub fn values(&self, columns: &[String]) -> Result<Vec<Option<Value>>> {
+        let n = columns.len().max(1);
+        self.items
+            .iter()
+            .enumerate()
+            // SAFETY: the handles belong to the current native call's scope.
+            .map(|(i, &v)| unsafe { js_value(self.env, v, &columns[i % n]) })
+            .collect()
+    }
+}
+
+impl TypeName for JsCells {
+    fn type_name() -> &'static str {
+        "unknown[]"
+    }
+    fn value_type() -> ValueType {
+        ValueType::Object
+    }
+}
+
+impl FromNapiValue for JsCells {
+    unsafe fn from_napi_value(env: sys::napi_env, v: sys::napi_value) -> Result<Self> {
+        let mut is_arr = false;
+        check(sys::napi_is_array(env, v, &mut is_arr), "values")?;
+        if !is_arr {
+            return Err(type_err("values must be an array"));
+        }
+        let mut n = 0u32;
+        check(sys::napi_get_array_length(env, v, &mut n), "values")?;
+        let mut items = Vec::with_capacity(n as usize);
+        for i in 0..n {
+            let mut e = ptr::null_mut();
+            check(sys::napi_get_element(env, v, i, &mut e), "value")?;
+            items.push(e);
+        }
+        Ok(JsCells { env, items })
+    }
+}
+
 /// Query parameters: an array of values, an object of named values, or a
 /// single value.
 pub enum JsParams {

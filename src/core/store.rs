@@ -66,16 +66,60 @@ pub fn decode_clock(mut b: &[u8]) -> BTreeMap<String, Stamp> {
     out
 }
 
-/// Union of two clocks keeping the greater stamp per column.
+/// Entries of a clock BLOB as (name bytes, stamp bytes), without copying;
+/// a damaged tail is ignored rather than trusted.
+fn clock_entries(mut b: &[u8]) -> Vec<(&[u8], &[u8])> {
+    let mut out = Vec::new();
+    while let Some((&len, rest)) = b.split_first() {
+        let len = len as usize;
+        if rest.len() < len + STAMP_LEN {
+            break;
+        }
+        out.push((&rest[..len], &rest[len..len + STAMP_LEN]));
+        b = &rest[len + STAMP_LEN..];
+    }
+    out
+}
+
+/// Union of two clocks keeping the greater stamp per column. Both are
+/// sorted by name; stamps compare as big-endian bytes (at, peer, seq), so
+/// the merge works on the bytes as they are.
 pub fn merge_clock(old: &[u8], new: &[u8]) -> Vec<u8> {
-    let mut a = decode_clock(old);
-    for (k, s) in decode_clock(new) {
-        let e = a.entry(k).or_insert(s);
-        if s > *e {
-            *e = s;
+    let (a, b) = (clock_entries(old), clock_entries(new));
+    let mut out = Vec::with_capacity(old.len().max(new.len()) + new.len());
+    let (mut i, mut j) = (0, 0);
+    let mut push = |name: &[u8], stamp: &[u8]| {
+        out.push(name.len() as u8);
+        out.extend_from_slice(name);
+        out.extend_from_slice(stamp);
+    };
+    while i < a.len() || j < b.len() {
+        match (a.get(i), b.get(j)) {
+            (Some(x), Some(y)) if x.0 == y.0 => {
+                push(x.0, if y.1 > x.1 { y.1 } else { x.1 });
+                i += 1;
+                j += 1;
+            }
+            (Some(x), Some(y)) if x.0 < y.0 => {
+                push(x.0, x.1);
+                i += 1;
+            }
+            (Some(_), Some(y)) => {
+                push(y.0, y.1);
+                j += 1;
+            }
+            (Some(x), None) => {
+                push(x.0, x.1);
+                i += 1;
+            }
+            (None, Some(y)) => {
+                push(y.0, y.1);
+                j += 1;
+            }
+            (None, None) => break,
         }
     }
-    encode_clock(&a)
+    out
 }
 
 /// Register the SQL helpers the write path uses.
@@ -155,64 +199,71 @@ pub fn patch_insert_sql(t: &TableInfo, cols: &[usize]) -> String {
     )
 }
 
-fn nulls_marker(t: &TableInfo, p: &RowPatch) -> Option<String> {
-    let names: Vec<&str> = p
-        .cols
-        .iter()
-        .zip(p.values)
-        .filter(|(_, v)| v.is_null())
-        .map(|(&i, _)| t.columns[i].as_str())
-        .collect();
-    if names.is_empty() {
-        None
-    } else {
-        Some(names.join(","))
+/// The `_quiltNulls` marker of a patch: the columns it sets to NULL.
+pub fn nulls_marker(t: &TableInfo, cols: &[usize], values: &[Value]) -> Option<String> {
+    let mut out: Option<String> = None;
+    for (&i, v) in cols.iter().zip(values) {
+        if v.is_null() {
+            let s = out.get_or_insert_with(String::new);
+            if !s.is_empty() {
+                s.push(',');
+            }
+            s.push_str(&t.columns[i]);
+        }
+    }
+    out
+}
+
+/// Bind a patch row's parameters (stamp, seq, peer, nulls, values).
+pub fn bind_patch_row(
+    st: &mut rusqlite::Statement,
+    stamp: Stamp,
+    nulls: Option<&str>,
+    values: &[Value],
+) -> Result<()> {
+    st.raw_bind_parameter(1, stamp.at as i64)?;
+    st.raw_bind_parameter(2, stamp.seq as i64)?;
+    st.raw_bind_parameter(3, stamp.peer as i64)?;
+    st.raw_bind_parameter(4, nulls)?;
+    for (i, v) in values.iter().enumerate() {
+        st.raw_bind_parameter(i + 5, v)?;
+    }
+    Ok(())
+}
+
+/// A clock BLOB for `names` (sorted) with room for one stamp each, and the
+/// offset of each stamp: local writes copy it and fill the stamps in.
+pub fn clock_template(names: &[&str]) -> (Vec<u8>, Vec<usize>) {
+    let mut out = Vec::with_capacity(names.len() * 28);
+    let mut slots = Vec::with_capacity(names.len());
+    for name in names {
+        let n = name.as_bytes();
+        let len = n.len().min(255);
+        out.push(len as u8);
+        out.extend_from_slice(&n[..len]);
+        slots.push(out.len());
+        out.extend_from_slice(&[0u8; STAMP_LEN]);
+    }
+    (out, slots)
+}
+
+/// Write `stamp` into every slot of a clock template copy.
+pub fn fill_clock(buf: &mut [u8], slots: &[usize], stamp: Stamp) {
+    for &o in slots {
+        if let Some(s) = buf.get_mut(o..o + STAMP_LEN) {
+            s[0..8].copy_from_slice(&stamp.at.to_be_bytes());
+            s[8..12].copy_from_slice(&stamp.peer.to_be_bytes());
+            s[12..20].copy_from_slice(&stamp.seq.to_be_bytes());
+        }
     }
 }
 
 /// Store the patch row in `<t>_patches`.
 pub fn insert_patch_row(conn: &Connection, t: &TableInfo, sql: &str, p: &RowPatch) -> Result<()> {
     let mut st = conn.prepare_cached(sql)?;
-    let nulls = nulls_marker(t, p);
-    let head: [&dyn rusqlite::ToSql; 4] = [
-        &(p.stamp.at as i64),
-        &(p.stamp.seq as i64),
-        &(p.stamp.peer as i64),
-        &nulls,
-    ];
-    let params = head
-        .into_iter()
-        .chain(p.values.iter().map(|v| v as &dyn rusqlite::ToSql));
-    st.execute(params_from_iter(params))?;
-    Ok(())
-}
-
-/// Clock BLOB of one stamp for the given columns (names sorted).
-fn clock_of(t: &TableInfo, stamp: Stamp, cols: &[usize]) -> Vec<u8> {
-    let mut names: Vec<&str> = cols
-        .iter()
-        .filter(|i| !t.pk_index.contains(i))
-        .map(|&i| t.columns[i].as_str())
-        .collect();
-    names.sort_unstable();
-    let n = names.len();
-    pack_clock(names.into_iter().map(|name| (name, stamp)), n)
-}
-
-/// Apply a local write. Its stamp is above every stamp this peer has seen
-/// (the HLC observes every applied remote stamp), so every column it names
-/// wins: no clock read is needed, and the clock merge runs inside SQLite.
-pub fn apply_local(conn: &Connection, t: &TableInfo, upsert: &str, p: &RowPatch) -> Result<()> {
-    conn.prepare_cached(upsert)?
-        .execute(params_from_iter(p.values.iter()))?;
-    let clock = clock_of(t, p.stamp, p.cols);
-    let pk = pk_values(t, p);
-    let mut st = conn.prepare_cached(&t.clock_merge)?;
-    let params = pk
-        .into_iter()
-        .map(|v| v as &dyn rusqlite::ToSql)
-        .chain(std::iter::once(&clock as &dyn rusqlite::ToSql));
-    st.execute(params_from_iter(params))?;
+    let nulls = nulls_marker(t, p.cols, p.values);
+    bind_patch_row(&mut st, p.stamp, nulls.as_deref(), p.values)?;
+    st.raw_execute()?;
     Ok(())
 }
 

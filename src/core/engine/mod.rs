@@ -25,6 +25,7 @@ mod ping;
 mod read;
 mod replication;
 mod retention;
+mod write;
 
 /// Options of a replicator (API.md, `new Replicator(options)`).
 #[derive(Debug, Clone)]
@@ -75,10 +76,6 @@ pub enum Event {
     Synced(u32),
     Error { code: &'static str, message: String },
 }
-
-/// SQL and names cached for a run of rows that set the same columns:
-/// (columns, patch insert, base upsert, column names).
-type WriteSql<'a> = (&'a Vec<usize>, String, String, Arc<Vec<String>>);
 
 /// Query parameters.
 pub enum Params<'a> {
@@ -446,180 +443,6 @@ impl Engine {
         self.hlc.observe(max_at.min(hlc::MAX_HLC));
         self.vector = v;
         Ok(())
-    }
-
-    // ----- local writes ---------------------------------------------------
-
-    /// Resolve a JS row into column indices, checking names and the key.
-    fn resolve_row(t: &TableInfo, row: &[(String, Value)]) -> Result<Vec<usize>> {
-        let mut cols = Vec::with_capacity(row.len());
-        for (c, _) in row {
-            match t.index.get(c) {
-                Some(&i) => cols.push(i),
-                None => return Err(schema_err(format!("table {} has no column {c}", t.name))),
-            }
-        }
-        for pk in &t.pk {
-            let i = t.index[pk];
-            match cols.iter().position(|&c| c == i) {
-                Some(p) if !row[p].1.is_null() => {}
-                _ => {
-                    return Err(Error::Type(format!(
-                        "row for {} must give primary-key column {pk} (not null)",
-                        t.name
-                    )))
-                }
-            }
-        }
-        Ok(cols)
-    }
-
-    /// `upsert`/`upsertMany`: one transaction, one patch per row. Returns
-    /// the token of the last row.
-    pub fn upsert(&mut self, table: &str, rows: Vec<Vec<(String, Value)>>) -> Result<String> {
-        self.check_open()?;
-        let t = self.tables.get(table).ok_or_else(|| {
-            schema_err(format!(
-                "unknown table {table} (no {table}_patches table; did migrate() run?)"
-            ))
-        })?;
-        let mut resolved = Vec::with_capacity(rows.len());
-        let mut values = Vec::with_capacity(rows.len());
-        let budget = self.cfg.max_frame_bytes.saturating_sub(64 + t.name.len());
-        for row in rows {
-            let cols = Self::resolve_row(t, &row)?;
-            let vals: Vec<Value> = row.into_iter().map(|r| r.1).collect();
-            let size = protocol::estimate_row(vals.iter())
-                + cols.iter().map(|&i| t.columns[i].len() + 2).sum::<usize>();
-            if size > budget {
-                return Err(Error::Range(format!(
-                    "a patch of about {size} bytes cannot fit maxFrameBytes ({})",
-                    self.cfg.max_frame_bytes
-                )));
-            }
-            resolved.push(cols);
-            values.push(vals);
-        }
-        if values.is_empty() {
-            return Ok(self.token());
-        }
-        let n = values.len();
-        if self
-            .seq
-            .checked_add(n as u64)
-            .is_none_or(|s| s >= SHADOW_STEP)
-        {
-            return Err(Error::Range(format!(
-                "peer {} has used up its sequence space (2^50 writes)",
-                self.peer_id
-            )));
-        }
-        let (seq0, out0) = (self.seq, self.outbox.len());
-        let mut stamps = Vec::with_capacity(n);
-        let res = self.write_rows(table, values, &resolved, &mut stamps);
-        if let Err(e) = res {
-            self.seq = seq0;
-            self.outbox.truncate(out0);
-            return Err(match e {
-                // A value of the wrong type for a STRICT column is a bad argument.
-                Error::Sqlite(rusqlite::Error::SqliteFailure(f, msg))
-                    if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_DATATYPE =>
-                {
-                    Error::Type(format!(
-                        "table {table}: {}",
-                        msg.unwrap_or_else(|| "a value does not match its column type".into())
-                    ))
-                }
-                e => e,
-            });
-        }
-        for (seq, at) in stamps {
-            self.vector.hold(self.peer_id, seq, at);
-        }
-        self.counters.local_writes += n as u64;
-        Ok(self.token())
-    }
-
-    fn write_rows(
-        &mut self,
-        table: &str,
-        rows: Vec<Vec<Value>>,
-        resolved: &[Vec<usize>],
-        stamps: &mut Vec<(u64, u64)>,
-    ) -> Result<()> {
-        let t = &self.tables[table];
-        let tx = self.conn.unchecked_transaction()?;
-        let mut sql_cache: Option<WriteSql> = None;
-        let now = hlc::wall_ms();
-        // With no peer to send to, nothing is queued: peers that connect
-        // later learn of these writes from pings and fetch them.
-        let queue = self.peers.values().any(|p| p.connected);
-        for (values, cols) in rows.into_iter().zip(resolved) {
-            if sql_cache.as_ref().is_none_or(|c| c.0 != cols) {
-                let names = Arc::new(cols.iter().map(|&i| t.columns[i].clone()).collect());
-                sql_cache = Some((
-                    cols,
-                    store::patch_insert_sql(t, cols),
-                    store::upsert_sql(t, cols),
-                    names,
-                ));
-            }
-            let (_, ins, ups, names) = sql_cache.as_ref().ok_or_else(|| frame_err("internal"))?;
-            let at = self.hlc.tick(now);
-            self.seq += 1;
-            let stamp = Stamp {
-                at,
-                peer: self.peer_id,
-                seq: self.seq,
-            };
-            let p = RowPatch {
-                stamp,
-                cols,
-                values: &values,
-            };
-            store::insert_patch_row(&tx, t, ins, &p)?;
-            store::apply_local(&tx, t, ups, &p)?;
-            stamps.push((self.seq, at));
-            if !queue {
-                continue;
-            }
-            self.outbox.push(Patch {
-                table: t.name_arc.clone(),
-                origin: self.peer_id,
-                seq: self.seq,
-                at,
-                columns: names.clone(),
-                values,
-            });
-        }
-        // No state row update here: seq and HLC are rebuilt from the patch
-        // rows on open (one dirty page less per commit); ticks persist them.
-        tx.commit()?;
-        Ok(())
-    }
-
-    /// A tombstone: sets `deletedAt` to now.
-    pub fn delete(&mut self, table: &str, pk: Vec<(String, Value)>) -> Result<String> {
-        self.check_open()?;
-        let t = self
-            .tables
-            .get(table)
-            .ok_or_else(|| schema_err(format!("unknown table {table}")))?;
-        if !t.has("deletedAt") {
-            return Err(schema_err(format!(
-                "table {table} has no deletedAt column; delete() needs one"
-            )));
-        }
-        for (c, _) in &pk {
-            if !t.is_pk(c) {
-                return Err(Error::Type(format!(
-                    "delete() takes only primary-key columns of {table}; {c} is not one"
-                )));
-            }
-        }
-        let mut row = pk;
-        row.push(("deletedAt".into(), Value::Int(hlc::wall_ms() as i64)));
-        self.upsert(table, vec![row])
     }
 
     /// `"<peerId>.<seq>"` of the last local write.

@@ -1,0 +1,313 @@
+//! Local writes: `upsert`, `upsertMany` (also as columns once and values
+//! per row, which is how the binding hands batches over), and `delete`.
+//!
+//! One transaction per call. Per run of rows that set the same columns the
+//! three statements (patch row, base-row upsert, clock row) are prepared
+//! once and the clock BLOB is a template whose stamps are overwritten in
+//! place, so a row costs three statement executions and no SQL text
+//! hashing. A local stamp is above every stamp this peer has seen, so it
+//! wins every column it names: a write that names every column replaces the
+//! clock row outright; a partial one merges it with `quilt_clock_merge`.
+
+use super::*;
+use crate::core::schema::TableInfo;
+
+/// Statements and clock template for one run of rows with the same columns.
+struct Run<'c> {
+    cols: Vec<usize>,
+    ins: rusqlite::CachedStatement<'c>,
+    ups: rusqlite::CachedStatement<'c>,
+    clock: rusqlite::CachedStatement<'c>,
+    names: Arc<Vec<String>>,
+    template: Vec<u8>,
+    /// Offsets of each stamp in `template`.
+    slots: Vec<usize>,
+    pk_pos: Vec<usize>,
+}
+
+impl<'c> Run<'c> {
+    fn new(conn: &'c Connection, t: &TableInfo, cols: &[usize]) -> Result<Run<'c>> {
+        let mut names: Vec<&str> = cols
+            .iter()
+            .filter(|i| !t.pk_index.contains(i))
+            .map(|&i| t.columns[i].as_str())
+            .collect();
+        names.sort_unstable();
+        let (template, slots) = store::clock_template(&names);
+        // Every non-key column named: the new clock replaces the old one.
+        let whole = names.len() + t.pk_index.len() == t.columns.len();
+        let clock_sql = if whole {
+            &t.clock_replace
+        } else {
+            &t.clock_merge
+        };
+        Ok(Run {
+            cols: cols.to_vec(),
+            ins: conn.prepare_cached(&store::patch_insert_sql(t, cols))?,
+            ups: conn.prepare_cached(&store::upsert_sql(t, cols))?,
+            clock: conn.prepare_cached(clock_sql)?,
+            names: Arc::new(cols.iter().map(|&i| t.columns[i].clone()).collect()),
+            template,
+            slots,
+            pk_pos: t
+                .pk_index
+                .iter()
+                .filter_map(|i| cols.iter().position(|c| c == i))
+                .collect(),
+        })
+    }
+
+    fn write(
+        &mut self,
+        t: &TableInfo,
+        stamp: Stamp,
+        values: &[Value],
+        buf: &mut Vec<u8>,
+    ) -> Result<()> {
+        let nulls = store::nulls_marker(t, &self.cols, values);
+        store::bind_patch_row(&mut self.ins, stamp, nulls.as_deref(), values)?;
+        self.ins.raw_execute()?;
+        for (i, v) in values.iter().enumerate() {
+            self.ups.raw_bind_parameter(i + 1, v)?;
+        }
+        self.ups.raw_execute()?;
+        buf.clear();
+        buf.extend_from_slice(&self.template);
+        store::fill_clock(buf, &self.slots, stamp);
+        let mut k = 1;
+        for &p in &self.pk_pos {
+            self.clock.raw_bind_parameter(k, &values[p])?;
+            k += 1;
+        }
+        self.clock.raw_bind_parameter(k, &buf[..])?;
+        self.clock.raw_execute()?;
+        Ok(())
+    }
+}
+
+impl Engine {
+    /// Resolve a JS row into column indices, checking names and the key.
+    fn resolve_row(t: &TableInfo, row: &[(String, Value)]) -> Result<Vec<usize>> {
+        let mut cols = Vec::with_capacity(row.len());
+        for (c, _) in row {
+            match t.index.get(c) {
+                Some(&i) => cols.push(i),
+                None => return Err(schema_err(format!("table {} has no column {c}", t.name))),
+            }
+        }
+        Self::check_key(t, &cols, |p| row[p].1.is_null())?;
+        Ok(cols)
+    }
+
+    fn check_key(t: &TableInfo, cols: &[usize], is_null: impl Fn(usize) -> bool) -> Result<()> {
+        for (pk, &i) in t.pk.iter().zip(&t.pk_index) {
+            match cols.iter().position(|&c| c == i) {
+                Some(p) if !is_null(p) => {}
+                _ => {
+                    return Err(Error::Type(format!(
+                        "row for {} must give primary-key column {pk} (not null)",
+                        t.name
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn table(&self, table: &str) -> Result<&TableInfo> {
+        self.tables.get(table).ok_or_else(|| {
+            schema_err(format!(
+                "unknown table {table} (no {table}_patches table; did migrate() run?)"
+            ))
+        })
+    }
+
+    /// `upsert`/`upsertMany`: one transaction, one patch per row. Returns
+    /// the token of the last row.
+    pub fn upsert(&mut self, table: &str, rows: Vec<Vec<(String, Value)>>) -> Result<String> {
+        self.check_open()?;
+        let t = self.table(table)?;
+        let mut resolved = Vec::with_capacity(rows.len());
+        let mut values = Vec::with_capacity(rows.len());
+        for row in rows {
+            let cols = Self::resolve_row(t, &row)?;
+            let vals: Vec<Value> = row.into_iter().map(|r| r.1).collect();
+            resolved.push(cols);
+            values.push(vals);
+        }
+        self.write_checked(table, values, resolved)
+    }
+
+    /// `upsertMany` as columns once and values per row (`None`: the row
+    /// does not give that column).
+    pub fn upsert_columns(
+        &mut self,
+        table: &str,
+        columns: &[String],
+        rows: Vec<Vec<Option<Value>>>,
+    ) -> Result<String> {
+        self.check_open()?;
+        let t = self.table(table)?;
+        let mut idx = Vec::with_capacity(columns.len());
+        for c in columns {
+            match t.index.get(c) {
+                Some(&i) if !idx.contains(&i) => idx.push(i),
+                Some(_) => return Err(Error::Type(format!("column {c} is given twice"))),
+                None => return Err(schema_err(format!("table {} has no column {c}", t.name))),
+            }
+        }
+        let mut resolved = Vec::with_capacity(rows.len());
+        let mut values = Vec::with_capacity(rows.len());
+        for row in rows {
+            if row.len() != idx.len() {
+                return Err(Error::Type("a row has more values than columns".into()));
+            }
+            let (cols, vals): (Vec<usize>, Vec<Value>) = if row.iter().all(|v| v.is_some()) {
+                (idx.clone(), row.into_iter().flatten().collect())
+            } else {
+                idx.iter()
+                    .zip(row)
+                    .filter_map(|(&i, v)| v.map(|v| (i, v)))
+                    .unzip()
+            };
+            Self::check_key(t, &cols, |p| vals[p].is_null())?;
+            resolved.push(cols);
+            values.push(vals);
+        }
+        self.write_checked(table, values, resolved)
+    }
+
+    /// Size and seq-space checks, then the write; state is restored when it
+    /// fails.
+    fn write_checked(
+        &mut self,
+        table: &str,
+        values: Vec<Vec<Value>>,
+        resolved: Vec<Vec<usize>>,
+    ) -> Result<String> {
+        let t = self.table(table)?;
+        let budget = self.cfg.max_frame_bytes.saturating_sub(64 + t.name.len());
+        for (vals, cols) in values.iter().zip(&resolved) {
+            let size = protocol::estimate_row(vals.iter())
+                + cols.iter().map(|&i| t.columns[i].len() + 2).sum::<usize>();
+            if size > budget {
+                return Err(Error::Range(format!(
+                    "a patch of about {size} bytes cannot fit maxFrameBytes ({})",
+                    self.cfg.max_frame_bytes
+                )));
+            }
+        }
+        if values.is_empty() {
+            return Ok(self.token());
+        }
+        let n = values.len();
+        if self
+            .seq
+            .checked_add(n as u64)
+            .is_none_or(|s| s >= SHADOW_STEP)
+        {
+            return Err(Error::Range(format!(
+                "peer {} has used up its sequence space (2^50 writes)",
+                self.peer_id
+            )));
+        }
+        let (seq0, out0, hlc0) = (self.seq, self.outbox.len(), self.hlc.clone());
+        let mut stamps = Vec::with_capacity(n);
+        if let Err(e) = self.write_rows(table, values, &resolved, &mut stamps) {
+            self.seq = seq0;
+            self.hlc = hlc0;
+            self.outbox.truncate(out0);
+            return Err(match e {
+                // A value of the wrong type for a STRICT column is a bad argument.
+                Error::Sqlite(rusqlite::Error::SqliteFailure(f, msg))
+                    if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_DATATYPE =>
+                {
+                    Error::Type(format!(
+                        "table {table}: {}",
+                        msg.unwrap_or_else(|| "a value does not match its column type".into())
+                    ))
+                }
+                e => e,
+            });
+        }
+        for (seq, at) in stamps {
+            self.vector.hold(self.peer_id, seq, at);
+        }
+        self.counters.local_writes += n as u64;
+        Ok(self.token())
+    }
+
+    fn write_rows(
+        &mut self,
+        table: &str,
+        rows: Vec<Vec<Value>>,
+        resolved: &[Vec<usize>],
+        stamps: &mut Vec<(u64, u64)>,
+    ) -> Result<()> {
+        let t = &self.tables[table];
+        let tx = self.conn.unchecked_transaction()?;
+        let now = hlc::wall_ms();
+        // With no peer to send to, nothing is queued: peers that connect
+        // later learn of these writes from pings and fetch them.
+        let queue = self.peers.values().any(|p| p.connected);
+        let mut run: Option<Run> = None;
+        let mut buf = Vec::new();
+        for (values, cols) in rows.into_iter().zip(resolved) {
+            if run.as_ref().is_none_or(|r| &r.cols != cols) {
+                run = Some(Run::new(&tx, t, cols)?);
+            }
+            let Some(r) = run.as_mut() else {
+                return Err(frame_err("internal: no prepared run"));
+            };
+            let at = self.hlc.tick(now);
+            self.seq += 1;
+            let stamp = Stamp {
+                at,
+                peer: self.peer_id,
+                seq: self.seq,
+            };
+            r.write(t, stamp, &values, &mut buf)?;
+            stamps.push((self.seq, at));
+            if !queue {
+                continue;
+            }
+            self.outbox.push(Patch {
+                table: t.name_arc.clone(),
+                origin: self.peer_id,
+                seq: self.seq,
+                at,
+                columns: r.names.clone(),
+                values,
+            });
+        }
+        drop(run);
+        // No state row update here: seq and HLC are rebuilt from the patch
+        // rows on open (one dirty page less per commit); ticks persist them.
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A tombstone: sets `deletedAt` to now.
+    pub fn delete(&mut self, table: &str, pk: Vec<(String, Value)>) -> Result<String> {
+        self.check_open()?;
+        let t = self
+            .tables
+            .get(table)
+            .ok_or_else(|| schema_err(format!("unknown table {table}")))?;
+        if !t.has("deletedAt") {
+            return Err(schema_err(format!(
+                "table {table} has no deletedAt column; delete() needs one"
+            )));
+        }
+        for (c, _) in &pk {
+            if !t.is_pk(c) {
+                return Err(Error::Type(format!(
+                    "delete() takes only primary-key columns of {table}; {c} is not one"
+                )));
+            }
+        }
+        let mut row = pk;
+        row.push(("deletedAt".into(), Value::Int(hlc::wall_ms() as i64)));
+        self.upsert(table, vec![row])
+    }
+}
