@@ -199,19 +199,27 @@ pub fn patch_insert_sql(t: &TableInfo, cols: &[usize]) -> String {
     )
 }
 
-/// The `_quiltNulls` marker of a patch: the columns it sets to NULL.
+/// The `_quiltNulls` marker of a patch: the columns it sets to NULL, in
+/// table order (so it is the same whatever order the writer named them in).
 pub fn nulls_marker(t: &TableInfo, cols: &[usize], values: &[Value]) -> Option<String> {
-    let mut out: Option<String> = None;
-    for (&i, v) in cols.iter().zip(values) {
-        if v.is_null() {
-            let s = out.get_or_insert_with(String::new);
-            if !s.is_empty() {
-                s.push(',');
-            }
-            s.push_str(&t.columns[i]);
-        }
+    let mut nulls: Vec<usize> = cols
+        .iter()
+        .zip(values)
+        .filter(|(_, v)| v.is_null())
+        .map(|(&i, _)| i)
+        .collect();
+    if nulls.is_empty() {
+        return None;
     }
-    out
+    nulls.sort_unstable();
+    let mut s = String::new();
+    for i in nulls {
+        if !s.is_empty() {
+            s.push(',');
+        }
+        s.push_str(&t.columns[i]);
+    }
+    Some(s)
 }
 
 /// Bind a patch row's parameters (stamp, seq, peer, nulls, values).
@@ -276,46 +284,122 @@ pub fn apply_remote(
     p: &RowPatch,
     all_win_sql: Option<&str>,
 ) -> Result<usize> {
+    let upsert = upsert_sql(t, p.cols);
+    let mut st = RemoteStatements {
+        all_win: conn.prepare_cached(all_win_sql.unwrap_or(&upsert))?,
+        select: conn.prepare_cached(&t.clock_select)?,
+        replace: conn.prepare_cached(&t.clock_replace)?,
+    };
+    apply_remote_with(conn, &mut st, t, p)
+}
+
+/// The statements a run of remote patches with one column set reuses.
+pub struct RemoteStatements<'c> {
+    /// Base-row upsert of every column of the run.
+    pub all_win: rusqlite::CachedStatement<'c>,
+    pub select: rusqlite::CachedStatement<'c>,
+    pub replace: rusqlite::CachedStatement<'c>,
+}
+
+impl<'c> RemoteStatements<'c> {
+    pub fn new(conn: &'c Connection, t: &TableInfo, all_win_sql: &str) -> Result<Self> {
+        Ok(RemoteStatements {
+            all_win: conn.prepare_cached(all_win_sql)?,
+            select: conn.prepare_cached(&t.clock_select)?,
+            replace: conn.prepare_cached(&t.clock_replace)?,
+        })
+    }
+}
+
+/// `apply_remote` with prepared statements. The clock is compared as it is
+/// stored (names and big-endian stamps), without decoding it into a map.
+pub fn apply_remote_with(
+    conn: &Connection,
+    st: &mut RemoteStatements,
+    t: &TableInfo,
+    p: &RowPatch,
+) -> Result<usize> {
     let pk = pk_values(t, p);
-    let current: Option<Vec<u8>> = conn
-        .prepare_cached(&t.clock_select)?
-        .query_row(params_from_iter(pk.iter()), |r| r.get(0))
-        .optional()?;
-    let mut clock = current.as_deref().map(decode_clock).unwrap_or_default();
-    let mut win_cols = Vec::with_capacity(p.cols.len());
-    let mut win_vals = Vec::with_capacity(p.cols.len());
+    for (k, v) in pk.iter().enumerate() {
+        st.select.raw_bind_parameter(k + 1, *v)?;
+    }
+    let current: Option<Vec<u8>> = {
+        let mut rows = st.select.raw_query();
+        match rows.next()? {
+            Some(r) => Some(r.get(0)?),
+            None => None,
+        }
+    };
+    let mine = stamp_bytes(p.stamp);
+    let entries = current.as_deref().map(clock_entries).unwrap_or_default();
+    let mut win: Vec<bool> = Vec::with_capacity(p.cols.len());
     let mut won = 0;
-    for (&i, v) in p.cols.iter().zip(p.values) {
-        let name = &t.columns[i];
+    for &i in p.cols {
         if t.pk_index.contains(&i) {
-            win_cols.push(i);
-            win_vals.push(v.clone());
+            win.push(true);
             continue;
         }
-        let wins = clock.get(name).is_none_or(|s| p.stamp >= *s);
+        let name = t.columns[i].as_bytes();
+        let name = &name[..name.len().min(255)];
+        let wins = entries
+            .iter()
+            .find(|e| e.0 == name)
+            .is_none_or(|e| mine.as_slice() >= e.1);
         if wins {
-            clock.insert(name.clone(), p.stamp);
-            win_cols.push(i);
-            win_vals.push(v.clone());
             won += 1;
         }
+        win.push(wins);
     }
     if won == 0 && current.is_some() {
         return Ok(0);
     }
-    match all_win_sql {
-        Some(sql) if win_cols.len() == p.cols.len() => conn.prepare_cached(sql)?,
-        _ => conn.prepare_cached(&upsert_sql(t, &win_cols))?,
+    if win.iter().all(|w| *w) {
+        for (k, v) in p.values.iter().enumerate() {
+            st.all_win.raw_bind_parameter(k + 1, v)?;
+        }
+        st.all_win.raw_execute()?;
+    } else {
+        let cols: Vec<usize> = p
+            .cols
+            .iter()
+            .zip(&win)
+            .filter(|x| *x.1)
+            .map(|x| *x.0)
+            .collect();
+        let vals = p.values.iter().zip(&win).filter(|x| *x.1).map(|x| x.0);
+        conn.prepare_cached(&upsert_sql(t, &cols))?
+            .execute(params_from_iter(vals))?;
     }
-    .execute(params_from_iter(win_vals.iter()))?;
-    let blob = encode_clock(&clock);
-    let params = pk
-        .into_iter()
-        .map(|v| v as &dyn rusqlite::ToSql)
-        .chain(std::iter::once(&blob as &dyn rusqlite::ToSql));
-    conn.prepare_cached(&t.clock_replace)?
-        .execute(params_from_iter(params))?;
+    let mut names: Vec<&str> = p
+        .cols
+        .iter()
+        .zip(&win)
+        .filter(|(i, w)| **w && !t.pk_index.contains(i))
+        .map(|(&i, _)| t.columns[i].as_str())
+        .collect();
+    names.sort_unstable();
+    let (mut fresh, slots) = clock_template(&names);
+    fill_clock(&mut fresh, &slots, p.stamp);
+    let blob = match &current {
+        Some(old) => merge_clock(old, &fresh),
+        None => fresh,
+    };
+    let mut k = 1;
+    for v in &pk {
+        st.replace.raw_bind_parameter(k, *v)?;
+        k += 1;
+    }
+    st.replace.raw_bind_parameter(k, &blob[..])?;
+    st.replace.raw_execute()?;
     Ok(won)
+}
+
+fn stamp_bytes(s: Stamp) -> [u8; STAMP_LEN] {
+    let mut b = [0u8; STAMP_LEN];
+    b[0..8].copy_from_slice(&s.at.to_be_bytes());
+    b[8..12].copy_from_slice(&s.peer.to_be_bytes());
+    b[12..20].copy_from_slice(&s.seq.to_be_bytes());
+    b
 }
 
 /// Turn a stored patch row into the columns it set: non-NULL values, plus

@@ -41,7 +41,7 @@ impl Engine {
     /// moving stored versions when the order requires it. `None`: the same
     /// version is already stored (a duplicate), or there is no level left.
     pub(super) fn place_version(
-        &mut self,
+        &self,
         origin: u32,
         seq: u64,
         at: u64,
@@ -95,7 +95,7 @@ impl Engine {
         all.push((at, None));
         all.sort_unstable();
         if all.len() as u64 > MAX_LEVEL + 1 {
-            self.events.push(Event::Error {
+            st.events.push(Event::Error {
                 code: "E_SEQ",
                 message: format!(
                     "more than {} versions of patch {origin}.{base} exist; this one (stamp {at}) is refused. Several files use peerId {origin}: stop all but one",
@@ -141,14 +141,13 @@ impl Engine {
     /// Move a stored version to another seq in every table and the kept
     /// table; with `stamps`, rename its stamp in the clock rows it won.
     fn move_version(
-        &mut self,
+        &self,
         origin: u32,
         from: i64,
         to: i64,
         stamps: Option<(Stamp, Stamp)>,
     ) -> Result<()> {
-        let tables: Vec<TableInfo> = self.tables.values().cloned().collect();
-        for t in &tables {
+        for t in self.tables.values() {
             if let Some(pk) = store::move_patch(&self.conn, t, origin, from, to)? {
                 if let Some((old, new)) = stamps {
                     store::rename_stamp(&self.conn, t, &pk, old, new)?;

@@ -20,11 +20,4 @@ impl Engine {
         let cap = self.cfg.max_kept_bytes;
         mine.saturating_add(b) <= cap / 4 && total.saturating_add(b) <= cap
     }
-
-    /// Keep a patch whole and count its bytes.
-    pub(super) fn keep(&mut self, p: &Patch, schema_version: u32) -> Result<()> {
-        let n = store::insert_kept(&self.conn, p, schema_version)?;
-        *self.kept_bytes.entry(p.origin).or_default() += n as u64;
-        Ok(())
-    }
 }

@@ -19,6 +19,8 @@ pub(super) struct Stored {
     pub clashes: Vec<(u32, u64)>,
     /// Patches refused because kept patches are over their cap.
     pub over_cap: u64,
+    /// Events raised while storing (moved to the engine after commit).
+    pub events: Vec<Event>,
 }
 
 impl Engine {
@@ -275,6 +277,9 @@ impl Engine {
             .unwrap_or_default();
         let (mut at, mut seq) = (0i64, 0i64);
         let mut whole_cols: Option<Arc<Vec<String>>> = None;
+        // Statements prepared once for the group (dropped around the rare
+        // calls that need the engine mutably: clashes and kept patches).
+        let mut prepared: Option<(rusqlite::CachedStatement, store::RemoteStatements)> = None;
         for r in &g.rows {
             at = at.wrapping_add(r.0);
             seq = seq.wrapping_add(r.1);
@@ -343,8 +348,18 @@ impl Engine {
                         Err(e) => return Err(e),
                     }
                 } else {
-                    store::insert_patch_row(&self.conn, t, ins, &rp)?;
-                    store::apply_remote(&self.conn, t, &rp, Some(ups))?;
+                    if prepared.is_none() {
+                        prepared = Some((
+                            self.conn.prepare_cached(ins)?,
+                            store::RemoteStatements::new(&self.conn, t, ups)?,
+                        ));
+                    }
+                    if let Some((ins_st, rem)) = prepared.as_mut() {
+                        let nulls = store::nulls_marker(t, rp.cols, rp.values);
+                        store::bind_patch_row(ins_st, rp.stamp, nulls.as_deref(), rp.values)?;
+                        ins_st.raw_execute()?;
+                        store::apply_remote_with(&self.conn, rem, t, &rp)?;
+                    }
                 }
                 if !kept_whole {
                     st.res.applied += 1;
@@ -362,7 +377,8 @@ impl Engine {
                     columns,
                     values: r.2.clone(),
                 };
-                self.keep(&p, schema_version)?;
+                let n = store::insert_kept(&self.conn, &p, schema_version)?;
+                *self.kept_bytes.entry(p.origin).or_default() += n as u64;
                 if !self.is_replic_ping(&g.table) {
                     self.pending += 1;
                 }
@@ -382,6 +398,7 @@ impl Engine {
         out: &mut Vec<Outgoing>,
     ) -> Result<(ApplyResult, HashSet<u32>)> {
         let res = st.res;
+        self.events.extend(st.events);
         self.counters.patches_applied += res.applied;
         self.counters.duplicates += res.duplicates;
         let mut touched: HashSet<u32> = HashSet::new();
