@@ -184,8 +184,7 @@ pub fn create_private(path: &std::path::Path) -> std::io::Result<std::fs::File> 
 /// first (`VACUUM INTO` accepts an empty target and keeps its mode).
 pub fn copy_database(db: &std::path::Path, tmp: &std::path::Path) -> Result<()> {
     let _ = std::fs::remove_file(tmp);
-    create_private(tmp)
-        .map_err(|e| snap_err(format!("cannot create {}: {e}", tmp.display())))?;
+    create_private(tmp).map_err(|e| snap_err(format!("cannot create {}: {e}", tmp.display())))?;
     let conn = rusqlite::Connection::open_with_flags(
         db,
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -424,7 +423,9 @@ impl<W: Write> Write for Capped<W> {
         if self.left == 0 {
             return Err(std::io::Error::other(TooLarge));
         }
-        let n = b.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = b
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
         let n = self.inner.write(&b[..n])?;
         self.left -= n as u64;
         self.written += n as u64;
@@ -498,7 +499,10 @@ pub async fn download(
         std::io::copy(&mut dec, &mut w)?;
         w.flush()?;
         let written = w.written;
-        w.inner.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        w.inner
+            .into_inner()
+            .map_err(|e| e.into_error())?
+            .sync_all()?;
         Ok(written)
     });
     let mut hasher = Sha256::new();
