@@ -244,3 +244,82 @@ impl Engine {
         Ok((names, out))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::refusal;
+    use rusqlite::hooks::{AuthAction, TransactionOperation};
+
+    #[test]
+    fn reads_are_allowed_and_everything_else_refused() {
+        for a in [
+            AuthAction::Select,
+            AuthAction::Recursive,
+            AuthAction::Read {
+                table_name: "t",
+                column_name: "v",
+            },
+            AuthAction::Function {
+                function_name: "count",
+            },
+        ] {
+            assert_eq!(refusal(&a), None, "{a:?}");
+        }
+        for a in [
+            AuthAction::Transaction {
+                operation: TransactionOperation::Begin,
+            },
+            AuthAction::Savepoint {
+                operation: TransactionOperation::Begin,
+                savepoint_name: "s",
+            },
+            AuthAction::Attach { filename: "x.db" },
+            AuthAction::Detach { database_name: "x" },
+            AuthAction::Insert { table_name: "t" },
+            AuthAction::Update {
+                table_name: "t",
+                column_name: "v",
+            },
+            AuthAction::Delete { table_name: "t" },
+            AuthAction::CreateTempTable { table_name: "x" },
+            AuthAction::Unknown {
+                code: 999,
+                arg1: None,
+                arg2: None,
+            },
+        ] {
+            assert!(refusal(&a).is_some(), "{a:?} must be refused");
+        }
+    }
+
+    #[test]
+    fn pragmas_that_read_are_allowed_and_pragmas_that_set_are_not() {
+        let p = |name, value| AuthAction::Pragma {
+            pragma_name: name,
+            pragma_value: value,
+        };
+        for (n, v) in [
+            ("table_info", Some("t")),
+            ("TABLE_INFO", Some("'t'")),
+            ("index_list", Some("t")),
+            ("integrity_check", None),
+            ("user_version", None),
+            ("foreign_keys", None),
+        ] {
+            assert_eq!(refusal(&p(n, v)), None, "PRAGMA {n} {v:?}");
+        }
+        for (n, v) in [
+            ("user_version", Some("7")),
+            ("foreign_keys", Some("OFF")),
+            ("query_only", Some("1")),
+            ("query_only", None),
+            ("synchronous", Some("OFF")),
+            ("journal_mode", None),
+            ("optimize", None),
+            ("wal_checkpoint", Some("TRUNCATE")),
+            ("writable_schema", Some("1")),
+        ] {
+            assert!(refusal(&p(n, v)).is_some(), "PRAGMA {n} {v:?}");
+        }
+    }
+}
