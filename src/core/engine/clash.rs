@@ -23,6 +23,10 @@ impl Engine {
         let Some(o) = self.vector.origins.get(&origin) else {
             return false;
         };
+        // Nearly always: no re-issued version of this origin at all.
+        if o.held.max() < SHADOW_STEP {
+            return false;
+        }
         (1..=MAX_LEVEL).any(|k| o.held.contains(seq + k * SHADOW_STEP))
     }
 
