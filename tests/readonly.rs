@@ -199,3 +199,37 @@ fn the_fence_is_lifted_after_a_refusal_for_migrations_and_writes() {
         Err(Error::ReadOnly(_))
     ));
 }
+
+/// The fence costs the write path nothing measurable: writes interleaved
+/// with reads, with the authorizer installed and with it removed. Run with
+/// `cargo test --release --test readonly -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn the_fence_does_not_slow_writes() {
+    use rusqlite::hooks::{AuthContext, Authorization};
+    let run = |fenced: bool| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut e = engine(&dir.path().join("b.db").to_string_lossy());
+        if !fenced {
+            e.connection()
+                .authorizer(None::<fn(AuthContext<'_>) -> Authorization>);
+        }
+        let t0 = std::time::Instant::now();
+        for i in 0..20_000i64 {
+            e.upsert("t", vec![row(i % 5000, "v")]).expect("write");
+            if i % 10 == 0 {
+                e.query(
+                    "SELECT v FROM t WHERE id = ?",
+                    &[Value::Int(i % 5000)],
+                    true,
+                )
+                .expect("read");
+            }
+        }
+        t0.elapsed()
+    };
+    for round in 0..3 {
+        let (with, without) = (run(true), run(false));
+        println!("round {round}: fenced {with:?}, unfenced {without:?}");
+    }
+}
