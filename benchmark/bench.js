@@ -13,6 +13,7 @@
 const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
+const { spawnSync } = require('node:child_process')
 const Database = require('better-sqlite3')
 const { Replicator } = require('..')
 
@@ -243,6 +244,30 @@ async function lossyReceive (rows, { tickProbe = false } = {}) {
   return { ms, ticks, healed, frames: frames.length, dropped, retransmitted, retransmittedBytes, duplicates, tick }
 }
 
+// ----- (g): quilt's own SQL through rusqlite --------------------------------------
+
+// benchmark/floor.rs, a cargo example of this crate (same bundled SQLite),
+// built in target/ (or CARGO_TARGET_DIR). A failed build or run is printed
+// and the rest of the benchmark goes on.
+function buildFloor () {
+  const targetDir = process.env.CARGO_TARGET_DIR || path.join(__dirname, '..', 'target')
+  const b = spawnSync('cargo', ['build', '--release', '--example', 'floor'], { cwd: path.join(__dirname, '..'), encoding: 'utf8', env: { ...process.env, CARGO_TARGET_DIR: targetDir } })
+  if (b.error || b.status !== 0) return { error: `cargo build --release --example floor failed: ${b.error ? b.error.message : b.stderr.trim().split('\n').slice(-8).join('\n')}` }
+  return { bin: path.join(targetDir, 'release', 'examples', process.platform === 'win32' ? 'floor.exe' : 'floor') }
+}
+
+function runFloor (built) {
+  if (built.error) return built
+  const r = spawnSync(built.bin, [], { encoding: 'utf8', env: { ...process.env, BENCH_N: String(N), BENCH_RUNS: String(RUNS) } })
+  if (r.error || r.status !== 0) return { error: `${built.bin} failed: ${r.error ? r.error.message : r.stderr.trim()}` }
+  const lines = r.stdout.trimEnd().split('\n')
+  try {
+    return { json: JSON.parse(lines[lines.length - 1]), text: lines.slice(0, -1) }
+  } catch (e) {
+    return { error: `${built.bin} printed no JSON on its last line: ${e.message}` }
+  }
+}
+
 // ----- run --------------------------------------------------------------------------
 
 async function main () {
@@ -253,6 +278,8 @@ async function main () {
   if (info.kind !== 'release') console.log('note: not a release build; ratios are not meaningful (build with `npm run build`)')
   console.log('')
 
+  if (process.stderr.isTTY) process.stderr.write('cargo build --release --example floor...\r')
+  const floorBuilt = buildFloor()
   const rows = makeRows(N)
   const rowsAuto = N_AUTO === N ? rows : makeRows(N_AUTO)
 
@@ -280,6 +307,8 @@ async function main () {
     m.qf.push(lf.ms)
     if (!lf.healed) lossy.healed = false
   }
+  if (process.stderr.isTTY) process.stderr.write('floor...         \r')
+  const floor = runFloor(floorBuilt)
   if (process.stderr.isTTY) process.stderr.write('                 \r')
 
   const k = (n) => n >= 1000 && n % 1000 === 0 ? `${n / 1000}k` : String(n)
@@ -299,6 +328,8 @@ async function main () {
   table.push([`(e) tick(), ${k(t.held)} patches, 1 gap`, `${t.first.toFixed(0)} us (next ${t.median.toFixed(0)})`, '', '', '< 1000 us', t.first < 1000 && t.median < 1000 ? 'met' : 'MISSED'])
   const fr = median(m.qf) / median(m.bc)
   table.push([`(f) same as (c), 1% frames dropped, healed`, fmtMs(median(m.qf)), fmtMs(median(m.bc)), `${fr.toFixed(2)}x`, '', lossy.healed ? `healed, ${lossy.ticks} tick(s)` : 'NOT HEALED'])
+  if (floor.json) row(`(g) (a) against quilt's SQL through rusqlite (floor)`, median(m.qa), floor.json.floorMs, '<= 1.15x', 1.15)
+  else table.push([`(g) quilt's SQL through rusqlite (floor)`, 'not run', '', '', '<= 1.15x', ''])
 
   const head = ['', 'quilt', 'better-sqlite3', 'ratio', 'target', 'result']
   const widths = head.map((h, i) => Math.max(h.length, ...table.map((r) => String(r[i]).length)))
@@ -310,6 +341,9 @@ async function main () {
   console.log(`(c)/(d): ${frames.length} frame(s), ${wireBytes} bytes for ${N} patches (default maxFrameBytes); applied ${applied} of ${N}`)
   console.log(`(e)/(f): writer maxFrameBytes ${SMALL_FRAME}: ${lossy.frames} frames, ${lossy.dropped} dropped; the gap in (e) leaves ${t.missing} patches missing`)
   console.log(`(f): the writer sent ${lossy.retransmitted} frame(s), ${lossy.retransmittedBytes} bytes to the receiver after the loss (repairs and pings), ${lossy.duplicates} of the patches in them were duplicates; ratio against the plain one-transaction better-sqlite3 upsert of (c)`)
+  console.log(`(g): quilt within 1.15x of that floor: the statements (a) runs per write (patch row, (_peerId, _sequenceId) index, base-row upsert, clock row) through rusqlite, same bundled SQLite, no JS, values bound from prepared Rust rows (benchmark/floor.rs); the ms column says floor, not better-sqlite3`)
+  if (floor.error) console.log(`(g): ${floor.error}`)
+  else console.log(['', ...floor.text].join('\n'))
   profile()
   if (process.env.BENCH_SNAPSHOT !== '0') await require('./snapshot.js').main()
 }
