@@ -372,6 +372,11 @@ pub enum GoneOutcome {
 #[derive(Debug, Clone, Default)]
 pub struct GapTracker {
     pub claims: HashMap<u32, HashMap<u32, Claim>>,
+    /// Per origin, the highest `max` and the union of re-issued ranges over
+    /// every claim: kept up to date so a heartbeat costs O(origins), not
+    /// O(origins x peers).
+    claimed_max: HashMap<u32, u64>,
+    claimed_shadows: HashMap<u32, RangeSet>,
     pub repair: HashMap<u32, RepairState>,
     /// Unanswered requests per (claimer, origin): a claimer that never
     /// serves what it claims loses its claim.
@@ -386,8 +391,48 @@ impl GapTracker {
         if !m.contains_key(&origin) && m.len() >= MAX_CLAIMED_ORIGINS {
             return false;
         }
-        m.insert(origin, claim);
+        let (new_max, new_shadows) = (claim.max, claim.shadows.clone());
+        let old = m.insert(origin, claim);
+        let cached = self.claimed_max.get(&origin).copied().unwrap_or(0);
+        let shrank = old
+            .as_ref()
+            .is_some_and(|o| o.max >= cached && new_max < o.max);
+        let shadows_changed = old
+            .as_ref()
+            .map_or(!new_shadows.is_empty(), |o| o.shadows != new_shadows);
+        if shrank || shadows_changed {
+            self.recompute(origin);
+        } else if new_max > cached {
+            self.claimed_max.insert(origin, new_max);
+        }
         true
+    }
+
+    /// Rebuild the per-origin caches from every claim (rare: a claim that
+    /// shrank or was dropped).
+    fn recompute(&mut self, origin: u32) {
+        let mut max = 0;
+        let mut shadows = RangeSet::new();
+        for c in self.claims.values().filter_map(|m| m.get(&origin)) {
+            max = max.max(c.max);
+            for (a, b) in c.shadows.iter() {
+                shadows.insert_range(a, b);
+            }
+        }
+        self.claimed_max.insert(origin, max);
+        if shadows.is_empty() {
+            self.claimed_shadows.remove(&origin);
+        } else {
+            self.claimed_shadows.insert(origin, shadows);
+        }
+    }
+
+    /// Set the re-issued ranges `peer` claims for `origin`.
+    pub fn note_shadows(&mut self, peer: u32, origin: u32, shadows: RangeSet) {
+        if let Some(c) = self.claims.get_mut(&peer).and_then(|m| m.get_mut(&origin)) {
+            c.shadows = shadows;
+            self.recompute(origin);
+        }
     }
 
     /// Contiguous seq of `origin` that `peer` said it holds (its ack).
@@ -400,7 +445,11 @@ impl GapTracker {
 
     /// Drop everything a peer said (removePeer: released for good).
     pub fn forget_peer(&mut self, peer: u32) {
-        self.claims.remove(&peer);
+        if let Some(m) = self.claims.remove(&peer) {
+            for o in m.keys() {
+                self.recompute(*o);
+            }
+        }
         self.silent.retain(|(p, _), _| *p != peer);
         for r in self.repair.values_mut() {
             r.gone_by.remove(&peer);
@@ -412,13 +461,7 @@ impl GapTracker {
 
     /// Highest regular seq anyone (data or a live claim) says exists.
     pub fn target(&self, origin: u32, st: &OriginState) -> u64 {
-        let claimed = self
-            .claims
-            .values()
-            .filter_map(|m| m.get(&origin))
-            .map(|c| c.max)
-            .max()
-            .unwrap_or(0);
+        let claimed = self.claimed_max.get(&origin).copied().unwrap_or(0);
         st.max_seen.max(claimed).max(st.regular_max())
     }
 
@@ -529,6 +572,7 @@ impl GapTracker {
                             c.max = c.max.min(st.regular_max());
                             c.shadows = RangeSet::new();
                         }
+                        self.recompute(origin);
                         self.silent.remove(&(p, origin));
                     }
                 }

@@ -137,8 +137,8 @@ impl Engine {
         origin: u32,
         hint: Option<u32>,
         eager: bool,
+        connected: &[u32],
     ) -> (Vec<Outgoing>, u64) {
-        let connected = self.connected();
         let (jitter, next_rng) = self.peek_jitter();
         // A range is two MessagePack ints (~20 bytes): ask for as many as fit.
         let fit = (self.cfg.max_frame_bytes.saturating_sub(96) / 20).clamp(1, 64);
@@ -150,7 +150,7 @@ impl Engine {
             st,
             self.tick_no,
             hlc::wall_ms(),
-            &connected,
+            connected,
             hint,
             eager,
             jitter,

@@ -155,17 +155,15 @@ impl Engine {
             touched.insert(o);
             self.maybe_verify(sender, o);
         }
-        {
-            for (o, set) in shadows {
-                if let Some(c) = self
-                    .gaps
-                    .claims
-                    .get_mut(&sender)
-                    .and_then(|m| m.get_mut(&o))
-                {
-                    c.shadows = set;
-                    touched.insert(o);
-                }
+        for (o, set) in shadows {
+            if self
+                .gaps
+                .claims
+                .get(&sender)
+                .is_some_and(|m| m.contains_key(&o))
+            {
+                self.gaps.note_shadows(sender, o, set);
+                touched.insert(o);
             }
         }
         for &(o, c) in ping.cover.iter() {

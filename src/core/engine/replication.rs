@@ -143,8 +143,9 @@ impl Engine {
         // Ask at once for what this frame showed is missing.
         let mut origins: Vec<u32> = touched.into_iter().collect();
         origins.sort_unstable();
+        let connected = self.connected();
         for o in origins {
-            let (reqs, n) = self.request_gaps(o, Some(sender), true);
+            let (reqs, n) = self.request_gaps(o, Some(sender), true, &connected);
             res.requested += n;
             out.extend(reqs);
         }
@@ -549,8 +550,9 @@ impl Engine {
         let mut out = self.drain_outbox();
         let mut origins: Vec<u32> = self.vector.origins.keys().copied().collect();
         origins.sort_unstable();
+        let connected = self.connected();
         for o in origins {
-            let (reqs, _) = self.request_gaps(o, None, false);
+            let (reqs, _) = self.request_gaps(o, None, false, &connected);
             out.extend(reqs);
         }
         let peers = self.connected();
