@@ -54,12 +54,17 @@ describe('NATS JetStream transport', { skip: SKIP, timeout: 150000 }, () => {
   })
 
   it('skips and counts messages that are not valid frames; catches up from the durable consumer', { timeout: 40000 }, async () => {
-    const opts = (id) => ({ path: path.join(TMP, `in-${id}.db`), peerId: id, heartbeatMs: 100, clusterKey: 'k' })
+    const opts = (id) => ({ path: path.join(TMP, `in-${id}.db`), peerId: id, heartbeatMs: 100, clusterKey: 'k', maxFrameBytes: 512 * 1024 })
     const a = new Replicator(opts(1))
     const b = new Replicator(opts(2))
     a.migrate(SCHEMA)
     b.migrate(SCHEMA)
     const conn = { servers: cluster.servers, cluster: 'junk', replicas: 3 }
+    // Frames must fit the servers' max_payload (1 MiB): the default
+    // maxFrameBytes (1 MiB) is refused at connect, with what to set.
+    const big = new Replicator({ path: ':memory:', peerId: 5, heartbeatMs: 0 })
+    await assert.rejects(NatsTransport.connect(big, conn), (e) => e instanceof RangeError && e.code === 'E_ARG' && /maxFrameBytes <= \d+/.test(e.message))
+    await big.close({ timeoutMs: 0 })
     const ta = await NatsTransport.connect(a, conn)
     let tb = await NatsTransport.connect(b, conn)
     try {

@@ -27,6 +27,8 @@ const SENDER_OFFSET = 5 // frame header: "QLT", version, flags, sender u32 BE
 const HELLO = 'Quilt-Hello'
 const STREAM_SEQ = 'Quilt-Stream-Seq'
 const NANOS_PER_MS = 1_000_000
+const DEFAULT_MAX_FRAME = 1 << 20 // the Replicator's default maxFrameBytes
+const PAYLOAD_MARGIN = 4096 // NATS headers
 // A stream whose leader died has none for a few seconds (7 s measured on
 // three local nodes): keep retrying a publish for a minute, so that the
 // stream still holds it for peers that are away. Live peers get it sooner
@@ -132,6 +134,16 @@ class NatsTransport {
       ...this.connectOptions
     })
     this.headers = transport.headers
+    // A frame NATS refuses as too large could never be delivered, not even
+    // by the gap protocol: frames must fit the server's max_payload.
+    const maxPayload = this.nc.info && this.nc.info.max_payload
+    const maxFrame = (this.replicator._options && this.replicator._options.maxFrameBytes) || DEFAULT_MAX_FRAME
+    if (maxPayload && maxFrame > maxPayload - PAYLOAD_MARGIN) {
+      await this.nc.close().catch(() => {})
+      const err = new RangeError(`the NATS servers take messages of at most ${maxPayload} bytes: create the Replicator with maxFrameBytes <= ${maxPayload - PAYLOAD_MARGIN} (it is ${maxFrame})`)
+      err.code = 'E_ARG'
+      throw err
+    }
     const jsm = await js.jetstreamManager(this.nc)
     const cfg = {
       name: this.stream,
@@ -219,8 +231,9 @@ class NatsTransport {
     this._pingTimer.unref()
     for (const p of this.knownPeers) this._add(p)
     // Announce: peers that do not know this one add it (transport-level,
-    // not a frame; the first frame it sends proves who it is).
-    this.nc.publish(this.subjectAll.replace(/\.all$/, '.hello'), new Uint8Array(0), { headers: this._hello() })
+    // not a frame: a forged announce can only add a peer id that never
+    // answers, which counts in the size of a quorum; pass `peers` and a
+    // clusterKey to keep a cluster's membership exact).
     this._announce = this.nc.subscribe(`${this.prefix}.${this.cluster}.hello`, {
       callback: (err, m) => {
         if (err) return
@@ -230,6 +243,7 @@ class NatsTransport {
         }
       }
     })
+    this.nc.publish(`${this.prefix}.${this.cluster}.hello`, new Uint8Array(0), { headers: this._hello() })
     this._statusLoop = (async () => {
       for await (const s of this.nc.status()) {
         debug('peer %d: connection %s %s', this.peerId, s.type, s.server || s.data || '')
