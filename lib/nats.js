@@ -108,6 +108,8 @@ class NatsTransport {
     this.ready = false
     this.closed = false
     this._publishing = 0
+    this._handed = 0 // first publish attempts handed to NATS
+    this._settled = 0 // ... of which stored or failed
     this._retry = []
     this._retryTimer = null
     this.counters = { published: 0, publishedBytes: 0, publishFailures: 0, pings: 0, pingBytes: 0, directed: 0, directedBytes: 0, received: 0, receivedBytes: 0, invalid: 0, caughtUp: 0 }
@@ -316,17 +318,17 @@ class NatsTransport {
    * and they keep flowing (acks, lost tails) while a consumer recovers from
    * the loss of a NATS node. A ping must not overtake the patches it
    * announces (receivers would ask peers for what the stream is about to
-   * deliver): it waits until this peer's publishes are stored (at most
-   * pingHoldMs) and carries the stream seq they reached in a header;
+   * deliver): it waits until the publishes handed before it have an outcome
+   * (stored, or failed and queued for retry; at most pingHoldMs) and carries the stream seq they reached in a header;
    * receivers hold it until their consumer got that far (at most pingHoldMs
    * too: past that, a stalled consumer is bypassed by the gap protocol).
    */
   _publishPing (frame) {
     if (this.closed || this.nc.isClosed()) return
-    if (this._publishing > 0 && this._retry.length === 0) {
-      if (!this._heldPing) this._heldPing = { frame, since: Date.now() }
-      else this._heldPing.frame = frame
-      if (Date.now() - this._heldPing.since < this.pingHoldMs) return
+    if (this._settled < this._handed) {
+      const since = this._heldPing ? this._heldPing.since : Date.now()
+      this._heldPing = { frame, needed: this._handed, since }
+      if (Date.now() - since < this.pingHoldMs) return
     }
     this._sendPing(frame)
   }
@@ -370,14 +372,23 @@ class NatsTransport {
   _publish (frame, firstFailure = 0) {
     if (this.closed) return
     this._publishing++
+    // First attempts are counted: a ping waits for those handed before it.
+    const first = firstFailure === 0
+    if (first) this._handed++
+    const settle = () => {
+      if (!first) return
+      this._settled++
+      if (this._heldPing && this._settled >= this._heldPing.needed) this._sendPing(this._heldPing.frame)
+    }
     this.js.publish(this.subjectAll, frame, { timeout: 5000 }).then((ack) => {
       this._publishing--
       this.counters.published++
       this.counters.publishedBytes += frame.length
       if (ack && ack.seq > this.storedSeq) this.storedSeq = ack.seq
-      if (this._publishing === 0 && this._heldPing) this._sendPing(this._heldPing.frame)
+      settle()
     }, (err) => {
       this._publishing--
+      settle()
       if (this.counters.publishFailures++ % 100 === 0) debug('peer %d: publish failed (%d so far): %s', this.peerId, this.counters.publishFailures, err && err.message)
       const since = firstFailure || Date.now()
       if (Date.now() - since < PUBLISH_RETRY_MS && this._retry.length < PUBLISH_QUEUE_LIMIT) {
