@@ -146,14 +146,6 @@ class NatsTransport {
       err.code = 'E_ARG'
       throw err
     }
-    const jsm = await js.jetstreamManager(this.nc)
-    const cfg = {
-      name: this.stream,
-      subjects: [this.subjectAll],
-      storage: js.StorageType.File,
-      num_replicas: this.replicas,
-      max_age: this.maxAgeMs * NANOS_PER_MS
-    }
     // The JetStream API has no leader for a few seconds after a NATS node
     // is lost: every setup step is retried until setupTimeoutMs.
     const deadline = Date.now() + this.setupTimeoutMs
@@ -167,6 +159,14 @@ class NatsTransport {
           await new Promise((resolve) => setTimeout(resolve, 500))
         }
       }
+    }
+    const jsm = await retry('jetstream', () => js.jetstreamManager(this.nc))
+    const cfg = {
+      name: this.stream,
+      subjects: [this.subjectAll],
+      storage: js.StorageType.File,
+      num_replicas: this.replicas,
+      max_age: this.maxAgeMs * NANOS_PER_MS
     }
     const si = await retry('stream', async () => {
       try {
