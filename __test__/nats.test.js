@@ -6,6 +6,7 @@
 // - In one process: a message on the stream that is not a valid frame (junk,
 //   or a frame under another clusterKey) is counted and skipped; a peer whose
 //   transport was closed catches up from its durable consumer.
+// - examples/nats/peer.js: two of them find each other and replicate.
 // - Twelve peers in child processes write 10k rows in total; one NATS node
 //   is killed with SIGKILL midway; peer 12 is offline for most of the run
 //   and catches up from the stream. All 12 databases end identical, and
@@ -53,12 +54,17 @@ describe('NATS JetStream transport', { skip: SKIP, timeout: 150000 }, () => {
   })
 
   it('skips and counts messages that are not valid frames; catches up from the durable consumer', { timeout: 40000 }, async () => {
-    const opts = (id) => ({ path: path.join(TMP, `in-${id}.db`), peerId: id, heartbeatMs: 100, clusterKey: 'k' })
+    const opts = (id) => ({ path: path.join(TMP, `in-${id}.db`), peerId: id, heartbeatMs: 100, clusterKey: 'k', maxFrameBytes: 512 * 1024 })
     const a = new Replicator(opts(1))
     const b = new Replicator(opts(2))
     a.migrate(SCHEMA)
     b.migrate(SCHEMA)
     const conn = { servers: cluster.servers, cluster: 'junk', replicas: 3 }
+    // Frames must fit the servers' max_payload (1 MiB): the default
+    // maxFrameBytes (1 MiB) is refused at connect, with what to set.
+    const big = new Replicator({ path: ':memory:', peerId: 5, heartbeatMs: 0 })
+    await assert.rejects(NatsTransport.connect(big, conn), (e) => e instanceof RangeError && e.code === 'E_ARG' && /maxFrameBytes <= \d+/.test(e.message))
+    await big.close({ timeoutMs: 0 })
     const ta = await NatsTransport.connect(a, conn)
     let tb = await NatsTransport.connect(b, conn)
     try {
@@ -94,6 +100,34 @@ describe('NATS JetStream transport', { skip: SKIP, timeout: 150000 }, () => {
       await b.close({ timeoutMs: 1000 })
       await ta.close()
       await tb.close()
+    }
+  })
+
+  it('examples/nats: two peers find each other, replicate and close on SIGINT', { timeout: 40000 }, async () => {
+    const { spawn } = require('node:child_process')
+    const peers = [1, 2].map((id) => {
+      const child = spawn(process.execPath, [path.join(__dirname, '..', 'examples', 'nats', 'peer.js')], {
+        env: { ...process.env, PEER_ID: String(id), DB: path.join(TMP, `example-${id}.db`), NATS: cluster.servers.join(','), REPLICAS: '3' },
+        stdio: ['ignore', 'pipe', 'pipe']
+      })
+      const p = { id, child, out: '' }
+      child.stdout.on('data', (d) => { p.out += d })
+      child.stderr.on('data', (d) => { p.out += d })
+      return p
+    })
+    try {
+      // Both see the other's todos, and writes of both reach a quorum of two.
+      await until('both peers replicate', () => peers.every((p) => /held by a quorum; ([2-9]|\d\d+) todos here/.test(p.out) && /peer \d: \d+\.\d+ held by a quorum; (\d+) todos/.test(p.out)), 30000, 200)
+      const db = (id) => new Database(path.join(TMP, `example-${id}.db`), { readonly: true })
+      await until('peer 2 holds a todo of peer 1', () => {
+        const d = db(2)
+        try { return d.prepare('SELECT count(*) AS n FROM todo WHERE id < 2000000').get().n > 0 } finally { d.close() }
+      }, 10000, 200)
+      for (const p of peers) p.child.kill('SIGINT')
+      await Promise.all(peers.map((p) => new Promise((resolve) => p.child.once('exit', resolve))))
+      for (const p of peers) assert.match(p.out, /closed/, p.out)
+    } finally {
+      for (const p of peers) if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill('SIGKILL')
     }
   })
 
@@ -204,7 +238,8 @@ describe('NATS JetStream transport', { skip: SKIP, timeout: 150000 }, () => {
         console.log(`# nats: 12 peers, ${TOTAL} rows; ready in ${readyMs} ms; node n2 SIGKILLed ${killedAt} ms into the writes`)
         console.log(`# nats: converged ${convergedMs} ms after the last write; peer ${OFF} replayed ${backReady.stats.caughtUp} stream messages before adding peers`)
         console.log(`# nats: published ${frames} frames, ${published} bytes to the stream (${failures} publish retries); pings ${pings} bytes; ${directed} bytes directed (requests and answers: ${served} patches served again, ${duplicates} duplicates received)`)
-        console.log(`# nats: ${waits} waitForPeers('quorum') resolved and checked, ${timeouts} timed out (writes made at ${late.sort((x, y) => x - y).join(', ')} ms); total ${Date.now() - started} ms`)
+        const lateNote = late.length ? ` (writes made ${late.sort((x, y) => x - y).join(', ')} ms into the run)` : ''
+        console.log(`# nats: ${waits} waitForPeers('quorum') resolved and checked, ${timeouts} timed out${lateNote}; total ${Date.now() - started} ms`)
         assert.ok(backReady.stats.caughtUp > 0, 'peer 12 caught up from the stream')
         if (process.env.QUILT_NATS_VERBOSE) for (const p of children.values()) console.log(`# peer ${p.id}:\n${p.out}`)
       } finally {

@@ -48,8 +48,13 @@ function parseWaitOptions (arg, selfId) {
  *   (connected or not: a partitioned peer still counts against a quorum),
  *   or `clusterSize` when given.
  */
-function progress (native, selfId, t, opts) {
-  const acks = native.peerAcks(t.peer)
+function progress (native, selfId, t, opts, cache) {
+  // One native call per origin per round, however many waits are pending.
+  let acks = cache && cache.get(t.peer)
+  if (!acks) {
+    acks = native.peerAcks(t.peer)
+    if (cache) cache.set(t.peer, acks)
+  }
   const holders = new Set()
   for (const a of acks) if (a.seq >= t.seq) holders.add(a.peerId)
   const self = native.has(t.peer, t.seq)

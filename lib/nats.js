@@ -27,6 +27,8 @@ const SENDER_OFFSET = 5 // frame header: "QLT", version, flags, sender u32 BE
 const HELLO = 'Quilt-Hello'
 const STREAM_SEQ = 'Quilt-Stream-Seq'
 const NANOS_PER_MS = 1_000_000
+const DEFAULT_MAX_FRAME = 1 << 20 // the Replicator's default maxFrameBytes
+const PAYLOAD_MARGIN = 4096 // NATS headers
 // A stream whose leader died has none for a few seconds (7 s measured on
 // three local nodes): keep retrying a publish for a minute, so that the
 // stream still holds it for peers that are away. Live peers get it sooner
@@ -106,6 +108,8 @@ class NatsTransport {
     this.ready = false
     this.closed = false
     this._publishing = 0
+    this._handed = 0 // first publish attempts handed to NATS
+    this._settled = 0 // ... of which stored or failed
     this._retry = []
     this._retryTimer = null
     this.counters = { published: 0, publishedBytes: 0, publishFailures: 0, pings: 0, pingBytes: 0, directed: 0, directedBytes: 0, received: 0, receivedBytes: 0, invalid: 0, caughtUp: 0 }
@@ -132,13 +136,15 @@ class NatsTransport {
       ...this.connectOptions
     })
     this.headers = transport.headers
-    const jsm = await js.jetstreamManager(this.nc)
-    const cfg = {
-      name: this.stream,
-      subjects: [this.subjectAll],
-      storage: js.StorageType.File,
-      num_replicas: this.replicas,
-      max_age: this.maxAgeMs * NANOS_PER_MS
+    // A frame NATS refuses as too large could never be delivered, not even
+    // by the gap protocol: frames must fit the server's max_payload.
+    const maxPayload = this.nc.info && this.nc.info.max_payload
+    const maxFrame = (this.replicator._options && this.replicator._options.maxFrameBytes) || DEFAULT_MAX_FRAME
+    if (maxPayload && maxFrame > maxPayload - PAYLOAD_MARGIN) {
+      await this.nc.close().catch(() => {})
+      const err = new RangeError(`the NATS servers take messages of at most ${maxPayload} bytes: create the Replicator with maxFrameBytes <= ${maxPayload - PAYLOAD_MARGIN} (it is ${maxFrame})`)
+      err.code = 'E_ARG'
+      throw err
     }
     // The JetStream API has no leader for a few seconds after a NATS node
     // is lost: every setup step is retried until setupTimeoutMs.
@@ -153,6 +159,14 @@ class NatsTransport {
           await new Promise((resolve) => setTimeout(resolve, 500))
         }
       }
+    }
+    const jsm = await retry('jetstream', () => js.jetstreamManager(this.nc))
+    const cfg = {
+      name: this.stream,
+      subjects: [this.subjectAll],
+      storage: js.StorageType.File,
+      num_replicas: this.replicas,
+      max_age: this.maxAgeMs * NANOS_PER_MS
     }
     const si = await retry('stream', async () => {
       try {
@@ -219,8 +233,9 @@ class NatsTransport {
     this._pingTimer.unref()
     for (const p of this.knownPeers) this._add(p)
     // Announce: peers that do not know this one add it (transport-level,
-    // not a frame; the first frame it sends proves who it is).
-    this.nc.publish(this.subjectAll.replace(/\.all$/, '.hello'), new Uint8Array(0), { headers: this._hello() })
+    // not a frame: a forged announce can only add a peer id that never
+    // answers, which counts in the size of a quorum; pass `peers` and a
+    // clusterKey to keep a cluster's membership exact).
     this._announce = this.nc.subscribe(`${this.prefix}.${this.cluster}.hello`, {
       callback: (err, m) => {
         if (err) return
@@ -230,6 +245,7 @@ class NatsTransport {
         }
       }
     })
+    this.nc.publish(`${this.prefix}.${this.cluster}.hello`, new Uint8Array(0), { headers: this._hello() })
     this._statusLoop = (async () => {
       for await (const s of this.nc.status()) {
         debug('peer %d: connection %s %s', this.peerId, s.type, s.server || s.data || '')
@@ -302,17 +318,17 @@ class NatsTransport {
    * and they keep flowing (acks, lost tails) while a consumer recovers from
    * the loss of a NATS node. A ping must not overtake the patches it
    * announces (receivers would ask peers for what the stream is about to
-   * deliver): it waits until this peer's publishes are stored (at most
-   * pingHoldMs) and carries the stream seq they reached in a header;
+   * deliver): it waits until the publishes handed before it have an outcome
+   * (stored, or failed and queued for retry; at most pingHoldMs) and carries the stream seq they reached in a header;
    * receivers hold it until their consumer got that far (at most pingHoldMs
    * too: past that, a stalled consumer is bypassed by the gap protocol).
    */
   _publishPing (frame) {
     if (this.closed || this.nc.isClosed()) return
-    if (this._publishing > 0 && this._retry.length === 0) {
-      if (!this._heldPing) this._heldPing = { frame, since: Date.now() }
-      else this._heldPing.frame = frame
-      if (Date.now() - this._heldPing.since < this.pingHoldMs) return
+    if (this._settled < this._handed) {
+      const since = this._heldPing ? this._heldPing.since : Date.now()
+      this._heldPing = { frame, needed: this._handed, since }
+      if (Date.now() - since < this.pingHoldMs) return
     }
     this._sendPing(frame)
   }
@@ -356,14 +372,23 @@ class NatsTransport {
   _publish (frame, firstFailure = 0) {
     if (this.closed) return
     this._publishing++
+    // First attempts are counted: a ping waits for those handed before it.
+    const first = firstFailure === 0
+    if (first) this._handed++
+    const settle = () => {
+      if (!first) return
+      this._settled++
+      if (this._heldPing && this._settled >= this._heldPing.needed) this._sendPing(this._heldPing.frame)
+    }
     this.js.publish(this.subjectAll, frame, { timeout: 5000 }).then((ack) => {
       this._publishing--
       this.counters.published++
       this.counters.publishedBytes += frame.length
       if (ack && ack.seq > this.storedSeq) this.storedSeq = ack.seq
-      if (this._publishing === 0 && this._heldPing) this._sendPing(this._heldPing.frame)
+      settle()
     }, (err) => {
       this._publishing--
+      settle()
       if (this.counters.publishFailures++ % 100 === 0) debug('peer %d: publish failed (%d so far): %s', this.peerId, this.counters.publishFailures, err && err.message)
       const since = firstFailure || Date.now()
       if (Date.now() - since < PUBLISH_RETRY_MS && this._retry.length < PUBLISH_QUEUE_LIMIT) {

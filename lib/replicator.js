@@ -441,8 +441,9 @@ class Replicator extends EventEmitter {
   }
 
   _checkPeerWaiters () {
+    const cache = new Map()
     for (const w of this._peerWaiters) {
-      w.last = acks.progress(this._native, this.peerId, w.t, w.opts)
+      w.last = acks.progress(this._native, this.peerId, w.t, w.opts, cache)
       if (w.last.ok) {
         clearTimeout(w.timer)
         this._peerWaiters.delete(w)

@@ -11,7 +11,12 @@ const { NatsTransport } = require('../../lib/nats.js') // in your app: require('
 const { migrations } = require('../shared/schema.js')
 
 const id = Number(process.env.PEER_ID ?? 1)
-const replicator = new Replicator({ path: process.env.DB ?? `./nats-${id}.db`, peerId: id, clusterKey: process.env.CLUSTER_KEY ?? 'change me' })
+const replicator = new Replicator({
+  path: process.env.DB ?? `./nats-${id}.db`,
+  peerId: id,
+  clusterKey: process.env.CLUSTER_KEY ?? 'change me',
+  maxFrameBytes: 512 * 1024 // frames must fit NATS's max_payload (1 MiB by default)
+})
 replicator.migrate(migrations)
 
 ;(async () => {

@@ -74,6 +74,7 @@ impl Engine {
         // every other connected peer gets an identical frame.
         let cands: Vec<usize> = (0..out.len()).filter(|&i| out[i].peer == first).collect();
         let mut copies: Vec<Vec<usize>> = vec![Vec::new(); cands.len()];
+        let mut got: Vec<HashSet<u32>> = vec![HashSet::new(); cands.len()];
         for (i, o) in out.iter().enumerate() {
             if o.peer == first {
                 continue;
@@ -81,7 +82,8 @@ impl Engine {
             // Each peer gets at most one copy of a broadcast frame; a second
             // identical frame to the same peer is a copy of the next candidate.
             for (k, &c) in cands.iter().enumerate() {
-                if out[c].frame == o.frame && copies[k].iter().all(|&j| out[j].peer != o.peer) {
+                if out[c].frame == o.frame && !got[k].contains(&o.peer) {
+                    got[k].insert(o.peer);
                     copies[k].push(i);
                     break;
                 }
