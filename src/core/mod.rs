@@ -4,8 +4,10 @@
 pub mod engine;
 pub mod error;
 pub mod hlc;
+pub mod kept;
 pub mod metrics;
 pub mod protocol;
+pub mod ranges;
 pub mod schema;
 pub mod snapshot;
 pub mod store;
