@@ -125,3 +125,12 @@ pub fn read_kept(conn: &Connection, range: Option<(u32, u64, u64)>) -> Result<Ve
     };
     Ok(rows.into_iter().flatten().collect())
 }
+
+/// The stamp of the lowest-seq kept patch of `origin`, if any.
+pub fn first_kept_stamp(conn: &Connection, origin: u32) -> Result<Option<u64>> {
+    Ok(conn
+        .prepare_cached("SELECT at FROM _quilt_kept WHERE origin=?1 ORDER BY seq LIMIT 1")?
+        .query_row([origin as i64], |r| r.get::<_, i64>(0))
+        .optional()?
+        .map(|v| v as u64))
+}

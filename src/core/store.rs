@@ -521,6 +521,19 @@ pub fn rebuild_clock(conn: &Connection, t: &TableInfo) -> Result<()> {
 
 // ----- identity clashes (see engine/clash.rs) ------------------------------
 
+/// The stamp of the lowest-seq stored patch of `origin` in `t`, if any.
+pub fn first_stamp(conn: &Connection, t: &TableInfo, origin: u32) -> Result<Option<u64>> {
+    let sql = format!(
+        "SELECT _patchedAt FROM {} WHERE _peerId=?1 ORDER BY _sequenceId LIMIT 1",
+        q(&t.patches())
+    );
+    Ok(conn
+        .prepare_cached(&sql)?
+        .query_row([origin as i64], |r| r.get::<_, i64>(0))
+        .optional()?
+        .map(|v| v as u64))
+}
+
 /// The stamp of the stored patch `(origin, seq)` in table `t`, if any.
 pub fn stored_at(conn: &Connection, t: &TableInfo, origin: u32, seq: i64) -> Result<Option<u64>> {
     let sql = format!(

@@ -48,8 +48,27 @@ impl Engine {
     /// the patches stays directed then (it reaches the same peer).
     pub fn tick_broadcast(&mut self) -> Result<Vec<Outgoing>> {
         let mut out = self.drain_broadcast();
-        let rest = self.tick()?;
-        out.extend(self.collapse_to_broadcast(rest));
+        let peers = self.connected();
+        if peers.len() < 2 {
+            let rest = self.tick()?;
+            out.extend(self.collapse_to_broadcast(rest));
+            return Ok(out);
+        }
+        // The ping is encoded once for everyone, not once per peer.
+        let rest = self.tick_with(false)?;
+        out.extend(rest);
+        for frame in self.ping_frames() {
+            out.push(Outgoing {
+                peer: BROADCAST,
+                frame,
+            });
+        }
+        for p in &peers {
+            if let Some(ps) = self.peers.get_mut(p) {
+                ps.we_pinged = true;
+            }
+        }
+        self.counters.pings_out += peers.len() as u64;
         Ok(out)
     }
 

@@ -174,6 +174,9 @@ pub struct Engine {
     purged_digest: HashMap<u32, u64>,
     /// Highest snapshot cover known anywhere in the cluster, per origin.
     cluster_cover: HashMap<u32, u64>,
+    /// Per origin, the stamp of its oldest stored patch (retention looks at
+    /// an origin only once the cutoff passes it).
+    oldest_at: HashMap<u32, u64>,
     /// Cover of this peer's own last snapshot, if it took one.
     own_cover: Option<HashMap<u32, u64>>,
     /// Seq when this file was opened: own writes above it are this run's.
@@ -269,6 +272,7 @@ impl Engine {
             purged_digest: HashMap::new(),
             cluster_cover: HashMap::new(),
             own_cover: None,
+            oldest_at: HashMap::new(),
             open_seq: 0,
             reissued: 0,
             served_bytes: HashMap::new(),
@@ -413,6 +417,8 @@ impl Engine {
                 // A patch partly applied and kept whole is listed twice.
                 if o > 0 && s > 0 && !v.holds(o as u32, s as u64) {
                     v.hold(o as u32, s as u64, at as u64);
+                    let e = self.oldest_at.entry(o as u32).or_insert(at as u64);
+                    *e = (*e).min(at as u64);
                 }
                 max_at = max_at.max(at.max(0) as u64);
             }

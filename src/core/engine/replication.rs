@@ -417,6 +417,8 @@ impl Engine {
             if !self.vector.holds(o, s) {
                 self.vector.hold(o, s, at);
             }
+            let e = self.oldest_at.entry(o).or_insert(at);
+            *e = (*e).min(at);
             if touched.insert(o) {
                 self.gaps.served(sender, o);
             }
@@ -544,6 +546,12 @@ impl Engine {
 
     /// One heartbeat: gap requests with backoff, pings, retention.
     pub fn tick(&mut self) -> Result<Vec<Outgoing>> {
+        self.tick_with(true)
+    }
+
+    /// A heartbeat; `ping`: false when the caller sends the ping itself
+    /// (once for every peer, see `broadcast.rs`).
+    pub(super) fn tick_with(&mut self, ping: bool) -> Result<Vec<Outgoing>> {
         self.check_open()?;
         self.tick_no += 1;
         self.served_bytes.clear();
@@ -555,8 +563,9 @@ impl Engine {
             let (reqs, _) = self.request_gaps(o, None, false, &connected);
             out.extend(reqs);
         }
-        let peers = self.connected();
-        out.extend(self.ping_to(&peers));
+        if ping {
+            out.extend(self.ping_to(&connected));
+        }
         self.purge()?;
         self.save_state()?;
         self.check_synced();

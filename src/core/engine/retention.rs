@@ -46,6 +46,12 @@ impl Engine {
             if contiguous <= self.purged.get(&o).copied().unwrap_or(0) {
                 continue;
             }
+            // Its oldest patch is too young: nothing to do, and no SQL and
+            // no look at every peer's acks for it on this heartbeat.
+            let oldest = self.oldest_at.get(&o).map_or(i64::MAX, |&a| a as i64);
+            if cutoff <= oldest && hard_cutoff.is_none_or(|h| h <= oldest) {
+                continue;
+            }
             let cover = self.cluster_cover.get(&o).copied().unwrap_or(0);
             let (acked, _) = self.acked_by_all(o, 0);
             let mut soft = contiguous.min(acked.unwrap_or(contiguous).max(cover));
@@ -142,10 +148,30 @@ impl Engine {
             tx.commit()?;
             self.purged.insert(o, upto);
             self.purged_digest.insert(o, d);
+            self.refresh_oldest(o)?;
         } else {
             tx.commit()?;
         }
         Ok(max_deleted)
+    }
+
+    /// Re-read the stamp of an origin's oldest stored patch (stamps grow
+    /// with seq, so it is the first row of each table).
+    fn refresh_oldest(&mut self, o: u32) -> Result<()> {
+        let mut oldest: Option<u64> = None;
+        for t in self.tables.values() {
+            if let Some(at) = store::first_stamp(&self.conn, t, o)? {
+                oldest = Some(oldest.map_or(at, |x: u64| x.min(at)));
+            }
+        }
+        if let Some(at) = crate::core::kept::first_kept_stamp(&self.conn, o)? {
+            oldest = Some(oldest.map_or(at, |x: u64| x.min(at)));
+        }
+        match oldest {
+            Some(at) => self.oldest_at.insert(o, at),
+            None => self.oldest_at.remove(&o),
+        };
+        Ok(())
     }
 
     /// True when some table's patch rows still hold `(origin, seq)` (in

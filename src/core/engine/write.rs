@@ -230,6 +230,9 @@ impl Engine {
                 e => e,
             });
         }
+        if let Some(&(_, at)) = stamps.first() {
+            self.oldest_at.entry(self.peer_id).or_insert(at);
+        }
         for (seq, at) in stamps {
             self.vector.hold(self.peer_id, seq, at);
         }
