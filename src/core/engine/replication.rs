@@ -505,10 +505,16 @@ impl Engine {
         ps.heard_ms = now;
         ps.schema_version = body.schema_version;
         if let Some(ping) = &body.ping {
+            self.counters.pings_in += 1;
+            // Claims count only from peers added with addPeer: a ping from
+            // any other sender id costs nothing to keep (a stream of pings
+            // from made-up ids must not grow state or heartbeats).
+            if !ps.added {
+                return Ok(());
+            }
             ps.pinged_us = true;
             let reply = ps.connected && !ps.we_pinged;
             self.note_ping(sender, ping, touched);
-            self.counters.pings_in += 1;
             if reply {
                 out.extend(self.ping_to(&[sender]));
             }
