@@ -18,6 +18,7 @@ impl Engine {
             .vector
             .origins
             .iter()
+            .filter(|(_, s)| s.held.max() >= crate::core::sync::SHADOW_STEP)
             .map(|(&o, s)| Ranges {
                 origin: o,
                 ranges: s.shadows(MAX_SHADOW_RANGES),
