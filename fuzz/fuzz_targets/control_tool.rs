@@ -4,7 +4,8 @@
 //!   the seed frames `corpus/control/seed-*`;
 //! - `cargo run --release --bin control_tool -- measure` feeds hostile
 //!   control frames to one engine (no sanitizer) and prints the RSS growth
-//!   per frame byte and the largest answers, per scenario.
+//!   per frame byte and the largest answers, per scenario;
+//! - `... -- repro artifacts-report` writes the inputs of a found bug.
 use quilt::core::engine::{Config, Engine, Migration};
 use quilt::core::protocol::{encode_frame, Body, Ping, Ranges};
 use quilt::core::value::Value;
@@ -130,6 +131,41 @@ fn seeds(dir: &str) {
     println!("{n} frame seeds and 5 structured seeds written to {dir}");
 }
 
+/// Three inputs that, run in order in one process
+/// (`control 1-ping 2-gone 3-tick`), make `tick()` send a request the
+/// peers refuse: peer 2 claims seqs 1..=10000 of itself, is asked for them,
+/// answers every other seq as gone (4096 ranges), and the next request
+/// lists the 4097 pieces left, over `MAX_RANGES`.
+fn repro(dir: &str) {
+    std::fs::create_dir_all(dir).expect("mkdir");
+    let p = encode_frame(2, &body_ping(ping(10_000, vec![(2, 0, 10_000)])), None);
+    std::fs::write(format!("{dir}/1-ping"), p).expect("write");
+    let g = Body { schema_version: 1, gone: vec![ranges(2, (1..=4096).map(|i| (2 * i, 2 * i)).collect())], ..Default::default() };
+    std::fs::write(format!("{dir}/2-gone"), encode_frame(2, &g, None)).expect("write");
+    // Structured input: one `Op::Tick { keyed: false }` (variant 3 of 6).
+    std::fs::write(format!("{dir}/3-tick"), [0x00, 0x00, 0x00, 0x90, 0x00]).expect("write");
+    println!("written to {dir}");
+}
+
+/// The same steps on a fresh engine, printing what each answers.
+fn repro_check(dir: &str) {
+    let mut e = engine();
+    for name in ["1-ping", "2-gone"] {
+        let f = std::fs::read(format!("{dir}/{name}")).expect("read");
+        let r = e.apply_frame(&f).map(|(_, out)| out.iter().map(|o| (o.peer, o.frame.len())).collect::<Vec<_>>());
+        println!("{name}: {r:?} events {:?}", e.take_events());
+    }
+    for _ in 0..3 {
+        let out = e.tick().expect("tick");
+        for o in &out {
+            if let Err(err) = quilt::core::protocol::decode_frame(&o.frame, None, 1 << 20) {
+                println!("tick: frame of {} bytes to peer {} is refused by the decoder: {err}", o.frame.len(), o.peer);
+            }
+        }
+        println!("tick: {:?}", out.iter().map(|o| (o.peer, o.frame.len())).collect::<Vec<_>>());
+    }
+}
+
 fn rss() -> u64 {
     let s = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
     s.split_whitespace().nth(1).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0) * 4096
@@ -237,6 +273,8 @@ fn main() {
     match args.get(1).map(String::as_str) {
         Some("seeds") => seeds(args.get(2).map(String::as_str).unwrap_or("corpus/control")),
         Some("measure") => measure(),
-        _ => eprintln!("usage: control_tool seeds <dir> | measure"),
+        Some("repro-check") => repro_check(args.get(2).map(String::as_str).unwrap_or("artifacts-report")),
+        Some("repro") => repro(args.get(2).map(String::as_str).unwrap_or("artifacts-report")),
+        _ => eprintln!("usage: control_tool seeds <dir> | measure | repro <dir>"),
     }
 }
