@@ -175,3 +175,26 @@ fn gone_is_linear_in_the_message() {
     let _ = g.on_gone(8, 7, &ranges, &st.held, &[8]);
     assert!(t.elapsed().as_millis() < 50, "{:?}", t.elapsed());
 }
+
+#[test]
+fn gone_ranges_never_push_a_request_past_its_cap() {
+    // Found by the control fuzzer: gaps capped, then cut by gone ranges into
+    // more pieces than one request may carry.
+    let st = origin_with(&[(1, 1)]);
+    let mut g = GapTracker::default();
+    g.note_claim(
+        8,
+        7,
+        Claim {
+            contiguous: 100_000,
+            max: 100_000,
+            ..Default::default()
+        },
+    );
+    let _ = g.plan(7, &st, 1, 0, &[8], Some(8), true, 0, 64);
+    let ranges: Vec<(u64, u64)> = (0..5000u64).map(|i| (i * 20 + 3, i * 20 + 12)).collect();
+    let _ = g.on_gone(8, 7, &ranges, &st.held, &[8]);
+    assert!(g.wanted(7, &st, 64).len() <= 64);
+    let ask = g.plan(7, &st, 5, 0, &[8], None, false, 0, 64);
+    assert!(ask.is_none_or(|a| a.ranges.len() <= 64));
+}
