@@ -54,10 +54,11 @@ impl Engine {
             out.extend(self.collapse_to_broadcast(rest));
             return Ok(out);
         }
-        // The ping is encoded once for everyone, not once per peer.
+        // The ping is encoded once for everyone, not once per peer, and
+        // carries only what changed (the whole vector now and then).
         let rest = self.tick_with(false)?;
         out.extend(rest);
-        for frame in self.ping_frames() {
+        for frame in self.delta_ping_frames() {
             out.push(Outgoing {
                 peer: BROADCAST,
                 frame,

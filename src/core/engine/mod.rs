@@ -149,6 +149,8 @@ const SERVE_LIMIT: usize = 20_000;
 const SERVE_BYTES_PER_REQUEST: usize = 1 << 20;
 /// Most bytes served to one peer per heartbeat.
 const SERVE_BYTES_PER_TICK: usize = 4 << 20;
+/// Heartbeats between two broadcast pings carrying the whole vector.
+const FULL_PING_EVERY: u64 = 10;
 /// Kept patches read per page (never the whole table at once).
 const KEPT_PAGE: usize = 1000;
 /// Most heartbeats between two verifications of one origin with one peer
@@ -174,6 +176,9 @@ pub struct Engine {
     purged_digest: HashMap<u32, u64>,
     /// Highest snapshot cover known anywhere in the cluster, per origin.
     cluster_cover: HashMap<u32, u64>,
+    /// What the last broadcast ping said per origin (contiguous, max,
+    /// digest): the next one carries only what changed.
+    last_ping: HashMap<u32, (u64, u64, u64)>,
     /// Per origin, the stamp of its oldest stored patch (retention looks at
     /// an origin only once the cutoff passes it).
     oldest_at: HashMap<u32, u64>,
@@ -273,6 +278,7 @@ impl Engine {
             cluster_cover: HashMap::new(),
             own_cover: None,
             oldest_at: HashMap::new(),
+            last_ping: HashMap::new(),
             open_seq: 0,
             reissued: 0,
             served_bytes: HashMap::new(),

@@ -62,7 +62,34 @@ impl Engine {
     /// The encoded ping, split so each frame fits maxFrameBytes: a vector
     /// entry with its digest is at most ~40 bytes, a range ~20.
     pub(super) fn ping_frames(&self) -> Vec<Vec<u8>> {
-        let ping = self.ping_body();
+        self.frames_of(self.ping_body())
+    }
+
+    /// The broadcast ping: only the entries that changed since the last
+    /// one, and the whole vector every `FULL_PING_EVERY` heartbeats (a
+    /// receiver keeps the claims a ping does not mention). Bytes each peer
+    /// receives then grow with what changes, not with N² per heartbeat.
+    pub(super) fn delta_ping_frames(&mut self) -> Vec<Vec<u8>> {
+        let mut ping = self.ping_body();
+        let full = self.tick_no % FULL_PING_EVERY == 0 || self.last_ping.is_empty();
+        let mut keep = Vec::with_capacity(ping.vector.len());
+        for (i, e) in ping.vector.iter().enumerate() {
+            let d = ping.digests.get(i).copied().unwrap_or(0);
+            let now = (e.1, e.2, d);
+            let changed = self.last_ping.get(&e.0) != Some(&now);
+            if changed {
+                self.last_ping.insert(e.0, now);
+            }
+            keep.push(full || changed || e.0 == self.peer_id);
+        }
+        let mut k = keep.iter();
+        ping.vector.retain(|_| *k.next().unwrap_or(&true));
+        let mut k = keep.iter();
+        ping.digests.retain(|_| *k.next().unwrap_or(&true));
+        self.frames_of(ping)
+    }
+
+    fn frames_of(&self, ping: Ping) -> Vec<Vec<u8>> {
         let room = self.cfg.max_frame_bytes.saturating_sub(96).max(40);
         let per_frame = (room / 40).clamp(1, protocol::MAX_PING_ENTRIES);
         let mut parts: Vec<Ping> = Vec::new();
