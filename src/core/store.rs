@@ -289,11 +289,7 @@ pub fn apply_remote(
     all_win_sql: Option<&str>,
 ) -> Result<usize> {
     let upsert = upsert_sql(t, p.cols);
-    let mut st = RemoteStatements {
-        all_win: conn.prepare_cached(all_win_sql.unwrap_or(&upsert))?,
-        select: conn.prepare_cached(&t.clock_select)?,
-        replace: conn.prepare_cached(&t.clock_replace)?,
-    };
+    let mut st = RemoteStatements::new(conn, t, all_win_sql.unwrap_or(&upsert))?;
     apply_remote_with(conn, &mut st, t, p)
 }
 

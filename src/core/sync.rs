@@ -208,22 +208,31 @@ pub struct GapTracker {
 }
 
 impl GapTracker {
-    /// Record a peer's claim. Returns false when the claim was refused
-    /// (too many origins for this peer).
-    pub fn note_claim(&mut self, peer: u32, origin: u32, claim: Claim) -> bool {
+    /// Record a peer's claim. A claim without re-issued ranges keeps the
+    /// ones the peer claimed before (pings carry them apart, see
+    /// `note_shadows`). Returns false when the claim was refused (too many
+    /// origins for this peer).
+    pub fn note_claim(&mut self, peer: u32, origin: u32, mut claim: Claim) -> bool {
         let m = self.claims.entry(peer).or_default();
         if !m.contains_key(&origin) && m.len() >= MAX_CLAIMED_ORIGINS {
             return false;
         }
-        let (new_max, new_shadows) = (claim.max, claim.shadows.clone());
-        let old = m.insert(origin, claim);
+        let old = m
+            .get_mut(&origin)
+            .map(|o| (o.max, std::mem::take(&mut o.shadows)));
+        let new_max = claim.max;
+        let old_max = old.as_ref().map(|o| o.0);
+        let shadows_changed = match old {
+            Some((_, old_shadows)) if claim.shadows.is_empty() => {
+                claim.shadows = old_shadows;
+                false
+            }
+            Some((_, old_shadows)) => old_shadows != claim.shadows,
+            None => !claim.shadows.is_empty(),
+        };
+        m.insert(origin, claim);
         let cached = self.claimed_max.get(&origin).copied().unwrap_or(0);
-        let shrank = old
-            .as_ref()
-            .is_some_and(|o| o.max >= cached && new_max < o.max);
-        let shadows_changed = old
-            .as_ref()
-            .map_or(!new_shadows.is_empty(), |o| o.shadows != new_shadows);
+        let shrank = old_max.is_some_and(|o| o >= cached && new_max < o);
         if shrank || shadows_changed {
             self.recompute(origin);
         } else if new_max > cached {

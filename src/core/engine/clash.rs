@@ -30,15 +30,22 @@ impl Engine {
         (1..=MAX_LEVEL).any(|k| o.held.contains(seq + k * SHADOW_STEP))
     }
 
-    /// The stamp of the version stored at `(origin, seq)`, if any.
-    fn version_at(&self, origin: u32, seq: u64) -> Result<Option<u64>> {
-        let s = seq as i64;
+    /// The stamp of the version stored at `(origin, seq)` in a patch table.
+    pub(super) fn table_version_at(&self, origin: u32, seq: i64) -> Result<Option<u64>> {
         for t in self.tables.values() {
-            if let Some(at) = store::stored_at(&self.conn, t, origin, s)? {
+            if let Some(at) = store::stored_at(&self.conn, t, origin, seq)? {
                 return Ok(Some(at));
             }
         }
-        store::kept_at(&self.conn, origin, s)
+        Ok(None)
+    }
+
+    /// The stamp of the version stored at `(origin, seq)`, if any.
+    fn version_at(&self, origin: u32, seq: u64) -> Result<Option<u64>> {
+        match self.table_version_at(origin, seq as i64)? {
+            Some(at) => Ok(Some(at)),
+            None => store::kept_at(&self.conn, origin, seq as i64),
+        }
     }
 
     /// Decide the seq an incoming version `(origin, seq, at)` is stored at,
@@ -59,38 +66,27 @@ impl Engine {
                 occupied.push((k, a));
             }
         }
+        // Would a version stamped `at` at level `given` keep the order of
+        // the others (all but level `skip`)?
+        let in_order = |skip: Option<u64>| {
+            occupied
+                .iter()
+                .filter(|&&(l, _)| Some(l) != skip)
+                .all(|&(l, a)| (l < given && a < at) || (l > given && a > at))
+        };
         if let Some(&(k, _)) = occupied.iter().find(|&&(_, a)| a == at) {
             // The same version. A sender that places it higher knows of
             // versions below it that we lack: follow it, and the level
             // left free is fetched like any gap.
-            let others_ok = occupied
-                .iter()
-                .filter(|&&(l, _)| l != k)
-                .all(|&(l, a)| (l < given && a < at) || (l > given && a > at));
-            if given > k && others_ok {
-                let (from, to) = (base + k * SHADOW_STEP, seq);
-                let stamps = (
-                    Stamp {
-                        at,
-                        peer: origin,
-                        seq: from,
-                    },
-                    Stamp {
-                        at,
-                        peer: origin,
-                        seq: to,
-                    },
-                );
-                self.move_version(origin, from as i64, to as i64, Some(stamps))?;
-                st.moves.push((origin, from, to, at));
+            if given > k && in_order(Some(k)) {
+                let from = base + k * SHADOW_STEP;
+                self.move_version(origin, at, from as i64, seq as i64, Some(from))?;
+                st.moves.push((origin, from, seq, at));
             }
             return Ok(None);
         }
         let free = !occupied.iter().any(|(k, _)| *k == given);
-        let in_order = occupied
-            .iter()
-            .all(|&(k, a)| (k < given && a < at) || (k > given && a > at));
-        if free && in_order {
+        if free && in_order(None) {
             return Ok(Some(seq));
         }
         // Versions in stamp order: the k-th goes to level k.
@@ -118,23 +114,11 @@ impl Engine {
             .collect();
         // Two steps through negative seqs, so no move lands on a version
         // that has not moved away yet.
-        for &(from, to, _) in &moves {
-            self.move_version(origin, from as i64, -(to as i64), None)?;
+        for &(from, to, a) in &moves {
+            self.move_version(origin, a, from as i64, -(to as i64), None)?;
         }
         for &(from, to, a) in &moves {
-            let stamps = (
-                Stamp {
-                    at: a,
-                    peer: origin,
-                    seq: from,
-                },
-                Stamp {
-                    at: a,
-                    peer: origin,
-                    seq: to,
-                },
-            );
-            self.move_version(origin, -(to as i64), to as i64, Some(stamps))?;
+            self.move_version(origin, a, -(to as i64), to as i64, Some(from))?;
             st.moves.push((origin, from, to, a));
         }
         st.clashes.push((origin, base));
@@ -142,19 +126,26 @@ impl Engine {
         Ok(Some(base + mine * SHADOW_STEP))
     }
 
-    /// Move a stored version to another seq in every table and the kept
-    /// table; with `stamps`, rename its stamp in the clock rows it won.
+    /// Move the stored version stamped `at` to another seq in every table
+    /// and the kept table; with `stamped_as`, the seq its stamp had when it
+    /// won clock rows, rename that stamp there to `to`.
     fn move_version(
         &self,
         origin: u32,
+        at: u64,
         from: i64,
         to: i64,
-        stamps: Option<(Stamp, Stamp)>,
+        stamped_as: Option<u64>,
     ) -> Result<()> {
+        let stamp = |seq: u64| Stamp {
+            at,
+            peer: origin,
+            seq,
+        };
         for t in self.tables.values() {
             if let Some(pk) = store::move_patch(&self.conn, t, origin, from, to)? {
-                if let Some((old, new)) = stamps {
-                    store::rename_stamp(&self.conn, t, &pk, old, new)?;
+                if let Some(old) = stamped_as {
+                    store::rename_stamp(&self.conn, t, &pk, stamp(old), stamp(to as u64))?;
                 }
             }
         }

@@ -72,20 +72,20 @@ impl Engine {
     pub(super) fn delta_ping_frames(&mut self) -> Vec<Vec<u8>> {
         let mut ping = self.ping_body();
         let full = self.tick_no % FULL_PING_EVERY == 0 || self.last_ping.is_empty();
-        let mut keep = Vec::with_capacity(ping.vector.len());
-        for (i, e) in ping.vector.iter().enumerate() {
-            let d = ping.digests.get(i).copied().unwrap_or(0);
+        let (mut vector, mut digests) = (Vec::new(), Vec::new());
+        for (e, d) in ping.vector.into_iter().zip(ping.digests) {
             let now = (e.1, e.2, d);
             let changed = self.last_ping.get(&e.0) != Some(&now);
             if changed {
                 self.last_ping.insert(e.0, now);
             }
-            keep.push(full || changed || e.0 == self.peer_id);
+            if full || changed || e.0 == self.peer_id {
+                vector.push(e);
+                digests.push(d);
+            }
         }
-        let mut k = keep.iter();
-        ping.vector.retain(|_| *k.next().unwrap_or(&true));
-        let mut k = keep.iter();
-        ping.digests.retain(|_| *k.next().unwrap_or(&true));
+        ping.vector = vector;
+        ping.digests = digests;
         self.frames_of(ping)
     }
 
@@ -127,7 +127,7 @@ impl Engine {
             budget -= 20;
             extra.cover.push(c);
         }
-        if room - budget + used <= room {
+        if used <= budget {
             if let Some(last) = parts.last_mut() {
                 last.shadows = extra.shadows;
                 last.cover = extra.cover;
@@ -168,13 +168,7 @@ impl Engine {
                 contiguous: c.min(m),
                 max: m.min(SHADOW_STEP - 1),
                 digest: ping.digests.get(i).copied(),
-                shadows: self
-                    .gaps
-                    .claims
-                    .get(&sender)
-                    .and_then(|x| x.get(&o))
-                    .map(|c| c.shadows.clone())
-                    .unwrap_or_default(),
+                shadows: RangeSet::new(),
             };
             if !self.gaps.note_claim(sender, o, claim) {
                 continue;

@@ -334,12 +334,26 @@ impl Engine {
                     cols: &cols,
                     values: vals,
                 };
+                if prepared.is_none() {
+                    prepared = Some((
+                        self.conn.prepare_cached(ins)?,
+                        store::RemoteStatements::new(&self.conn, t, ups)?,
+                    ));
+                }
+                let Some((ins_st, rem)) = prepared.as_mut() else {
+                    return Err(frame_err("internal: no prepared statements"));
+                };
+                let mut write = || -> Result<()> {
+                    let nulls = store::nulls_marker(t, rp.cols, rp.values);
+                    store::bind_patch_row(ins_st, rp.stamp, nulls.as_deref(), rp.values)?;
+                    ins_st.raw_execute()?;
+                    store::apply_remote_with(&self.conn, rem, t, &rp)?;
+                    Ok(())
+                };
                 if careful {
                     self.conn.execute_batch("SAVEPOINT quilt_patch")?;
-                    let r = store::insert_patch_row(&self.conn, t, ins, &rp)
-                        .and_then(|_| store::apply_remote(&self.conn, t, &rp, Some(ups)));
-                    match r {
-                        Ok(_) => self.conn.execute_batch("RELEASE quilt_patch")?,
+                    match write() {
+                        Ok(()) => self.conn.execute_batch("RELEASE quilt_patch")?,
                         Err(e) if is_constraint(&e) => {
                             self.conn
                                 .execute_batch("ROLLBACK TO quilt_patch; RELEASE quilt_patch")?;
@@ -349,18 +363,7 @@ impl Engine {
                         Err(e) => return Err(e),
                     }
                 } else {
-                    if prepared.is_none() {
-                        prepared = Some((
-                            self.conn.prepare_cached(ins)?,
-                            store::RemoteStatements::new(&self.conn, t, ups)?,
-                        ));
-                    }
-                    if let Some((ins_st, rem)) = prepared.as_mut() {
-                        let nulls = store::nulls_marker(t, rp.cols, rp.values);
-                        store::bind_patch_row(ins_st, rp.stamp, nulls.as_deref(), rp.values)?;
-                        ins_st.raw_execute()?;
-                        store::apply_remote_with(&self.conn, rem, t, &rp)?;
-                    }
+                    write()?;
                 }
                 if !kept_whole {
                     st.res.applied += 1;
@@ -403,10 +406,10 @@ impl Engine {
         self.counters.patches_applied += res.applied;
         self.counters.duplicates += res.duplicates;
         let mut touched: HashSet<u32> = HashSet::new();
-        for &(o, from, to, at) in &st.moves {
+        // Every source first: a move may land where another one left.
+        for &(o, from, _, at) in &st.moves {
             self.vector.unhold(o, from, at);
             touched.insert(o);
-            let _ = to;
         }
         for &(o, _, to, at) in &st.moves {
             if !self.vector.holds(o, to) {

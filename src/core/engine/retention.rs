@@ -124,7 +124,7 @@ impl Engine {
                         break;
                     }
                     // A patch both applied and kept whole counts once.
-                    if (!is_kept || !self.purge_has_row(&tx, o, seq)?)
+                    if (!is_kept || self.table_version_at(o, seq)?.is_none())
                         && kept_seen.insert(seq as u64)
                     {
                         digest ^= patch_hash(o, seq as u64, at as u64);
@@ -172,17 +172,6 @@ impl Engine {
             None => self.oldest_at.remove(&o),
         };
         Ok(())
-    }
-
-    /// True when some table's patch rows still hold `(origin, seq)` (in
-    /// the same purge its hash was already counted).
-    fn purge_has_row(&self, conn: &Connection, o: u32, seq: i64) -> Result<bool> {
-        for t in self.tables.values() {
-            if store::stored_at(conn, t, o, seq)?.is_some() {
-                return Ok(true);
-            }
-        }
-        Ok(false)
     }
 
     /// Record the seq vector a snapshot covers: it joins the cluster cover
