@@ -1,6 +1,7 @@
 //! The plain-Rust core: no napi here (CI greps for it), so everything is
 //! tested with `cargo test` and reusable outside Node.
 
+pub mod clock;
 pub mod engine;
 pub mod error;
 pub mod hlc;
