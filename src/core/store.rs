@@ -227,7 +227,11 @@ pub fn apply_remote_with(
 /// Turn a stored patch row into the columns it set: non-NULL values, plus
 /// NULLs listed in `_quiltNulls`. (A NULL not listed means "not set", which
 /// is also how replic-sqlite files read.) Primary-key columns always count.
-fn row_to_patch(t: &TableInfo, origin: u32, r: &rusqlite::Row) -> rusqlite::Result<Patch> {
+pub(crate) fn row_to_patch(
+    t: &TableInfo,
+    origin: u32,
+    r: &rusqlite::Row,
+) -> rusqlite::Result<Patch> {
     let at: i64 = r.get(0)?;
     let seq: i64 = r.get(1)?;
     let nulls: Option<String> = r.get(2)?;
@@ -252,33 +256,6 @@ fn row_to_patch(t: &TableInfo, origin: u32, r: &rusqlite::Row) -> rusqlite::Resu
         columns: Arc::new(columns),
         values,
     })
-}
-
-/// Stored patches of one origin within `[a, b]`, oldest first.
-pub fn read_patches(
-    conn: &Connection,
-    t: &TableInfo,
-    origin: u32,
-    a: u64,
-    b: u64,
-    limit: usize,
-) -> Result<Vec<Patch>> {
-    let sql = format!(
-        "SELECT _patchedAt,_sequenceId,{NULLS_COL},{} FROM {} WHERE _peerId=?1 AND _sequenceId BETWEEN ?2 AND ?3 ORDER BY _sequenceId LIMIT ?4",
-        col_list(t, &(0..t.columns.len()).collect::<Vec<_>>()),
-        q(&t.patches())
-    );
-    let mut st = conn.prepare_cached(&sql)?;
-    let rows = st.query_map(
-        rusqlite::params![
-            origin as i64,
-            a as i64,
-            b.min(i64::MAX as u64) as i64,
-            limit as i64
-        ],
-        |r| row_to_patch(t, origin, r),
-    )?;
-    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
 /// A row's primary key and its winning stamp per column.
@@ -338,62 +315,6 @@ pub fn rebuild_clock(conn: &Connection, t: &TableInfo) -> Result<()> {
 }
 
 // ----- identity clashes (see engine/clash.rs) ------------------------------
-
-/// The stamp of the lowest-seq stored patch of `origin` in `t`, if any.
-pub fn first_stamp(conn: &Connection, t: &TableInfo, origin: u32) -> Result<Option<u64>> {
-    let sql = format!(
-        "SELECT _patchedAt FROM {} WHERE _peerId=?1 ORDER BY _sequenceId LIMIT 1",
-        q(&t.patches())
-    );
-    Ok(conn
-        .prepare_cached(&sql)?
-        .query_row([origin as i64], |r| r.get::<_, i64>(0))
-        .optional()?
-        .map(|v| v as u64))
-}
-
-/// The stamp of the stored patch `(origin, seq)` in table `t`, if any.
-pub fn stored_at(conn: &Connection, t: &TableInfo, origin: u32, seq: i64) -> Result<Option<u64>> {
-    let sql = format!(
-        "SELECT _patchedAt FROM {} WHERE _peerId=?1 AND _sequenceId=?2 LIMIT 1",
-        q(&t.patches())
-    );
-    Ok(conn
-        .prepare_cached(&sql)?
-        .query_row(rusqlite::params![origin as i64, seq], |r| {
-            r.get::<_, i64>(0)
-        })
-        .optional()?
-        .map(|v| v as u64))
-}
-
-/// Give the stored patch `(origin, from)` the seq `to`, in `t` and in the
-/// kept table. Returns the primary key of the row it touched in `t`.
-pub fn move_patch(
-    conn: &Connection,
-    t: &TableInfo,
-    origin: u32,
-    from: i64,
-    to: i64,
-) -> Result<Option<Vec<Value>>> {
-    let pk_cols = t.pk.iter().map(|c| q(c)).collect::<Vec<_>>().join(",");
-    let p = q(&t.patches());
-    let pk: Option<Vec<Value>> = conn
-        .prepare_cached(&format!(
-            "SELECT {pk_cols} FROM {p} WHERE _peerId=?1 AND _sequenceId=?2 LIMIT 1"
-        ))?
-        .query_row(rusqlite::params![origin as i64, from], |r| {
-            (0..t.pk.len()).map(|i| r.get::<_, Value>(i)).collect()
-        })
-        .optional()?;
-    if pk.is_some() {
-        conn.prepare_cached(&format!(
-            "UPDATE {p} SET _sequenceId=?3 WHERE _peerId=?1 AND _sequenceId=?2"
-        ))?
-        .execute(rusqlite::params![origin as i64, from, to])?;
-    }
-    Ok(pk)
-}
 
 /// In the clock row of `pk`, rename the stamp `old` to `new` (the patch
 /// that won those columns now has another identity).

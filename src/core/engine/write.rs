@@ -10,6 +10,7 @@
 //! clock row outright; a partial one merges it with `quilt_clock_merge`.
 
 use super::*;
+use crate::core::runs::Runs;
 use crate::core::schema::TableInfo;
 
 /// Statements and clock template for one run of rows with the same columns.
@@ -59,6 +60,8 @@ impl<'c> Run<'c> {
 
     fn write(
         &mut self,
+        conn: &Connection,
+        runs: &mut Runs,
         t: &TableInfo,
         stamp: Stamp,
         values: &[Value],
@@ -67,6 +70,9 @@ impl<'c> Run<'c> {
         let nulls = store::nulls_marker(t, &self.cols, values);
         store::bind_patch_row(&mut self.ins, stamp, nulls.as_deref(), values)?;
         self.ins.raw_execute()?;
+        if t.rowid {
+            runs.note(&t.name_arc, stamp.peer, stamp.seq, conn.last_insert_rowid());
+        }
         for (i, v) in values.iter().enumerate() {
             self.ups.raw_bind_parameter(i + 1, v)?;
         }
@@ -214,6 +220,7 @@ impl Engine {
         let (seq0, out0, hlc0) = (self.seq, self.outbox.len(), self.hlc.clone());
         let mut stamps = Vec::with_capacity(n);
         if let Err(e) = self.write_rows(table, values, &resolved, &mut stamps) {
+            self.runs.borrow_mut().discard();
             self.seq = seq0;
             self.hlc = hlc0;
             self.outbox.truncate(out0);
@@ -269,7 +276,14 @@ impl Engine {
                 peer: self.peer_id,
                 seq: self.seq,
             };
-            r.write(t, stamp, &values, &mut buf)?;
+            r.write(
+                &tx,
+                &mut self.runs.borrow_mut(),
+                t,
+                stamp,
+                &values,
+                &mut buf,
+            )?;
             stamps.push((self.seq, at));
             if !queue {
                 continue;
@@ -284,6 +298,7 @@ impl Engine {
             });
         }
         drop(run);
+        self.runs.borrow_mut().flush(&tx)?;
         // No state row update here: seq and HLC are rebuilt from the patch
         // rows on open (one dirty page less per commit); ticks persist them.
         tx.commit()?;
