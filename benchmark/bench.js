@@ -341,7 +341,7 @@ async function main () {
   console.log(`(c)/(d): ${frames.length} frame(s), ${wireBytes} bytes for ${N} patches (default maxFrameBytes); applied ${applied} of ${N}`)
   console.log(`(e)/(f): writer maxFrameBytes ${SMALL_FRAME}: ${lossy.frames} frames, ${lossy.dropped} dropped; the gap in (e) leaves ${t.missing} patches missing`)
   console.log(`(f): the writer sent ${lossy.retransmitted} frame(s), ${lossy.retransmittedBytes} bytes to the receiver after the loss (repairs and pings), ${lossy.duplicates} of the patches in them were duplicates; ratio against the plain one-transaction better-sqlite3 upsert of (c)`)
-  console.log(`(g): quilt within 1.15x of that floor: the statements (a) runs per write (patch row, (_peerId, _sequenceId) index, base-row upsert, clock row) through rusqlite, same bundled SQLite, no JS, values bound from prepared Rust rows (benchmark/floor.rs); the ms column says floor, not better-sqlite3`)
+  console.log(`(g): quilt within 1.15x of that floor: the statements (a) runs per write (patch row, base-row upsert, clock row; one run-map row per commit) through rusqlite, same bundled SQLite, no JS, values bound from prepared Rust rows (benchmark/floor.rs); the ms column says floor, not better-sqlite3`)
   if (floor.error) console.log(`(g): ${floor.error}`)
   else console.log(['', ...floor.text].join('\n'))
   profile()
