@@ -346,6 +346,7 @@ async function main () {
   else console.log(['', ...floor.text].join('\n'))
   profile()
   if (process.env.BENCH_SNAPSHOT !== '0') await require('./snapshot.js').main()
+  if (process.env.BENCH_OPEN !== '0') await require('./open.js').main()
 }
 
 // Where the time of (a) goes: the same SQL work quilt's write path does,

@@ -133,7 +133,7 @@ impl Engine {
                 .map_err(|e| schema_err(format!("migration to version {v} failed: {e}")))?;
         }
         self.schema_version = to;
-        self.refresh_schema(true)?;
+        self.refresh_schema(!steps.is_empty())?;
         self.save_state()?;
         self.replay_kept()?;
         Ok(())
