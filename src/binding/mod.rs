@@ -40,7 +40,12 @@ enum Class {
 /// Creates the JS error object: `TypeError`, `RangeError`, or an instance of
 /// the registered error class (a plain `Error` if none is registered), with
 /// `code` set here. `None` when the env cannot build one (tearing down).
-unsafe fn new_error(env: sys::napi_env, class: Class, code: &str, msg: &str) -> Option<sys::napi_value> {
+unsafe fn new_error(
+    env: sys::napi_env,
+    class: Class,
+    code: &str,
+    msg: &str,
+) -> Option<sys::napi_value> {
     let mut c = ptr::null_mut();
     let mut m = ptr::null_mut();
     if sys::napi_create_string_utf8(env, code.as_ptr().cast(), code.len() as isize, &mut c)
@@ -87,7 +92,10 @@ unsafe fn new_error(env: sys::napi_env, class: Class, code: &str, msg: &str) -> 
 
 /// The constructor registered with `setErrorClass` for this env, if any.
 unsafe fn registered_class(env: sys::napi_env) -> Option<sys::napi_value> {
-    let r = Env::from_raw(env).get_instance_data::<ErrorClass>().ok()??.0;
+    let r = Env::from_raw(env)
+        .get_instance_data::<ErrorClass>()
+        .ok()??
+        .0;
     let mut ctor = ptr::null_mut();
     (sys::napi_get_reference_value(env, r, &mut ctor) == sys::Status::napi_ok && !ctor.is_null())
         .then_some(ctor)
@@ -138,7 +146,10 @@ pub(super) fn check(env: sys::napi_env, status: sys::napi_status, what: &str) ->
     // SAFETY: `env` is the env of the current call, on its JS thread.
     let asked = unsafe { sys::napi_is_exception_pending(env, &mut pending) };
     if status == sys::Status::napi_pending_exception || (asked == sys::Status::napi_ok && pending) {
-        Err(napi::Error::new(Status::PendingException, format!("reading {what} threw")))
+        Err(napi::Error::new(
+            Status::PendingException,
+            format!("reading {what} threw"),
+        ))
     } else {
         Err(type_err(env, format!("could not read {what}")))
     }
@@ -160,7 +171,11 @@ impl<T> OrJs<T> for crate::core::error::Result<T> {
 pub fn set_error_class(env: Env, error_class: Unknown<'_>) -> Result<()> {
     let raw = error_class.raw();
     let mut t = 0;
-    check(env.raw(), unsafe { sys::napi_typeof(env.raw(), raw, &mut t) }, "errorClass")?;
+    check(
+        env.raw(),
+        unsafe { sys::napi_typeof(env.raw(), raw, &mut t) },
+        "errorClass",
+    )?;
     if t != sys::ValueType::napi_function {
         return Err(type_err(env.raw(), "errorClass must be a class"));
     }

@@ -27,6 +27,21 @@ unsafe fn js_string(env: sys::napi_env, v: sys::napi_value) -> Result<String> {
     String::from_utf8(buf).map_err(|_| type_err(env, "string is not valid UTF-8"))
 }
 
+/// The bytes of a Buffer or Uint8Array; `None` for anything else (a
+/// DataView too, which `napi_is_buffer` would take).
+unsafe fn js_u8(env: sys::napi_env, v: sys::napi_value) -> Result<Option<Vec<u8>>> {
+    let mut dv = false;
+    check(env, sys::napi_is_dataview(env, v, &mut dv), "value")?;
+    if dv {
+        return Ok(None);
+    }
+    match js_bytes(env, v) {
+        Ok(b) => Ok(b),
+        // Another typed array: not bytes.
+        Err(_) => Ok(None),
+    }
+}
+
 pub(super) unsafe fn js_bytes(env: sys::napi_env, v: sys::napi_value) -> Result<Option<Vec<u8>>> {
     let mut is_ta = false;
     check(env, sys::napi_is_typedarray(env, v, &mut is_ta), "value")?;
@@ -42,7 +57,10 @@ pub(super) unsafe fn js_bytes(env: sys::napi_env, v: sys::napi_value) -> Result<
             "typed array",
         )?;
         if ty != sys::TypedarrayType::uint8_array {
-            return Err(type_err(env, "binary values must be a Buffer or Uint8Array"));
+            return Err(type_err(
+                env,
+                "binary values must be a Buffer or Uint8Array",
+            ));
         }
         if len == 0 || data.is_null() {
             return Ok(Some(Vec::new()));
@@ -212,7 +230,11 @@ unsafe fn array(env: sys::napi_env, v: sys::napi_value, msg: &str) -> Result<Vec
     let mut out = Vec::with_capacity(n as usize);
     for i in 0..n {
         let mut e = ptr::null_mut();
-        check(env, sys::napi_get_element(env, v, i, &mut e), "array element")?;
+        check(
+            env,
+            sys::napi_get_element(env, v, i, &mut e),
+            "array element",
+        )?;
         out.push(e);
     }
     Ok(out)
@@ -458,7 +480,7 @@ impl FromNapiValue for NativeOptions {
                     Some(s) => s.into_bytes(),
                     None => {
                         let bin = if type_of(env, v)? == sys::ValueType::napi_object {
-                            js_bytes(env, v).ok().flatten()
+                            js_u8(env, v)?
                         } else {
                             None
                         };
@@ -508,7 +530,12 @@ impl FromNapiValue for JsMigrations {
         let items = array(env, v, "migrate(migrations): migrations must be an array")?;
         let mut out = Vec::with_capacity(items.len());
         for (i, m) in items.into_iter().enumerate() {
-            let shape = || type_err(env, format!("migrations[{i}] must be {{ up: string, down?: string }}"));
+            let shape = || {
+                type_err(
+                    env,
+                    format!("migrations[{i}] must be {{ up: string, down?: string }}"),
+                )
+            };
             if type_of(env, m)? != sys::ValueType::napi_object {
                 return Err(shape());
             }
@@ -601,12 +628,13 @@ impl FromNapiValue for RestoreArgs {
             Some(v) => Some(v),
             None => prop_set(env, o, c"id")?,
         };
-        let name = match name {
-            None => None,
-            Some(v) => Some(string(env, v)?.ok_or_else(|| {
-                type_err(env, "restore: snapshot must be a snapshot id string")
-            })?),
-        };
+        let name =
+            match name {
+                None => None,
+                Some(v) => Some(string(env, v)?.ok_or_else(|| {
+                    type_err(env, "restore: snapshot must be a snapshot id string")
+                })?),
+            };
         Ok(RestoreArgs {
             from,
             path,
@@ -719,7 +747,7 @@ impl FromNapiValue for JsBytes {
         let mut t = 0;
         check(env, sys::napi_typeof(env, v, &mut t), "frame")?;
         if t == sys::ValueType::napi_object {
-            if let Some(b) = js_bytes(env, v)? {
+            if let Some(b) = js_u8(env, v)? {
                 return Ok(JsBytes(b));
             }
         }
