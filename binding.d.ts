@@ -25,35 +25,35 @@ export declare class NativeReplicator {
    * Open or create the database at `options.path`. Every option is
    * checked here (types: `TypeError`, ranges: `RangeError`, code `E_ARG`).
    */
-  constructor(options: NativeOptions)
+  constructor(options: { path: string, peerId?: number, clusterKey?: string | Uint8Array | null, heartbeatMs?: number, retentionMs?: number, maxRetentionMs?: number, maxKeptBytes?: number, maxDriftMs?: number, maxFrameBytes?: number })
   /** The heartbeat interval in ms (the JS class runs the timer). */
   get heartbeatMs(): number
   /** This replicator's peer id. */
   get peerId(): number
   /** Bring the schema to `migrations.length`. */
-  migrate(migrations: JsMigrations): MigrateResult
+  migrate(migrations: Array<{ up: string, down?: string | null, renames?: Record<string, Record<string, string>> }>): MigrateResult
   /** Write one row; returns the token. */
-  upsert(table: JsTable, row: JsRow): string
+  upsert(table: string, row: Record<string, unknown>): string
   /** Write many rows in one transaction; returns the last token. */
-  upsertMany(table: JsTable, rows: JsRowList): string
+  upsertMany(table: string, rows: Array<Record<string, unknown>>): string
   /**
    * Write many rows in one transaction, given as column names once and
    * a flat array of `columns.length` values per row (`undefined`: that
    * row does not give the column). Returns the last token.
    */
-  upsertColumns(table: JsTable, columns: Array<string>, values: JsCells): string
+  upsertColumns(table: string, columns: Array<string>, values: Array<unknown>): string
   /** Tombstone a row. */
-  delete(table: JsTable, pk: JsKey): string
+  delete(table: string, pk: Record<string, unknown>): string
   /** Register a peer; returns the hello frames to send. */
-  addPeer(peerId: JsPeerId): Array<OutFrame>
+  addPeer(peerId: number): Array<OutFrame>
   /** Send patches and pings once to peer 0 (the broadcast send) from now on. */
   setBroadcast(on: boolean): void
   /** Per known peer, its contiguous seq of `origin`'s writes. */
   peerAcks(origin: number): Array<NativePeerAck>
   /** Forget a peer's send callback. */
-  removePeer(peerId: JsPeerId): void
+  removePeer(peerId: number): void
   /** Take in a frame. */
-  applyPatches(frame: JsBytes): NativeApply
+  applyPatches(frame: Uint8Array): NativeApply
   /** Queued local patches as frames. */
   flush(): Array<OutFrame>
   /** One heartbeat. */
@@ -63,9 +63,9 @@ export declare class NativeReplicator {
   /** Events since the last call. */
   takeEvents(): Array<NativeEvent>
   /** Read-only query, all rows. */
-  all(sql: JsSql, params?: JsParams | undefined | null): JsRows
+  all(sql: string, params?: unknown): JsRows
   /** Read-only query, first row or undefined. */
-  get(sql: JsSql, params?: JsParams | undefined | null): JsRows
+  get(sql: string, params?: unknown): JsRows
   /** True once `(origin, seq)` is applied here. */
   has(origin: number, seq: number): boolean
   /** Cluster status. */
@@ -153,7 +153,7 @@ export interface OutFrame {
  * resolves the manifest plus the new peer id as JSON. `args` is the user's
  * `Replicator.restore` options object, checked here.
  */
-export declare function restoreSnapshot(jobId: number, args: RestoreArgs, options?: Record<string, string> | undefined | null): Promise<string>
+export declare function restoreSnapshot(jobId: number, args: { from: string, path: string, overwrite?: boolean, snapshot?: string, id?: string }, options?: Record<string, string> | undefined | null): Promise<string>
 
 /** Register the class coded errors are built from (`QuiltError`), once. */
 export declare function setErrorClass(errorClass: new (code: string, message: string) => Error): void

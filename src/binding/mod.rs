@@ -304,7 +304,11 @@ fn ms(v: Option<f64>, default: u64) -> u64 {
 impl NativeReplicator {
     /// Open or create the database at `options.path`. Every option is
     /// checked here (types: `TypeError`, ranges: `RangeError`, code `E_ARG`).
-    #[napi(constructor, catch_unwind)]
+    #[napi(
+        constructor,
+        catch_unwind,
+        ts_args_type = "options: { path: string, peerId?: number, clusterKey?: string | Uint8Array | null, heartbeatMs?: number, retentionMs?: number, maxRetentionMs?: number, maxKeptBytes?: number, maxDriftMs?: number, maxFrameBytes?: number }"
+    )]
     pub fn new(env: Env, options: NativeOptions) -> Result<Self> {
         let d = Config::default();
         let cfg = Config {
@@ -337,20 +341,29 @@ impl NativeReplicator {
     }
 
     /// Bring the schema to `migrations.length`.
-    #[napi(catch_unwind)]
+    #[napi(
+        catch_unwind,
+        ts_args_type = "migrations: Array<{ up: string, down?: string | null, renames?: Record<string, Record<string, string>> }>"
+    )]
     pub fn migrate(&mut self, env: Env, migrations: JsMigrations) -> Result<MigrateResult> {
         let (from, to) = self.e(&env)?.migrate(&migrations.0).js(&env)?;
         Ok(MigrateResult { from, to })
     }
 
     /// Write one row; returns the token.
-    #[napi(catch_unwind)]
+    #[napi(
+        catch_unwind,
+        ts_args_type = "table: string, row: Record<string, unknown>"
+    )]
     pub fn upsert(&mut self, env: Env, table: JsTable, row: JsRow) -> Result<String> {
         self.e(&env)?.upsert(&table.0, vec![row.0]).js(&env)
     }
 
     /// Write many rows in one transaction; returns the last token.
-    #[napi(catch_unwind)]
+    #[napi(
+        catch_unwind,
+        ts_args_type = "table: string, rows: Array<Record<string, unknown>>"
+    )]
     pub fn upsert_many(&mut self, env: Env, table: JsTable, rows: JsRowList) -> Result<String> {
         self.e(&env)?.upsert(&table.0, rows.0).js(&env)
     }
@@ -358,7 +371,10 @@ impl NativeReplicator {
     /// Write many rows in one transaction, given as column names once and
     /// a flat array of `columns.length` values per row (`undefined`: that
     /// row does not give the column). Returns the last token.
-    #[napi(catch_unwind)]
+    #[napi(
+        catch_unwind,
+        ts_args_type = "table: string, columns: Array<string>, values: Array<unknown>"
+    )]
     pub fn upsert_columns(
         &mut self,
         env: Env,
@@ -388,13 +404,16 @@ impl NativeReplicator {
     }
 
     /// Tombstone a row.
-    #[napi(catch_unwind)]
+    #[napi(
+        catch_unwind,
+        ts_args_type = "table: string, pk: Record<string, unknown>"
+    )]
     pub fn delete(&mut self, env: Env, table: JsTable, pk: JsKey) -> Result<String> {
         self.e(&env)?.delete(&table.0, pk.0).js(&env)
     }
 
     /// Register a peer; returns the hello frames to send.
-    #[napi(catch_unwind)]
+    #[napi(catch_unwind, ts_args_type = "peerId: number")]
     pub fn add_peer(&mut self, env: Env, peer_id: JsPeerId) -> Result<Vec<OutFrame>> {
         let peer_id = peer_id.0;
         let bc = self.broadcast;
@@ -441,13 +460,13 @@ impl NativeReplicator {
     }
 
     /// Forget a peer's send callback.
-    #[napi(catch_unwind)]
+    #[napi(catch_unwind, ts_args_type = "peerId: number")]
     pub fn remove_peer(&mut self, env: Env, peer_id: JsPeerId) -> Result<()> {
         self.e(&env)?.remove_peer(peer_id.0).js(&env)
     }
 
     /// Take in a frame.
-    #[napi(catch_unwind)]
+    #[napi(catch_unwind, ts_args_type = "frame: Uint8Array")]
     pub fn apply_patches(&mut self, env: Env, frame: JsBytes) -> Result<NativeApply> {
         let (r, out) = self.e(&env)?.apply_frame(&frame.0).js(&env)?;
         Ok(NativeApply {
@@ -514,7 +533,7 @@ impl NativeReplicator {
     }
 
     /// Read-only query, all rows.
-    #[napi(catch_unwind)]
+    #[napi(catch_unwind, ts_args_type = "sql: string, params?: unknown")]
     pub fn all(&mut self, env: Env, sql: JsSql, params: Option<JsParams>) -> Result<JsRows> {
         let (names, rows) = query(&env, self.e(&env)?, &sql.0, params, false)?;
         Ok(JsRows {
@@ -525,7 +544,7 @@ impl NativeReplicator {
     }
 
     /// Read-only query, first row or undefined.
-    #[napi(catch_unwind)]
+    #[napi(catch_unwind, ts_args_type = "sql: string, params?: unknown")]
     pub fn get(&mut self, env: Env, sql: JsSql, params: Option<JsParams>) -> Result<JsRows> {
         let (names, rows) = query(&env, self.e(&env)?, &sql.0, params, true)?;
         Ok(JsRows {

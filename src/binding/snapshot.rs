@@ -204,7 +204,10 @@ pub async fn snapshot_upload(
 /// Fetch a snapshot into `args.path` (temp file, sha256 check, rename);
 /// resolves the manifest plus the new peer id as JSON. `args` is the user's
 /// `Replicator.restore` options object, checked here.
-#[napi(ts_return_type = "Promise<string>")]
+#[napi(
+    ts_args_type = "jobId: number, args: { from: string, path: string, overwrite?: boolean, snapshot?: string, id?: string }, options?: Record<string, string> | undefined | null",
+    ts_return_type = "Promise<string>"
+)]
 pub async fn restore_snapshot(
     job_id: u32,
     args: RestoreArgs,
