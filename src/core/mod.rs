@@ -15,4 +15,5 @@ pub mod schema;
 pub mod snapshot;
 pub mod store;
 pub mod sync;
+pub mod units;
 pub mod value;

@@ -79,7 +79,19 @@ pub struct Body {
     pub ping: Option<Ping>,
     pub requests: Vec<Ranges>,
     pub gone: Vec<Ranges>,
+    /// Atomic units `(origin, first, last)`: the patches `first..=last` of
+    /// `origin` were committed together (a transaction, `upsertMany`) and
+    /// are applied all or none. Carried by every frame holding a patch of
+    /// the unit. Absent (not even an empty array) when there is none, so
+    /// frames without units are byte-for-byte what older versions send.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub units: Vec<(u32, u64, u64)>,
 }
+
+/// Most patches one atomic unit may span.
+pub const MAX_UNIT_LEN: u64 = 1 << 20;
+/// Most units one frame may carry.
+pub const MAX_UNITS: usize = 4096;
 
 /// One patch, decoded: absolute stamp and seq, columns by name.
 #[derive(Debug, Clone, PartialEq)]
@@ -266,6 +278,14 @@ fn validate(body: &Body) -> Result<()> {
     if n_ranges > MAX_RANGES {
         return Err(frame_err("too many ranges in one frame"));
     }
+    if body.units.len() > MAX_UNITS {
+        return Err(frame_err("too many atomic units in one frame"));
+    }
+    for &(o, a, b) in &body.units {
+        if o == 0 || a == 0 || b <= a || b > max_seq || b - a >= MAX_UNIT_LEN {
+            return Err(frame_err("invalid atomic unit"));
+        }
+    }
     if let Some(p) = &body.ping {
         if p.own_last_seq > max_seq
             || p.vector.len() > MAX_PING_ENTRIES
@@ -335,6 +355,8 @@ pub struct FrameBuilder<'k> {
     body: Body,
     size: usize,
     last: (i64, i64),
+    /// Units the pushed patches may belong to (sorted by origin, first).
+    units: Vec<(u32, u64, u64)>,
 }
 
 /// Rough per-frame overhead budget: header, body array, tag, group headers.
@@ -354,7 +376,39 @@ impl<'k> FrameBuilder<'k> {
             },
             size: FRAME_OVERHEAD,
             last: (0, 0),
+            units: Vec::new(),
         }
+    }
+
+    /// The atomic units of the patches to come: each frame carries those
+    /// its patches belong to.
+    pub fn set_units(&mut self, mut units: Vec<(u32, u64, u64)>) {
+        units.sort_unstable();
+        units.dedup();
+        self.units = units;
+    }
+
+    /// Units overlapping the seq span of each group of the current body
+    /// (one that only spans a gap is harmless: it holds nothing back).
+    fn body_units(&self) -> Vec<(u32, u64, u64)> {
+        let mut out = Vec::new();
+        if self.units.is_empty() {
+            return out;
+        }
+        for g in &self.body.groups {
+            let (mut seq, mut lo, mut hi) = (0i64, u64::MAX, 0u64);
+            for r in &g.rows {
+                seq = seq.wrapping_add(r.1);
+                lo = lo.min(seq as u64);
+                hi = hi.max(seq as u64);
+            }
+            for &u in &self.units {
+                if u.0 == g.origin && u.1 <= hi && lo <= u.2 && !out.contains(&u) {
+                    out.push(u);
+                }
+            }
+        }
+        out
     }
 
     /// Add one patch; starts a new frame when this one would overflow.
@@ -396,6 +450,8 @@ impl<'k> FrameBuilder<'k> {
     }
 
     fn finish_frame(&mut self) {
+        let units = self.body_units();
+        self.body.units = units;
         let body = std::mem::replace(
             &mut self.body,
             Body {

@@ -78,7 +78,8 @@ pub fn ensure_meta(conn: &Connection) -> Result<()> {
             origin INTEGER PRIMARY KEY, purged INTEGER NOT NULL);
          CREATE TABLE IF NOT EXISTS _quilt_meta(key TEXT PRIMARY KEY, value);",
     )?;
-    crate::core::runs::ensure(conn)
+    crate::core::runs::ensure(conn)?;
+    crate::core::units::ensure(conn)
 }
 
 /// `_quilt_meta` key present once every patches table's runs are built.

@@ -230,13 +230,16 @@ impl Engine {
             let Some(last) = page.last() else { break };
             after = Some((last.patch.origin, last.patch.seq));
             for k in page {
-                self.replay_one(k)?;
+                // A part of an atomic unit waits for the rest (units.rs).
+                if !self.in_waiting_unit(k.patch.origin, k.patch.seq) {
+                    self.replay_one(k)?;
+                }
             }
         }
         Ok(())
     }
 
-    fn replay_one(&mut self, k: store::Kept) -> Result<()> {
+    pub(super) fn replay_one(&mut self, k: store::Kept) -> Result<()> {
         let Some(t) = self.tables.get(&*k.patch.table) else {
             return Ok(());
         };

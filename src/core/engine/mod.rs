@@ -29,6 +29,7 @@ mod ping;
 mod read;
 mod replication;
 mod retention;
+mod units;
 mod write;
 
 /// Options of a replicator (API.md, `new Replicator(options)`).
@@ -212,6 +213,9 @@ pub struct Engine {
     saved: std::cell::Cell<Option<(u32, u64, u64, u32)>>,
     /// Where patch rows sit (runs.rs); borrowed only for one call at a time.
     runs: std::cell::RefCell<Runs>,
+    /// Atomic units held in part (units.rs), and local ones not yet sent.
+    waiting: Vec<crate::core::units::Unit>,
+    out_units: Vec<crate::core::units::Unit>,
     /// Marks of the vector last saved (persist.rs).
     saved_marks: std::cell::RefCell<Option<persist::Marks>>,
 }
@@ -305,6 +309,8 @@ impl Engine {
             saved: std::cell::Cell::new(None),
             runs: std::cell::RefCell::new(Runs::default()),
             saved_marks: std::cell::RefCell::new(None),
+            waiting: Vec::new(),
+            out_units: Vec::new(),
             cfg,
         };
         e.adopt_replic()?;
@@ -320,6 +326,7 @@ impl Engine {
         let own = e.vector.regular_max(e.peer_id);
         e.seq = e.seq.max(own);
         e.open_seq = e.seq;
+        e.waiting = crate::core::units::waiting(&e.conn)?;
         e.recount_pending()?;
         e.load_kept_bytes()?;
         e.load_snapshot_cover()?;

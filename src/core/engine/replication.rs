@@ -21,6 +21,8 @@ pub(super) struct Stored {
     pub over_cap: u64,
     /// Events raised while storing (moved to the engine after commit).
     pub events: Vec<Event>,
+    /// Atomic units of the frame held only in part: their patches wait.
+    pub hold: Vec<crate::core::units::Unit>,
 }
 
 impl Engine {
