@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 pub mod broadcast;
+mod capture;
 mod clash;
 mod gaps;
 mod kept;
@@ -26,7 +27,11 @@ mod ping;
 mod read;
 mod replication;
 mod retention;
+mod txn;
 mod write;
+
+pub use capture::{SqlMode, SqlOutput, StatementInfo};
+pub use txn::Change;
 
 /// Options of a replicator (API.md, `new Replicator(options)`).
 #[derive(Debug, Clone)]
@@ -198,6 +203,8 @@ pub struct Engine {
     behind_warned: bool,
     peers: BTreeMap<u32, PeerState>,
     outbox: Vec<Patch>,
+    /// Open units of work and what they keep aside (txn.rs).
+    units: txn::Units,
     tick_no: u64,
     rng: u64,
     pending: u64,
@@ -288,6 +295,7 @@ impl Engine {
             behind_warned: false,
             peers: BTreeMap::new(),
             outbox: Vec::new(),
+            units: txn::Units::default(),
             tick_no: 0,
             rng: (peer_id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
             pending: 0,

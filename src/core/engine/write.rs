@@ -57,20 +57,25 @@ impl<'c> Run<'c> {
         })
     }
 
+    /// Patch row, base row (when `base`: captured SQL already changed it)
+    /// and clock row of one write.
     fn write(
         &mut self,
         t: &TableInfo,
         stamp: Stamp,
         values: &[Value],
         buf: &mut Vec<u8>,
+        base: bool,
     ) -> Result<()> {
         let nulls = store::nulls_marker(t, &self.cols, values);
         store::bind_patch_row(&mut self.ins, stamp, nulls.as_deref(), values)?;
         self.ins.raw_execute()?;
-        for (i, v) in values.iter().enumerate() {
-            self.ups.raw_bind_parameter(i + 1, v)?;
+        if base {
+            for (i, v) in values.iter().enumerate() {
+                self.ups.raw_bind_parameter(i + 1, v)?;
+            }
+            self.ups.raw_execute()?;
         }
-        self.ups.raw_execute()?;
         buf.clear();
         buf.extend_from_slice(&self.template);
         store::fill_clock(buf, &self.slots, stamp);
@@ -99,7 +104,11 @@ impl Engine {
         Ok(cols)
     }
 
-    fn check_key(t: &TableInfo, cols: &[usize], is_null: impl Fn(usize) -> bool) -> Result<()> {
+    pub(super) fn check_key(
+        t: &TableInfo,
+        cols: &[usize],
+        is_null: impl Fn(usize) -> bool,
+    ) -> Result<()> {
         for (pk, &i) in t.pk.iter().zip(&t.pk_index) {
             match cols.iter().position(|&c| c == i) {
                 Some(p) if !is_null(p) => {}
@@ -135,7 +144,7 @@ impl Engine {
             resolved.push(cols);
             values.push(vals);
         }
-        self.write_checked(table, values, resolved)
+        self.write_checked(table, values, resolved, true)
     }
 
     /// `upsertMany` as columns once and values per row (`None`: the row
@@ -174,16 +183,18 @@ impl Engine {
             resolved.push(cols);
             values.push(vals);
         }
-        self.write_checked(table, values, resolved)
+        self.write_checked(table, values, resolved, true)
     }
 
-    /// Size and seq-space checks, then the write; state is restored when it
-    /// fails.
-    fn write_checked(
+    /// Size and seq-space checks, then the write in its own unit (txn.rs);
+    /// state is restored when it fails. `base`: also upsert the base rows
+    /// (false for captured SQL, which changed them itself).
+    pub(super) fn write_checked(
         &mut self,
         table: &str,
         values: Vec<Vec<Value>>,
         resolved: Vec<Vec<usize>>,
+        base: bool,
     ) -> Result<String> {
         let t = self.table(table)?;
         let budget = self.cfg.max_frame_bytes.saturating_sub(64 + t.name.len());
@@ -211,12 +222,17 @@ impl Engine {
                 self.peer_id
             )));
         }
-        let (seq0, out0, hlc0) = (self.seq, self.outbox.len(), self.hlc.clone());
-        let mut stamps = Vec::with_capacity(n);
-        if let Err(e) = self.write_rows(table, values, &resolved, &mut stamps) {
-            self.seq = seq0;
-            self.hlc = hlc0;
-            self.outbox.truncate(out0);
+        let depth = self.units.depth();
+        self.begin_unit()?;
+        self.note_local_changes(table, &values, &resolved);
+        let written = self
+            .write_rows(table, values, &resolved, base)
+            .and_then(|()| self.commit_unit());
+        if let Err(e) = written {
+            // A failed commit already rolled its unit back.
+            if self.units.depth() > depth {
+                self.rollback_unit();
+            }
             return Err(match e {
                 // A value of the wrong type for a STRICT column is a bad argument.
                 Error::Sqlite(rusqlite::Error::SqliteFailure(f, msg))
@@ -230,25 +246,20 @@ impl Engine {
                 e => e,
             });
         }
-        if let Some(&(_, at)) = stamps.first() {
-            self.oldest_at.entry(self.peer_id).or_insert(at);
-        }
-        for (seq, at) in stamps {
-            self.vector.hold(self.peer_id, seq, at);
-        }
         self.counters.local_writes += n as u64;
         Ok(self.token())
     }
 
+    /// Stamp and store rows inside the open unit; their `(seq, at)` and
+    /// patches are kept aside until the outermost unit commits (txn.rs).
     fn write_rows(
         &mut self,
         table: &str,
         rows: Vec<Vec<Value>>,
         resolved: &[Vec<usize>],
-        stamps: &mut Vec<(u64, u64)>,
+        base: bool,
     ) -> Result<()> {
         let t = &self.tables[table];
-        let tx = self.conn.unchecked_transaction()?;
         let now = hlc::wall_ms();
         // With no peer to send to, nothing is queued: peers that connect
         // later learn of these writes from pings and fetch them.
@@ -257,7 +268,7 @@ impl Engine {
         let mut buf = Vec::new();
         for (values, cols) in rows.into_iter().zip(resolved) {
             if run.as_ref().is_none_or(|r| &r.cols != cols) {
-                run = Some(Run::new(&tx, t, cols)?);
+                run = Some(Run::new(&self.conn, t, cols)?);
             }
             let Some(r) = run.as_mut() else {
                 return Err(frame_err("internal: no prepared run"));
@@ -269,12 +280,12 @@ impl Engine {
                 peer: self.peer_id,
                 seq: self.seq,
             };
-            r.write(t, stamp, &values, &mut buf)?;
-            stamps.push((self.seq, at));
+            r.write(t, stamp, &values, &mut buf, base)?;
+            self.units.held.push((self.seq, at));
             if !queue {
                 continue;
             }
-            self.outbox.push(Patch {
+            self.units.staged.push(Patch {
                 table: t.name_arc.clone(),
                 origin: self.peer_id,
                 seq: self.seq,
@@ -283,10 +294,8 @@ impl Engine {
                 values,
             });
         }
-        drop(run);
         // No state row update here: seq and HLC are rebuilt from the patch
         // rows on open (one dirty page less per commit); ticks persist them.
-        tx.commit()?;
         Ok(())
     }
 
