@@ -4,6 +4,7 @@ const { NativeReplicator } = require('../binding.js')
 const { fromNative, make, typeError, rangeError } = require('./errors.js')
 const snapshots = require('./snapshot.js')
 const acks = require('./acks.js')
+const sql = require('./sql.js')
 const debug = require('./debug.js')('quilt:replicator')
 
 const U32_MAX = 0xffffffff
@@ -128,7 +129,22 @@ class Replicator extends EventEmitter {
     this._closing = null
     this._snapshotting = null
     this._lastScheduledSnapshot = 0
+    this._txDepth = 0
+    this._collecting = false
     this.peerId = this._native.peerId
+    // 'change' records are collected natively only while someone listens.
+    this.on('newListener', (event) => {
+      if (event === 'change' && !this._collecting && !this._closed) {
+        this._collecting = true
+        this._native.collectChanges(true)
+      }
+    })
+    this.on('removeListener', (event) => {
+      if (event === 'change' && this._collecting && this.listenerCount('change') === 0 && !this._closed) {
+        this._collecting = false
+        this._native.collectChanges(false)
+      }
+    })
     if (heartbeatMs > 0) {
       this._timer = setInterval(() => this._heartbeat(), heartbeatMs)
       this._timer.unref()
@@ -137,6 +153,15 @@ class Replicator extends EventEmitter {
 
   _checkOpen () {
     if (this._closed || this._closing) throw make('E_CLOSED', 'Error', 'the replicator is closed')
+  }
+
+  _call (fn) {
+    return call(fn)
+  }
+
+  /** Calls that must not run inside `transaction(fn)`. */
+  _checkNoTransaction (what) {
+    if (this._txDepth > 0) throw make('E_ARG', 'Error', `${what} cannot run inside transaction(fn)`)
   }
 
   // ----- schema --------------------------------------------------------
@@ -151,9 +176,48 @@ class Replicator extends EventEmitter {
       if (m.renames !== undefined && (m.renames === null || typeof m.renames !== 'object')) throw typeError(`migrations[${i}].renames must be { table: { old: 'new' } }`)
       return { up: m.up, down: m.down ?? undefined, renames: m.renames }
     })
+    this._checkNoTransaction('migrate()')
     const r = call(() => this._native.migrate(list))
     this._drainEvents()
     return r
+  }
+
+  // ----- SQL -------------------------------------------------------------
+
+  /**
+   * Run every statement of `sql` in one transaction (inside
+   * `transaction(fn)`: a savepoint). Writes to replicated tables are
+   * captured as patches. Returns this replicator, as better-sqlite3 does.
+   */
+  exec (source) {
+    this._checkOpen()
+    if (typeof source !== 'string') throw typeError('exec(sql): sql must be a string')
+    call(() => this._native.exec(source))
+    this._afterWrite()
+    return this
+  }
+
+  /** Compile one statement; returns a better-sqlite3-shaped `Statement`. */
+  prepare (source) {
+    this._checkOpen()
+    if (typeof source !== 'string') throw typeError('prepare(sql): sql must be a string')
+    const info = call(() => this._native.prepare(source))
+    return new sql.Statement(this, source, info)
+  }
+
+  /**
+   * Returns a function that runs `fn` in one transaction: `upsert`,
+   * `upsertMany`, `delete` and captured SQL inside it commit together and
+   * leave in one frame; a throw rolls everything back and nothing is sent.
+   * Nested calls use savepoints.
+   */
+  transaction (fn) {
+    return sql.transaction(this, fn)
+  }
+
+  /** True while a `transaction(fn)` runs. */
+  get inTransaction () {
+    return this._txDepth > 0
   }
 
   // ----- local writes ----------------------------------------------------
@@ -194,6 +258,7 @@ class Replicator extends EventEmitter {
 
   _afterWrite () {
     this._wake()
+    this._drainChanges()
     if (!this._flushScheduled && (this._sends.size > 0 || this._broadcast)) {
       this._flushScheduled = true
       setImmediate(() => {
@@ -248,6 +313,7 @@ class Replicator extends EventEmitter {
   applyPatches (frame) {
     if (this._closed) throw make('E_CLOSED', 'Error', 'the replicator is closed')
     if (!(frame instanceof Uint8Array)) throw typeError('applyPatches(frame): frame must be a Buffer or Uint8Array')
+    this._checkNoTransaction('applyPatches()')
     let r
     try {
       r = this._native.applyPatches(frame)
@@ -260,12 +326,14 @@ class Replicator extends EventEmitter {
     this._dispatch(r.out)
     this._drainEvents()
     this._wake()
+    this._drainChanges()
     return { applied: r.applied, stored: r.stored, duplicates: r.duplicates, requested: r.requested }
   }
 
   /** Run one heartbeat now: pings, gap requests, retention. */
   tick () {
     if (this._closed) throw make('E_CLOSED', 'Error', 'the replicator is closed')
+    this._checkNoTransaction('tick()')
     this._resendFailed()
     const n = this._tickNative()
     if (debug.enabled) debug('peer %d: tick, %d frame(s) out', this.peerId, n)
@@ -350,6 +418,13 @@ class Replicator extends EventEmitter {
     const pending = this._retry
     this._retry = new Map()
     for (const [peer, frames] of pending) this._dispatch(frames.map(({ frame, kind }) => ({ peer, frame, kind })))
+  }
+
+  /** One 'change' event per committed transaction or applied frame. */
+  _drainChanges () {
+    if (!this._collecting || this._txDepth > 0 || this._closed) return
+    const batches = this._native.takeChanges()
+    for (const changes of batches) this.emit('change', changes)
   }
 
   _drainEvents () {

@@ -14,6 +14,7 @@ use napi_derive::napi;
 use std::collections::HashMap;
 
 mod snapshot;
+mod sql;
 mod values;
 
 pub use values::{JsBytes, JsCells, JsParams, JsRow, JsRows};

@@ -110,9 +110,9 @@ fn internal(table: &str) -> bool {
 fn refuse(action: &AuthAction<'_>, db: Option<&str>, names: &HashSet<String>) -> Option<Error> {
     let main = db.is_none_or(|d| d == "main");
     let replicated = |t: &str| main && (names.contains(t) || internal(t));
-    let ddl = |verb: &str, what: &str, t: &str| {
+    let ddl = |what: &str, t: &str| {
         Some(schema_err(format!(
-            "{verb} {what} of replicated table {t} is refused: change the schema of replicated tables with migrate()"
+            "{what} of replicated table {t} is refused through SQL: change the schema of replicated tables with migrate()"
         )))
     };
     match action {
@@ -128,15 +128,15 @@ fn refuse(action: &AuthAction<'_>, db: Option<&str>, names: &HashSet<String>) ->
         AuthAction::CreateTable { table_name: t } | AuthAction::CreateTempTable { table_name: t }
             if replicated(t) =>
         {
-            ddl("CREATE TABLE", "for", t)
+            ddl("CREATE TABLE", t)
         }
         AuthAction::DropTable { table_name: t } | AuthAction::DropTempTable { table_name: t }
             if replicated(t) =>
         {
-            ddl("DROP TABLE", "of", t)
+            ddl("DROP TABLE", t)
         }
         AuthAction::AlterTable { table_name: t, .. } if replicated(t) => {
-            ddl("ALTER TABLE", "of", t)
+            ddl("ALTER TABLE", t)
         }
         AuthAction::CreateIndex { table_name: t, .. }
         | AuthAction::CreateTempIndex { table_name: t, .. }
@@ -144,7 +144,7 @@ fn refuse(action: &AuthAction<'_>, db: Option<&str>, names: &HashSet<String>) ->
         | AuthAction::DropTempIndex { table_name: t, .. }
             if replicated(t) =>
         {
-            ddl("an index", "on", t)
+            ddl("an index", t)
         }
         AuthAction::CreateTrigger { table_name: t, .. }
         | AuthAction::CreateTempTrigger { table_name: t, .. }
@@ -152,7 +152,7 @@ fn refuse(action: &AuthAction<'_>, db: Option<&str>, names: &HashSet<String>) ->
         | AuthAction::DropTempTrigger { table_name: t, .. }
             if replicated(t) =>
         {
-            ddl("a trigger", "on", t)
+            ddl("a trigger", t)
         }
         AuthAction::Transaction { .. } | AuthAction::Savepoint { .. } => Some(Error::Arg(
             "BEGIN/COMMIT/ROLLBACK/SAVEPOINT are not allowed in exec()/prepare(): use replicator.transaction(fn)".into(),
@@ -589,7 +589,16 @@ impl Engine {
     /// tombstones land separately), so for now the statement is refused and
     /// its unit rolls back: nothing changes.
     pub(super) fn record_delete(&mut self, table: &str, pk: Vec<(String, Value)>) -> Result<()> {
-        let key: Vec<String> = pk.iter().map(|(c, v)| format!("{c}={v:?}")).collect();
+        let key: Vec<String> = pk
+            .iter()
+            .map(|(c, v)| match v {
+                Value::Int(i) => format!("{c}={i}"),
+                Value::Real(f) => format!("{c}={f}"),
+                Value::Text(s) => format!("{c}='{s}'"),
+                Value::Null => format!("{c}=NULL"),
+                Value::Blob(b) => format!("{c}=<{} bytes>", b.len()),
+            })
+            .collect();
         Err(schema_err(format!(
             "deleting rows of replicated table {table} through SQL is not captured yet (row {}); use replicator.delete(table, pk) (a deletedAt tombstone). Nothing was changed.",
             key.join(", ")
