@@ -2,9 +2,11 @@
 //!
 //! Reads share the writer's connection (an in-memory database cannot be
 //! opened twice), so they are fenced by a SQLite authorizer installed once
-//! at open. Outside a read it allows everything and costs nothing at run
-//! time: SQLite consults it only while compiling a statement, and the write
-//! path's statements are compiled once and cached. While a read is compiled
+//! at open. Outside a read it hands over to the fence of captured SQL
+//! (capture.rs), which allows everything unless user SQL of `exec()`/
+//! `prepare()` is running; either way it costs nothing at run time: SQLite
+//! consults it only while compiling a statement, and the write path's
+//! statements are compiled once and cached. While a read is compiled
 //! or stepped (a thread-local flag, set by [`Engine::query_with`]), it
 //! allows only `SELECT`, column reads, functions, recursive CTEs and the
 //! read-only PRAGMAs listed below, and refuses everything else: `ATTACH`,
