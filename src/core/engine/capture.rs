@@ -354,6 +354,13 @@ struct Touched {
     new: Option<Vec<Value>>,
 }
 
+/// Patches of one table waiting to be written together.
+struct Batch {
+    table: String,
+    values: Vec<Vec<Value>>,
+    resolved: Vec<Vec<usize>>,
+}
+
 impl Engine {
     fn fence_names(&self) -> Arc<HashSet<String>> {
         Arc::new(self.tables.keys().cloned().collect())
@@ -531,7 +538,7 @@ impl Engine {
             }
         }
         // Consecutive patches of one table go through one write.
-        let mut batch: Option<(String, Vec<Vec<Value>>, Vec<Vec<usize>>)> = None;
+        let mut batch: Option<Batch> = None;
         for row in rows {
             let Some(t) = self.tables.get(&row.table) else {
                 continue;
@@ -545,8 +552,8 @@ impl Engine {
                         .map(|&i| (t.columns[i].clone(), old[i].clone()))
                         .collect();
                     let table = row.table;
-                    if let Some((bt, values, resolved)) = batch.take() {
-                        self.write_checked(&bt, values, resolved, false)?;
+                    if let Some(b) = batch.take() {
+                        self.write_checked(&b.table, b.values, b.resolved, false)?;
                     }
                     self.record_delete(&table, pk)?;
                     continue;
@@ -563,20 +570,24 @@ impl Engine {
             }
             Self::check_key(t, &cols, |p| vals[p].is_null())?;
             match &mut batch {
-                Some((bt, values, resolved)) if *bt == row.table => {
-                    values.push(vals);
-                    resolved.push(cols);
+                Some(b) if b.table == row.table => {
+                    b.values.push(vals);
+                    b.resolved.push(cols);
                 }
                 _ => {
-                    if let Some((bt, values, resolved)) = batch.take() {
-                        self.write_checked(&bt, values, resolved, false)?;
+                    if let Some(b) = batch.take() {
+                        self.write_checked(&b.table, b.values, b.resolved, false)?;
                     }
-                    batch = Some((row.table, vec![vals], vec![cols]));
+                    batch = Some(Batch {
+                        table: row.table,
+                        values: vec![vals],
+                        resolved: vec![cols],
+                    });
                 }
             }
         }
-        if let Some((bt, values, resolved)) = batch {
-            self.write_checked(&bt, values, resolved, false)?;
+        if let Some(b) = batch {
+            self.write_checked(&b.table, b.values, b.resolved, false)?;
         }
         Ok(())
     }
