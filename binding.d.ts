@@ -29,11 +29,11 @@ export declare class NativeReplicator {
   /** Compile one statement (cached) and say what it is. */
   prepare(sql: string): NativeStatementInfo
   /** Run a prepared statement to its end. */
-  run(sql: string, params?: JsParams | undefined | null): NativeRunResult
+  run(sql: string, params?: unknown): NativeRunResult
   /** Every row of a prepared statement (writes are captured). */
-  sqlAll(sql: string, params?: JsParams | undefined | null): JsRows
+  sqlAll(sql: string, params?: unknown): JsRows
   /** The first row of a prepared statement, or undefined. */
-  sqlGet(sql: string, params?: JsParams | undefined | null): JsRows
+  sqlGet(sql: string, params?: unknown): JsRows
   /** `transaction(fn)` starts (nested: a savepoint). */
   begin(): void
   /** `transaction(fn)` returned: commit. */
@@ -46,24 +46,29 @@ export declare class NativeReplicator {
   collectChanges(on: boolean): void
   /** Committed batches of changes since the last call. */
   takeChanges(): Array<Array<NativeChange>>
-  /** Open or create the database at `options.path`. */
-  constructor(options: NativeOptions)
+  /**
+   * Open or create the database at `options.path`. Every option is
+   * checked here (types: `TypeError`, ranges: `RangeError`, code `E_ARG`).
+   */
+  constructor(options: { path: string, peerId?: number, clusterKey?: string | Uint8Array | null, heartbeatMs?: number, retentionMs?: number, maxRetentionMs?: number, maxKeptBytes?: number, maxDriftMs?: number, maxFrameBytes?: number })
+  /** The heartbeat interval in ms (the JS class runs the timer). */
+  get heartbeatMs(): number
   /** This replicator's peer id. */
   get peerId(): number
   /** Bring the schema to `migrations.length`. */
-  migrate(migrations: Array<NativeMigration>): MigrateResult
+  migrate(migrations: Array<{ up: string, down?: string | null, renames?: Record<string, Record<string, string>> }>): MigrateResult
   /** Write one row; returns the token. */
-  upsert(table: string, row: JsRow): string
+  upsert(table: string, row: Record<string, unknown>): string
   /** Write many rows in one transaction; returns the last token. */
-  upsertMany(table: string, rows: Array<JsRow>): string
+  upsertMany(table: string, rows: Array<Record<string, unknown>>): string
   /**
    * Write many rows in one transaction, given as column names once and
    * a flat array of `columns.length` values per row (`undefined`: that
    * row does not give the column). Returns the last token.
    */
-  upsertColumns(table: string, columns: Array<string>, values: JsCells): string
+  upsertColumns(table: string, columns: Array<string>, values: Array<unknown>): string
   /** Tombstone a row. */
-  delete(table: string, pk: JsRow): string
+  delete(table: string, pk: Record<string, unknown>): string
   /** Register a peer; returns the hello frames to send. */
   addPeer(peerId: number): Array<OutFrame>
   /** Send patches and pings once to peer 0 (the broadcast send) from now on. */
@@ -73,7 +78,7 @@ export declare class NativeReplicator {
   /** Forget a peer's send callback. */
   removePeer(peerId: number): void
   /** Take in a frame. */
-  applyPatches(frame: JsBytes): NativeApply
+  applyPatches(frame: Uint8Array): NativeApply
   /** Queued local patches as frames. */
   flush(): Array<OutFrame>
   /** One heartbeat. */
@@ -83,9 +88,9 @@ export declare class NativeReplicator {
   /** Events since the last call. */
   takeEvents(): Array<NativeEvent>
   /** Read-only query, all rows. */
-  all(sql: string, params?: JsParams | undefined | null): JsRows
+  all(sql: string, params?: unknown): JsRows
   /** Read-only query, first row or undefined. */
-  get(sql: string, params?: JsParams | undefined | null): JsRows
+  get(sql: string, params?: unknown): JsRows
   /** True once `(origin, seq)` is applied here. */
   has(origin: number, seq: number): boolean
   /** Cluster status. */
@@ -138,29 +143,6 @@ export interface NativeEvent {
   peerId?: number
   code?: string
   message?: string
-}
-
-/** One migration. */
-export interface NativeMigration {
-  up: string
-  down?: string
-  /** `{ table: { oldName: 'newName' } }` */
-  renames?: Record<string, Record<string, string>>
-}
-
-/** Options accepted by the native constructor (validated again in index.js). */
-export interface NativeOptions {
-  path: string
-  peerId?: number
-  clusterKey?: Buffer
-  heartbeatMs?: number
-  retentionMs?: number
-  /** Hard cap: past this age a patch is purged even if a peer lacks it. */
-  maxRetentionMs?: number
-  /** Cap in bytes on kept patches (a quarter per origin). */
-  maxKeptBytes?: number
-  maxDriftMs?: number
-  maxFrameBytes?: number
 }
 
 /** One peer's acknowledgement of one origin's writes. */
@@ -217,10 +199,14 @@ export interface OutFrame {
 }
 
 /**
- * Fetch a snapshot into `path` (temp file, sha256 check, rename); resolves
- * the manifest plus the new peer id as JSON.
+ * Fetch a snapshot into `args.path` (temp file, sha256 check, rename);
+ * resolves the manifest plus the new peer id as JSON. `args` is the user's
+ * `Replicator.restore` options object, checked here.
  */
-export declare function restoreSnapshot(jobId: number, from: string, options: Record<string, string> | undefined | null, path: string, overwrite: boolean, name?: string | undefined | null): Promise<string>
+export declare function restoreSnapshot(jobId: number, args: { from: string, path: string, overwrite?: boolean, snapshot?: string, id?: string }, options?: Record<string, string> | undefined | null): Promise<string>
+
+/** Register the class coded errors are built from (`QuiltError`), once. */
+export declare function setErrorClass(errorClass: new (code: string, message: string) => Error): void
 
 /** What the JS thread captures before a snapshot runs. */
 export interface SnapshotPrep {

@@ -838,5 +838,6 @@ module.exports = nativeBinding
 module.exports.NativeReplicator = nativeBinding.NativeReplicator
 module.exports.listSnapshots = nativeBinding.listSnapshots
 module.exports.restoreSnapshot = nativeBinding.restoreSnapshot
+module.exports.setErrorClass = nativeBinding.setErrorClass
 module.exports.snapshotProgress = nativeBinding.snapshotProgress
 module.exports.snapshotUpload = nativeBinding.snapshotUpload

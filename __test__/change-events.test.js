@@ -60,6 +60,8 @@ test('remote frames: one event per applied frame, with the columns that won', as
     // b writes column a later: a's older-stamped write to a loses there.
     const older = { id: 1, a: 'older', b: 2 }
     a.upsert('t', older)
+    // Same process, same wall clock: a few ms later, b's stamp is higher.
+    await new Promise((resolve) => setTimeout(resolve, 5))
     b.upsert('t', { id: 1, a: 'newer' })
     seen.length = 0
     a.flush(); c.deliver()

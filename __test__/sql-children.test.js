@@ -15,22 +15,24 @@ const PEER = path.join(__dirname, 'fixtures', 'sql-peer.js')
 function start (id, dir, peers) {
   const child = fork(PEER, [], { env: { ...process.env, PEER_ID: String(id), DB: path.join(dir, `p${id}.db`) }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
   const inbox = []
-  const waiters = []
+  let waiter = null // { type, resolve }: one wait at a time per peer
+  const deliver = () => {
+    if (!waiter) return
+    const i = inbox.findIndex((m) => m.type === waiter.type)
+    if (i < 0) return
+    const w = waiter
+    waiter = null
+    w.resolve(inbox.splice(i, 1)[0])
+  }
   child.on('message', (m) => {
     if (m.type === 'out') { const p = peers.get(m.to); if (p) p.child.send({ type: 'frame', frame: m.frame }); return }
     inbox.push(m)
-    for (const w of waiters.splice(0)) w()
+    deliver()
   })
   const next = (type, timeoutMs = 10000) => new Promise((resolve, reject) => {
-    const deadline = Date.now() + timeoutMs
-    const look = () => {
-      const i = inbox.findIndex((m) => m.type === type)
-      if (i >= 0) return resolve(inbox.splice(i, 1)[0])
-      if (Date.now() > deadline) return reject(new Error(`peer ${id}: no ${type}`))
-      waiters.push(look)
-      setTimeout(look, 50)
-    }
-    look()
+    const timer = setTimeout(() => { waiter = null; reject(new Error(`peer ${id}: no ${type}`)) }, timeoutMs)
+    waiter = { type, resolve: (m) => { clearTimeout(timer); resolve(m) } }
+    deliver()
   })
   const p = { id, child, inbox, next }
   peers.set(id, p)

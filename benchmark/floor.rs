@@ -30,6 +30,9 @@
 //! - (v-a) clock table kept, patch rows without the index (found instead by
 //!   a run map from (origin, seq range) to rowid range, O(runs), not written
 //!   per row);
+//! - (v-r) (v-a) plus the one `_quilt_runs` row each commit writes: quilt's
+//!   SQL now (the floor of bench row (g)); (iv) is what it was before the
+//!   run map replaced the index;
 //! - (v-b) stamps in a hidden BLOB column of the base table (fixed-width
 //!   slots, 2 x 20 bytes) written by the base-row upsert, no clock table;
 //!   patch row and index kept;
@@ -70,6 +73,10 @@ const CLOCK_REPLACE: &str =
     "INSERT OR REPLACE INTO \"_quilt_clock_t\"(\"id\",\"tenantId\",_stamps) VALUES(?,?,?)";
 const CLOCK_MERGE: &str = "INSERT INTO \"_quilt_clock_t\"(\"id\",\"tenantId\",_stamps) VALUES(?,?,?) ON CONFLICT(\"id\",\"tenantId\") DO UPDATE SET _stamps=quilt_clock_merge(_stamps, excluded._stamps)";
 
+const RUNS: &str = "CREATE TABLE _quilt_runs(tbl TEXT NOT NULL, origin INTEGER NOT NULL, seq0 INTEGER NOT NULL, rowid0 INTEGER NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (tbl, origin, seq0)) WITHOUT ROWID;";
+const RUNS_UPSERT: &str =
+    "INSERT OR REPLACE INTO _quilt_runs(tbl, origin, seq0, rowid0, n) VALUES('t', 1, 1, 1, ?1)";
+
 const STAMP_LEN: usize = 20;
 
 #[derive(Clone, Copy, PartialEq)]
@@ -89,6 +96,8 @@ struct Case {
     patch: bool,
     index: bool,
     stamps: Stamps,
+    /// One `_quilt_runs` row written per transaction (runs.rs).
+    runs: bool,
 }
 
 const CASES: &[Case] = &[
@@ -98,6 +107,7 @@ const CASES: &[Case] = &[
         patch: false,
         index: false,
         stamps: Stamps::None,
+        runs: false,
     },
     Case {
         key: "patch",
@@ -105,6 +115,7 @@ const CASES: &[Case] = &[
         patch: true,
         index: false,
         stamps: Stamps::None,
+        runs: false,
     },
     Case {
         key: "index",
@@ -112,13 +123,15 @@ const CASES: &[Case] = &[
         patch: true,
         index: true,
         stamps: Stamps::None,
+        runs: false,
     },
     Case {
-        key: "quilt",
-        label: "(iv)   + clock row = quilt's SQL today",
+        key: "quilt_v1",
+        label: "(iv)   + clock row = quilt's SQL until runs",
         patch: true,
         index: true,
         stamps: Stamps::ClockReplace,
+        runs: false,
     },
     Case {
         key: "quilt_merge",
@@ -126,6 +139,7 @@ const CASES: &[Case] = &[
         patch: true,
         index: true,
         stamps: Stamps::ClockMerge,
+        runs: false,
     },
     Case {
         key: "clock_noindex",
@@ -133,6 +147,15 @@ const CASES: &[Case] = &[
         patch: true,
         index: false,
         stamps: Stamps::ClockReplace,
+        runs: false,
+    },
+    Case {
+        key: "quilt",
+        label: "(v-r)  (v-a) + run map row = quilt's SQL",
+        patch: true,
+        index: false,
+        stamps: Stamps::ClockReplace,
+        runs: true,
     },
     Case {
         key: "hidden",
@@ -140,6 +163,7 @@ const CASES: &[Case] = &[
         patch: true,
         index: true,
         stamps: Stamps::Hidden,
+        runs: false,
     },
     Case {
         key: "hidden_noindex",
@@ -147,10 +171,11 @@ const CASES: &[Case] = &[
         patch: true,
         index: false,
         stamps: Stamps::Hidden,
+        runs: false,
     },
 ];
 /// Cases run again in autocommit.
-const AUTO: &[&str] = &["upsert", "quilt", "hidden", "hidden_noindex"];
+const AUTO: &[&str] = &["upsert", "quilt_v1", "quilt", "hidden_noindex"];
 
 struct Row {
     id: i64,
@@ -224,6 +249,9 @@ fn open(path: &Path, case: &Case, autocheckpoint: i64) -> Res<Connection> {
     }
     if matches!(case.stamps, Stamps::ClockReplace | Stamps::ClockMerge) {
         ddl.push_str(CLOCK);
+    }
+    if case.runs {
+        ddl.push_str(RUNS);
     }
     conn.execute_batch(&ddl)?;
     // Start every case with an empty WAL.
@@ -320,6 +348,13 @@ impl<'c> Stmts<'c> {
     }
 }
 
+/// The run map row a commit writes (runs.rs `flush`).
+fn write_run(conn: &Connection, n: usize) -> Res<()> {
+    conn.prepare_cached(RUNS_UPSERT)?
+        .execute(rusqlite::params![n as i64])?;
+    Ok(())
+}
+
 /// All rows in one transaction. Returns (ms, WAL frames the commit wrote).
 fn one_txn(path: &Path, case: &Case, rows: &[Row]) -> Res<(f64, u64)> {
     let conn = open(path, case, 4000)?;
@@ -331,6 +366,9 @@ fn one_txn(path: &Path, case: &Case, rows: &[Row]) -> Res<(f64, u64)> {
             st.write(case, r, i as u64 + 1)?;
         }
         drop(st);
+        if case.runs {
+            write_run(&conn, rows.len())?;
+        }
         conn.execute_batch("COMMIT")?;
     }
     let ms = t0.elapsed().as_secs_f64() * 1e3;
@@ -364,6 +402,9 @@ fn autocommit(path: &Path, case: &Case, rows: &[Row], count: bool) -> Res<(f64, 
                 begin.raw_execute()?;
             }
             st.write(case, r, i as u64 + 1)?;
+            if case.runs {
+                write_run(&conn, i + 1)?;
+            }
             if wrap {
                 commit.raw_execute()?;
             }

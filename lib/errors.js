@@ -1,7 +1,15 @@
 'use strict'
-// Errors with a string `code` (API.md, Errors). The native layer encodes
-// them as `QUILT\x1f<code>\x1f<class>\x1f<message>`; `fromNative` rebuilds
-// the right class: TypeError and RangeError for bad arguments, Error else.
+// Errors with a string `code` (API.md, Errors).
+//
+// Native calls throw (or reject with) finished error objects: the addon
+// builds a `TypeError`/`RangeError` with `code: 'E_ARG'` for bad arguments,
+// and for everything else an instance of `QuiltError` (registered below)
+// whose `code` it sets itself (src/binding/mod.rs, `js_error`). JS passes
+// them on untouched. `make` builds the errors that start in JS (E_STALE,
+// E_TIMEOUT, E_CLOSED while closing, 'error' events drained from the core,
+// bad arguments to JS-only parameters such as callbacks).
+
+const binding = require('../binding.js')
 
 class QuiltError extends Error {
   constructor (code, message, options) {
@@ -10,6 +18,8 @@ class QuiltError extends Error {
     this.code = code
   }
 }
+
+binding.setErrorClass(QuiltError)
 
 function make (code, klass, message) {
   let err
@@ -20,16 +30,8 @@ function make (code, klass, message) {
   return err
 }
 
-function fromNative (e) {
-  if (e && typeof e.message === 'string' && e.message.startsWith('QUILT\x1f')) {
-    const [, code, klass, ...rest] = e.message.split('\x1f')
-    return make(code, klass, rest.join('\x1f'))
-  }
-  if (e && typeof e === 'object' && !e.code) e.code = 'E_ARG'
-  return e
-}
-
 const typeError = (message) => make('E_ARG', 'TypeError', message)
 const rangeError = (message) => make('E_ARG', 'RangeError', message)
+const closedError = (message = 'the replicator is closed') => make('E_CLOSED', 'Error', message)
 
-module.exports = { QuiltError, fromNative, make, typeError, rangeError }
+module.exports = { QuiltError, make, typeError, rangeError, closedError }

@@ -1,7 +1,17 @@
 'use strict'
+// The public Replicator: a JS wrapper over the native one (src/binding).
+//
+// Validation rule: every argument is checked in exactly one place. What the
+// native layer receives (options, table names, rows, peer ids, frames, SQL,
+// migrations, restore options) is checked there, and its errors arrive as
+// finished objects with `code` set natively (TypeError/RangeError `E_ARG`,
+// else a QuiltError): they are passed on, never re-checked or rewrapped.
+// JS checks only what never reaches native code: callbacks (`send`), tokens
+// and timeouts of waitFor/waitForPeers, middleware options, the `snapshot`
+// schedule, and the "closing" state (writes refused while close() runs).
 const { EventEmitter } = require('node:events')
 const { NativeReplicator } = require('../binding.js')
-const { fromNative, make, typeError, rangeError } = require('./errors.js')
+const { make, typeError, rangeError, closedError } = require('./errors.js')
 const snapshots = require('./snapshot.js')
 const acks = require('./acks.js')
 const sql = require('./sql.js')
@@ -11,14 +21,6 @@ const U32_MAX = 0xffffffff
 const RETRY_LIMIT = 1024 // frames kept per peer when its send throws
 const BROADCAST = 0 // the `peer` of frames for the broadcast send
 
-function call (fn) {
-  try {
-    return fn()
-  } catch (e) {
-    throw fromNative(e)
-  }
-}
-
 /** `obj` plus `extra` as non-enumerable (readable, not listed) properties. */
 function hidden (obj, extra) {
   for (const [k, value] of Object.entries(extra)) {
@@ -27,35 +29,25 @@ function hidden (obj, extra) {
   return obj
 }
 
-function checkMs (name, v) {
-  if (v === undefined) return undefined
-  if (typeof v !== 'number' || Number.isNaN(v)) throw typeError(`options.${name} must be a number`)
-  if (!Number.isFinite(v) || v < 0) throw rangeError(`options.${name} must be a finite number >= 0`)
-  return v
+/** The `snapshot` schedule's `intervalMs` (a JS-only option). */
+function checkInterval (v) {
+  if (v === undefined) return
+  if (typeof v !== 'number' || Number.isNaN(v)) throw typeError('options.snapshot.intervalMs must be a number')
+  if (!Number.isFinite(v) || v < 0) throw rangeError('options.snapshot.intervalMs must be a finite number >= 0')
 }
 
-function checkPeerId (v, what = 'peerId') {
-  if (typeof v !== 'number' || !Number.isInteger(v)) throw typeError(`${what} must be an integer`)
-  if (v < 1 || v > U32_MAX) throw rangeError(`${what} must be a u32 > 0`)
-  return v
-}
-
-function checkTable (table) {
-  if (typeof table !== 'string' || table.length === 0) throw typeError('table must be a non-empty string')
-}
-
-function checkRow (row, what = 'row') {
-  if (row === null || typeof row !== 'object' || Array.isArray(row) || Buffer.isBuffer(row)) {
-    throw typeError(`${what} must be a plain object of column values`)
-  }
-}
+const isRowObject = (r) => r !== null && typeof r === 'object' && !Array.isArray(r) && !ArrayBuffer.isView(r)
 
 /**
  * Rows as column names once (their keys in first-seen order) and a flat
  * array of values, `undefined` where a row lacks a column: the native side
- * then reads elements by index instead of properties by name.
+ * then reads elements by index instead of properties by name. `null` when
+ * `rows` is not a non-empty array of row objects with some column: those go
+ * to the native `upsertMany`, which checks them and reports what is wrong
+ * (this is the choice of a fast path, not a check).
  */
 function columnar (rows) {
+  if (!Array.isArray(rows) || rows.length === 0 || !rows.every(isRowObject)) return null
   const cols = Object.keys(rows[0])
   let same = true
   for (let i = 1; i < rows.length; i++) {
@@ -69,6 +61,7 @@ function columnar (rows) {
   const n = cols.length
   const flat = new Array(rows.length * n)
   let k = 0
+  if (n === 0) return null
   for (const r of rows) for (let j = 0; j < n; j++) flat[k++] = r[cols[j]]
   return [cols, flat]
 }
@@ -87,36 +80,16 @@ function parseToken (token) {
 class Replicator extends EventEmitter {
   constructor (options) {
     super()
-    if (options === null || typeof options !== 'object') throw typeError('new Replicator(options): options must be an object')
-    const { path, peerId, clusterKey, snapshot } = options
-    if (typeof path !== 'string' || path.length === 0) throw typeError('options.path must be a non-empty string')
-    if (peerId !== undefined) checkPeerId(peerId, 'options.peerId')
-    let key
-    if (clusterKey !== undefined && clusterKey !== null) {
-      if (typeof clusterKey === 'string') key = Buffer.from(clusterKey, 'utf8')
-      else if (clusterKey instanceof Uint8Array) key = Buffer.from(clusterKey)
-      else throw typeError('options.clusterKey must be a string or Buffer')
-      if (key.length === 0) throw rangeError('options.clusterKey must not be empty')
-    }
-    const heartbeatMs = checkMs('heartbeatMs', options.heartbeatMs) ?? 1000
-    const maxFrameBytes = checkMs('maxFrameBytes', options.maxFrameBytes)
-    if (maxFrameBytes !== undefined && maxFrameBytes < 256) throw rangeError('options.maxFrameBytes must be at least 256')
+    // The snapshot schedule is JS-only; every other option is the native
+    // constructor's to check (`options?.` reads nothing from a non-object).
+    const snapshot = options?.snapshot
     if (snapshot !== undefined && snapshot !== null) {
       if (typeof snapshot !== 'object' || typeof snapshot.url !== 'string') throw typeError('options.snapshot must be { url, intervalMs?, options? }')
-      checkMs('snapshot.intervalMs', snapshot.intervalMs)
+      checkInterval(snapshot.intervalMs)
     }
-    this._native = call(() => new NativeReplicator({
-      path,
-      peerId,
-      clusterKey: key,
-      heartbeatMs,
-      retentionMs: checkMs('retentionMs', options.retentionMs),
-      maxRetentionMs: checkMs('maxRetentionMs', options.maxRetentionMs),
-      maxKeptBytes: checkMs('maxKeptBytes', options.maxKeptBytes),
-      maxDriftMs: checkMs('maxDriftMs', options.maxDriftMs),
-      maxFrameBytes
-    }))
-    this._path = path
+    this._native = new NativeReplicator(options)
+    const heartbeatMs = this._native.heartbeatMs
+    this._path = options.path
     this._options = { ...options, heartbeatMs }
     this._sends = new Map()
     this._broadcast = null
@@ -151,15 +124,15 @@ class Replicator extends EventEmitter {
     }
   }
 
+  /**
+   * Writes and peer changes are refused from the moment close() starts (a
+   * JS-side state); once closed, the native side reports E_CLOSED itself.
+   */
   _checkOpen () {
-    if (this._closed || this._closing) throw make('E_CLOSED', 'Error', 'the replicator is closed')
+    if (this._closing) throw closedError()
   }
 
-  _call (fn) {
-    return call(fn)
-  }
-
-  /** Calls that must not run inside `transaction(fn)`. */
+  /** Calls that must not run inside `transaction(fn)` (a JS-side state). */
   _checkNoTransaction (what) {
     if (this._txDepth > 0) throw make('E_ARG', 'Error', `${what} cannot run inside transaction(fn)`)
   }
@@ -169,15 +142,8 @@ class Replicator extends EventEmitter {
   /** Bring the schema to `migrations.length` (forward or backward). */
   migrate (migrations) {
     this._checkOpen()
-    if (!Array.isArray(migrations)) throw typeError('migrate(migrations): migrations must be an array')
-    const list = migrations.map((m, i) => {
-      if (m === null || typeof m !== 'object' || typeof m.up !== 'string') throw typeError(`migrations[${i}] must be { up: string, down?: string }`)
-      if (m.down !== undefined && m.down !== null && typeof m.down !== 'string') throw typeError(`migrations[${i}].down must be a string`)
-      if (m.renames !== undefined && (m.renames === null || typeof m.renames !== 'object')) throw typeError(`migrations[${i}].renames must be { table: { old: 'new' } }`)
-      return { up: m.up, down: m.down ?? undefined, renames: m.renames }
-    })
     this._checkNoTransaction('migrate()')
-    const r = call(() => this._native.migrate(list))
+    const r = this._native.migrate(migrations)
     this._drainEvents()
     return r
   }
@@ -191,8 +157,7 @@ class Replicator extends EventEmitter {
    */
   exec (source) {
     this._checkOpen()
-    if (typeof source !== 'string') throw typeError('exec(sql): sql must be a string')
-    call(() => this._native.exec(source))
+    this._native.exec(source)
     this._afterWrite()
     return this
   }
@@ -200,8 +165,7 @@ class Replicator extends EventEmitter {
   /** Compile one statement; returns a better-sqlite3-shaped `Statement`. */
   prepare (source) {
     this._checkOpen()
-    if (typeof source !== 'string') throw typeError('prepare(sql): sql must be a string')
-    const info = call(() => this._native.prepare(source))
+    const info = this._native.prepare(source)
     return new sql.Statement(this, source, info)
   }
 
@@ -225,9 +189,7 @@ class Replicator extends EventEmitter {
   /** Write one row (only the given columns change); returns its token. */
   upsert (table, row) {
     this._checkOpen()
-    checkTable(table)
-    checkRow(row)
-    const token = call(() => this._native.upsert(table, row))
+    const token = this._native.upsert(table, row)
     this._afterWrite()
     return token
   }
@@ -235,13 +197,10 @@ class Replicator extends EventEmitter {
   /** Write many rows in one transaction; returns the last token. */
   upsertMany (table, rows) {
     this._checkOpen()
-    checkTable(table)
-    if (!Array.isArray(rows)) throw typeError('upsertMany(table, rows): rows must be an array')
-    for (let i = 0; i < rows.length; i++) checkRow(rows[i], `rows[${i}]`)
-    const [cols, flat] = rows.length ? columnar(rows) : [[], []]
-    const token = cols.length === 0
-      ? call(() => this._native.upsertMany(table, rows))
-      : call(() => this._native.upsertColumns(table, cols, flat))
+    const c = columnar(rows)
+    const token = c === null
+      ? this._native.upsertMany(table, rows)
+      : this._native.upsertColumns(table, c[0], c[1])
     this._afterWrite()
     return token
   }
@@ -249,9 +208,7 @@ class Replicator extends EventEmitter {
   /** Tombstone: sets `deletedAt` to now. */
   delete (table, pk) {
     this._checkOpen()
-    checkTable(table)
-    checkRow(pk, 'pk')
-    const token = call(() => this._native.delete(table, pk))
+    const token = this._native.delete(table, pk)
     this._afterWrite()
     return token
   }
@@ -273,12 +230,11 @@ class Replicator extends EventEmitter {
   /** Register (or re-register after a reconnect) a peer's send callback. */
   addPeer (peerId, send) {
     this._checkOpen()
-    checkPeerId(peerId)
     if (typeof send !== 'function') throw typeError('addPeer(peerId, send): send must be a function')
-    if (peerId === this.peerId) throw rangeError('addPeer: a replicator cannot add itself as a peer')
+    // The native side checks peerId (and refuses this peer's own id).
+    const out = this._native.addPeer(peerId)
     this._sends.set(peerId, send)
     debug('peer %d: add peer %d', this.peerId, peerId)
-    const out = call(() => this._native.addPeer(peerId))
     this._dispatch(out)
     this._drainEvents()
   }
@@ -295,31 +251,27 @@ class Replicator extends EventEmitter {
     if (send !== null && typeof send !== 'function') throw typeError('addBroadcast(send): send must be a function or null')
     this._broadcast = send
     debug('peer %d: broadcast %s', this.peerId, send ? 'on' : 'off')
-    call(() => this._native.setBroadcast(send !== null))
+    this._native.setBroadcast(send !== null)
     if (send) this._safe(() => this.flush())
   }
 
   /** Forget a peer. */
   removePeer (peerId) {
     this._checkOpen()
-    checkPeerId(peerId)
+    this._native.removePeer(peerId)
     debug('peer %d: remove peer %d', this.peerId, peerId)
     this._sends.delete(peerId)
     this._retry.delete(peerId)
-    call(() => this._native.removePeer(peerId))
   }
 
   /** Take in a frame from any peer. Throws (and changes nothing) when it is not valid. */
   applyPatches (frame) {
-    if (this._closed) throw make('E_CLOSED', 'Error', 'the replicator is closed')
-    if (!(frame instanceof Uint8Array)) throw typeError('applyPatches(frame): frame must be a Buffer or Uint8Array')
     this._checkNoTransaction('applyPatches()')
     let r
     try {
       r = this._native.applyPatches(frame)
-    } catch (e) {
-      const err = fromNative(e)
-      if (debug.enabled) debug('peer %d: frame of %d bytes refused: %s %s', this.peerId, frame.length, err.code, err.message)
+    } catch (err) {
+      if (debug.enabled) debug('peer %d: frame of %s bytes refused: %s %s', this.peerId, frame?.length, err.code, err.message)
       throw err
     }
     if (debug.enabled) debug('peer %d: frame of %d bytes: applied %d stored %d duplicates %d requested %d, %d answer(s)', this.peerId, frame.length, r.applied, r.stored, r.duplicates, r.requested, r.out.length)
@@ -332,7 +284,8 @@ class Replicator extends EventEmitter {
 
   /** Run one heartbeat now: pings, gap requests, retention. */
   tick () {
-    if (this._closed) throw make('E_CLOSED', 'Error', 'the replicator is closed')
+    // Checked here: failed sends are retried before the native call.
+    if (this._closed) throw closedError()
     this._checkNoTransaction('tick()')
     this._resendFailed()
     const n = this._tickNative()
@@ -344,9 +297,9 @@ class Replicator extends EventEmitter {
 
   /** Hand queued outgoing patches to `send` now. */
   flush () {
-    if (this._closed) throw make('E_CLOSED', 'Error', 'the replicator is closed')
+    if (this._closed) throw closedError()
     this._resendFailed()
-    this._dispatch(call(() => this._native.flush()))
+    this._dispatch(this._native.flush())
   }
 
   /**
@@ -358,11 +311,11 @@ class Replicator extends EventEmitter {
   _tickNative () {
     let n = 0
     if (this._broadcast) {
-      const patches = call(() => this._native.flush())
+      const patches = this._native.flush()
       n += patches.length
       this._dispatch(patches, 'patches')
     }
-    const out = call(() => this._native.tick())
+    const out = this._native.tick()
     this._dispatch(out, 'ping')
     return n + out.length
   }
@@ -439,19 +392,12 @@ class Replicator extends EventEmitter {
 
   /** Run a read-only statement; all rows as objects. */
   all (sql, params) {
-    this._checkReadable(sql)
-    return call(() => this._native.all(sql, params === undefined ? undefined : params))
+    return this._native.all(sql, params)
   }
 
   /** Run a read-only statement; the first row, or undefined. */
   get (sql, params) {
-    this._checkReadable(sql)
-    return call(() => this._native.get(sql, params === undefined ? undefined : params))
-  }
-
-  _checkReadable (sql) {
-    if (this._closed) throw make('E_CLOSED', 'Error', 'the replicator is closed')
-    if (typeof sql !== 'string') throw typeError('sql must be a string')
+    return this._native.get(sql, params)
   }
 
   /** Resolves true once the write named by `token` is applied here, false on timeout. */
@@ -459,7 +405,7 @@ class Replicator extends EventEmitter {
     const t = parseToken(token)
     if (!t) return Promise.reject(typeError(`waitFor: ${JSON.stringify(token)} is not a token "<peerId>.<seq>"`))
     if (typeof timeoutMs !== 'number' || Number.isNaN(timeoutMs) || timeoutMs < 0) return Promise.reject(rangeError('waitFor: timeoutMs must be a number >= 0'))
-    if (this._closed) return Promise.reject(make('E_CLOSED', 'Error', 'the replicator is closed'))
+    if (this._closed) return Promise.reject(closedError())
     if (this._native.has(t.peer, t.seq)) return Promise.resolve(true)
     return new Promise((resolve) => {
       const w = { ...t, resolve, timer: null }
@@ -502,7 +448,7 @@ class Replicator extends EventEmitter {
     } catch (e) {
       return Promise.reject(e)
     }
-    if (this._closed || this._closing) return Promise.reject(make('E_CLOSED', 'Error', 'the replicator is closed'))
+    if (this._closing) return Promise.reject(closedError())
     const first = acks.progress(this._native, this.peerId, t, opts)
     if (first.ok) return Promise.resolve()
     return new Promise((resolve, reject) => {
@@ -534,7 +480,7 @@ class Replicator extends EventEmitter {
    * `header` (503 `E_TIMEOUT` when they do not in time).
    */
   readYourWrites ({ header = 'x-quilt-token', timeoutMs = 5000, quorum, waitForPeers } = {}) {
-    if (this._closed) throw make('E_CLOSED', 'Error', 'the replicator is closed')
+    if (this._closed) throw closedError()
     if (typeof header !== 'string' || header.length === 0) throw typeError('readYourWrites: header must be a non-empty string')
     if (typeof timeoutMs !== 'number' || Number.isNaN(timeoutMs) || timeoutMs < 0) throw rangeError('readYourWrites: timeoutMs must be a number >= 0')
     const name = header.toLowerCase()
@@ -545,7 +491,7 @@ class Replicator extends EventEmitter {
       const raw = req && req.headers ? req.headers[name] : undefined
       const token = Array.isArray(raw) ? raw[raw.length - 1] : raw
       if (!parseToken(token)) return next()
-      if (this._closed) return next(make('E_CLOSED', 'Error', 'the replicator is closed'))
+      if (this._closed) return next(closedError())
       this.waitFor(token, timeoutMs).then((ok) => {
         if (ok) return next()
         const err = make('E_STALE', 'Error', `write ${token} did not reach this replica within ${timeoutMs} ms`)
@@ -560,8 +506,7 @@ class Replicator extends EventEmitter {
 
   /** Peer id, schema version, seq, leadership, peers and pending patches. */
   status () {
-    if (this._closed) throw make('E_CLOSED', 'Error', 'the replicator is closed')
-    const s = call(() => this._native.status())
+    const s = this._native.status()
     // Fields beyond API.md's shape are non-enumerable: readable by name,
     // while the documented shape (Object.keys, JSON) stays as it was.
     return hidden({
@@ -583,21 +528,19 @@ class Replicator extends EventEmitter {
 
   /** True when this peer has the lowest id among live peers. */
   isLeader () {
-    if (this._closed) throw make('E_CLOSED', 'Error', 'the replicator is closed')
-    return call(() => this._native.isLeader())
+    return this._native.isLeader()
   }
 
   /** OpenMetrics text. */
   metrics () {
-    if (this._closed) throw make('E_CLOSED', 'Error', 'the replicator is closed')
-    return call(() => this._native.metrics())
+    return this._native.metrics()
   }
 
   // ----- snapshots -------------------------------------------------------
 
   /** Take a consistent, compressed snapshot to `options.snapshot.url`. */
   snapshot (opts) {
-    if (this._closed || this._closing) return Promise.reject(make('E_CLOSED', 'Error', 'the replicator is closed'))
+    if (this._closing) return Promise.reject(closedError())
     return snapshots.take(this, opts)
   }
 
@@ -644,9 +587,9 @@ class Replicator extends EventEmitter {
       this._closed = true
       for (const w of this._waiters) { clearTimeout(w.timer); w.resolve(false) }
       this._waiters.clear()
-      for (const w of this._peerWaiters) { clearTimeout(w.timer); w.reject(make('E_CLOSED', 'Error', 'the replicator closed before peers held the write')) }
+      for (const w of this._peerWaiters) { clearTimeout(w.timer); w.reject(closedError('the replicator closed before peers held the write')) }
       this._peerWaiters.clear()
-      call(() => this._native.close())
+      this._native.close()
     })()
     return this._closing
   }

@@ -7,7 +7,7 @@ const os = require('node:os')
 const nodePath = require('node:path')
 const crypto = require('node:crypto')
 const binding = require('../binding.js')
-const { fromNative, make, typeError } = require('./errors.js')
+const { make, typeError } = require('./errors.js')
 
 let nextJob = 1
 const PROGRESS_MS = 250
@@ -75,12 +75,7 @@ async function take (r, opts = {}) {
   const tempSource = nodePath.join(os.tmpdir(), `quilt-mem-${suffix}.db`)
   const work = `${base}.quilt-snap-${suffix}`
   r._snapshotting = (async () => {
-    let prep
-    try {
-      prep = r._native.prepareSnapshot(tempSource)
-    } catch (e) {
-      throw fromNative(e)
-    }
+    const prep = r._native.prepareSnapshot(tempSource)
     const stop = watch(job, (p) => r.emit('snapshot:progress', p))
     try {
       const json = await binding.snapshotUpload(job, prep, url, options, work, keep, keepMs)
@@ -90,8 +85,6 @@ async function take (r, opts = {}) {
       if (!r._closed) r._native.recordSnapshot(prep.seqVector, prep.createdAt)
       r.emit('snapshot', result)
       return result
-    } catch (e) {
-      throw fromNative(e)
     } finally {
       stop()
     }
@@ -103,35 +96,28 @@ async function take (r, opts = {}) {
   }
 }
 
+/**
+ * `opts` goes to the native side as is: it checks `from`, `path`,
+ * `overwrite` and `snapshot`/`id`. Read here: `onProgress` and the store
+ * `options` (turned into strings).
+ */
 async function restore (opts) {
-  if (opts === null || typeof opts !== 'object') throw typeError('Replicator.restore(options): options must be an object')
-  const { from, path, overwrite = false, onProgress } = opts
-  const name = opts.snapshot ?? opts.id
-  if (typeof from !== 'string' || from.length === 0) throw typeError('restore: from must be a snapshot url')
-  if (typeof path !== 'string' || path.length === 0 || path === ':memory:') throw typeError('restore: path must be a file path')
-  if (typeof overwrite !== 'boolean') throw typeError('restore: overwrite must be a boolean')
-  if (name !== undefined && typeof name !== 'string') throw typeError('restore: snapshot must be a snapshot id string')
-  const options = storeOptions(opts.options)
+  const onProgress = typeof opts?.onProgress === 'function' ? opts.onProgress : null
+  const options = storeOptions(opts?.options)
   const job = nextJob++
-  const stop = watch(job, typeof onProgress === 'function' ? onProgress : null)
+  const stop = watch(job, onProgress)
   try {
-    const result = info(await binding.restoreSnapshot(job, from, options, path, overwrite, name))
-    if (typeof onProgress === 'function') onProgress({ bytesDone: result.bytes, bytesTotal: result.bytes })
+    const result = info(await binding.restoreSnapshot(job, opts, options))
+    if (onProgress) onProgress({ bytesDone: result.bytes, bytesTotal: result.bytes })
     return result
-  } catch (e) {
-    throw fromNative(e)
   } finally {
     stop()
   }
 }
 
 async function list (url, options) {
-  try {
-    const all = JSON.parse(await binding.listSnapshots(url, storeOptions(options)))
-    return all.map((m) => info(JSON.stringify({ manifest: m, url: `${url.replace(/\/$/, '')}/${m.object}` })))
-  } catch (e) {
-    throw fromNative(e)
-  }
+  const all = JSON.parse(await binding.listSnapshots(url, storeOptions(options)))
+  return all.map((m) => info(JSON.stringify({ manifest: m, url: `${url.replace(/\/$/, '')}/${m.object}` })))
 }
 
 module.exports = { take, restore, list }

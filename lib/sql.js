@@ -36,7 +36,7 @@ class Statement {
   run (...params) {
     const r = this._r
     r._checkOpen()
-    const out = r._call(() => r._native.run(this.source, bindArgs(params)))
+    const out = r._native.run(this.source, bindArgs(params))
     if (!this.readonly) r._afterWrite()
     return { changes: out.changes, lastInsertRowid: out.lastInsertRowid, token: out.token }
   }
@@ -45,7 +45,7 @@ class Statement {
   all (...params) {
     this._checkReader('all')
     const r = this._r
-    const rows = r._call(() => r._native.sqlAll(this.source, bindArgs(params)))
+    const rows = r._native.sqlAll(this.source, bindArgs(params))
     if (!this.readonly) r._afterWrite()
     return rows
   }
@@ -54,7 +54,7 @@ class Statement {
   get (...params) {
     this._checkReader('get')
     const r = this._r
-    const row = r._call(() => r._native.sqlGet(this.source, bindArgs(params)))
+    const row = r._native.sqlGet(this.source, bindArgs(params))
     if (!this.readonly) r._afterWrite()
     return row
   }
@@ -79,7 +79,7 @@ function transaction (replicator, fn) {
   const r = replicator
   return function runInTransaction (...args) {
     r._checkOpen()
-    r._call(() => r._native.begin())
+    r._native.begin()
     r._txDepth++
     let result
     try {
@@ -89,11 +89,11 @@ function transaction (replicator, fn) {
       }
     } catch (e) {
       r._txDepth--
-      r._call(() => r._native.rollback())
+      r._native.rollback()
       throw e
     }
     r._txDepth--
-    r._call(() => r._native.commit())
+    r._native.commit()
     if (r._txDepth === 0) r._afterWrite()
     return result
   }

@@ -231,3 +231,71 @@ fn changes_are_collected_only_while_asked() {
     assert_eq!(remote[0].len(), 3);
     assert!(remote[0].iter().all(|c| c.origin == 1));
 }
+
+#[test]
+fn patches_of_rolled_back_and_committed_units_are_served_to_a_late_peer() {
+    let mut a = engine(1);
+    // Committed, rolled back, nested: the run map must match the rows kept.
+    a.exec_sql("INSERT INTO t(id, a) VALUES (1, 'x')").unwrap();
+    a.begin_transaction().unwrap();
+    a.exec_sql("INSERT INTO t(id, a) VALUES (2, 'gone')")
+        .unwrap();
+    a.rollback_transaction().unwrap();
+    a.begin_transaction().unwrap();
+    a.upsert(
+        "t",
+        vec![vec![
+            ("id".into(), Value::Int(3)),
+            ("a".into(), Value::Text("y".into())),
+        ]],
+    )
+    .unwrap();
+    a.begin_transaction().unwrap();
+    a.exec_sql("UPDATE t SET b = 1 WHERE id = 1").unwrap();
+    a.rollback_transaction().unwrap();
+    a.exec_sql("UPDATE t SET b = 2 WHERE id = 1").unwrap();
+    a.commit_transaction().unwrap();
+    assert_eq!(a.seq(), 3);
+    // A peer that joins now fetches every patch through the gap protocol.
+    let mut c = engine(3);
+    let mut frames: Vec<(u32, Vec<u8>)> = Vec::new();
+    frames.extend(
+        a.add_peer(3)
+            .unwrap()
+            .into_iter()
+            .map(|o| (o.peer, o.frame)),
+    );
+    frames.extend(
+        c.add_peer(1)
+            .unwrap()
+            .into_iter()
+            .map(|o| (o.peer, o.frame)),
+    );
+    for _ in 0..50 {
+        if frames.is_empty() {
+            frames.extend(a.tick().unwrap().into_iter().map(|o| (o.peer, o.frame)));
+            frames.extend(c.tick().unwrap().into_iter().map(|o| (o.peer, o.frame)));
+        }
+        let batch = std::mem::take(&mut frames);
+        for (to, f) in batch {
+            let target = if to == 3 { &mut c } else { &mut a };
+            let (_, out) = target.apply_frame(&f).unwrap();
+            frames.extend(out.into_iter().map(|o| (o.peer, o.frame)));
+        }
+        if c.has(1, 3) && frames.is_empty() {
+            break;
+        }
+    }
+    assert!(c.has(1, 3));
+    let rows = c
+        .query("SELECT id, a, b FROM t ORDER BY id", &[], false)
+        .unwrap()
+        .1;
+    assert_eq!(
+        rows,
+        vec![
+            vec![Value::Int(1), Value::Text("x".into()), Value::Int(2)],
+            vec![Value::Int(3), Value::Text("y".into()), Value::Null],
+        ]
+    );
+}

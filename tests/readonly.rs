@@ -131,7 +131,7 @@ fn reads_still_allow_selects_and_read_only_pragmas() {
         "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 3) SELECT x FROM n",
         "PRAGMA table_info(t)",
         "PRAGMA main.table_info('t_patches')",
-        "PRAGMA index_list(t_patches)",
+        "PRAGMA index_list(_quilt_meta)",
         "PRAGMA user_version",
         "PRAGMA foreign_keys",
         "PRAGMA integrity_check",

@@ -1,10 +1,13 @@
-//! The thin napi layer: argument conversion, one mapping from core errors to
-//! JS errors, and `///` docs that reach the generated `binding.d.ts`. The
-//! public JS class (`index.js`) wraps `NativeReplicator`: it owns the `send`
-//! callbacks, timers and events, and turns the encoded errors below into
-//! `Error`/`TypeError`/`RangeError` objects with a string `code`.
+//! The thin napi layer: argument conversion and checking (`values.rs`), one
+//! mapping from core errors to JS errors, and `///` docs that reach the
+//! generated `binding.d.ts`. The public JS class (`lib/replicator.js`) wraps
+//! `NativeReplicator`: it owns the `send` callbacks, timers and events.
+//!
+//! Errors are finished here: [`js_error`] builds the JS error object itself
+//! (`TypeError`/`RangeError` for bad arguments, else a `QuiltError`) and sets
+//! its `code`, so JS rethrows what it gets and never parses a message.
 
-use crate::core::engine::{Config, Engine, Event, Migration, Outgoing, Params};
+use crate::core::engine::{Config, Engine, Event, Outgoing, Params};
 use crate::core::error::Error as CoreError;
 use crate::core::metrics;
 use crate::core::value::Value;
@@ -12,59 +15,179 @@ use napi::bindgen_prelude::*;
 use napi::sys;
 use napi_derive::napi;
 use std::collections::HashMap;
+use std::ptr;
 
 mod snapshot;
 mod sql;
 mod values;
 
-pub use values::{JsBytes, JsCells, JsParams, JsRow, JsRows};
+pub use values::{
+    JsBytes, JsCells, JsKey, JsMigrations, JsParams, JsPeerId, JsRow, JsRowList, JsRows, JsSql,
+    JsTable, NativeOptions, RestoreArgs,
+};
 
-/// Errors cross as `QUILT\x1f<code>\x1f<class>\x1f<message>`; index.js
-/// rebuilds a proper error object with `code`.
-pub fn to_napi(e: CoreError) -> napi::Error {
-    let class = match e {
-        CoreError::Type(_) => "TypeError",
-        CoreError::Range(_) => "RangeError",
-        _ => "Error",
+/// The constructor of the JS error class for coded errors, registered once
+/// per env by `setErrorClass` (lib/errors.js: `QuiltError`).
+struct ErrorClass(sys::napi_ref);
+
+/// The class a JS error object is built from.
+#[derive(Clone, Copy)]
+enum Class {
+    Type,
+    Range,
+    Coded,
+}
+
+/// Creates the JS error object: `TypeError`, `RangeError`, or an instance of
+/// the registered error class (a plain `Error` if none is registered), with
+/// `code` set here. `None` when the env cannot build one (tearing down).
+unsafe fn new_error(
+    env: sys::napi_env,
+    class: Class,
+    code: &str,
+    msg: &str,
+) -> Option<sys::napi_value> {
+    let mut c = ptr::null_mut();
+    let mut m = ptr::null_mut();
+    if sys::napi_create_string_utf8(env, code.as_ptr().cast(), code.len() as isize, &mut c)
+        != sys::Status::napi_ok
+        || sys::napi_create_string_utf8(env, msg.as_ptr().cast(), msg.len() as isize, &mut m)
+            != sys::Status::napi_ok
+    {
+        return None;
+    }
+    let mut err = ptr::null_mut();
+    let made = match class {
+        Class::Type => sys::napi_create_type_error(env, c, m, &mut err),
+        Class::Range => sys::napi_create_range_error(env, c, m, &mut err),
+        Class::Coded => {
+            let instance = registered_class(env).and_then(|ctor| {
+                let mut out = ptr::null_mut();
+                let args = [c, m];
+                let st = sys::napi_new_instance(env, ctor, 2, args.as_ptr(), &mut out);
+                if st == sys::Status::napi_ok {
+                    Some(out)
+                } else {
+                    // The class threw: drop that and build a plain Error.
+                    let mut ex = ptr::null_mut();
+                    sys::napi_get_and_clear_last_exception(env, &mut ex);
+                    None
+                }
+            });
+            match instance {
+                Some(v) => {
+                    err = v;
+                    sys::Status::napi_ok
+                }
+                None => sys::napi_create_error(env, c, m, &mut err),
+            }
+        }
     };
-    napi::Error::from_reason(format!("QUILT\x1f{}\x1f{class}\x1f{e}", e.code()))
+    if made != sys::Status::napi_ok || err.is_null() {
+        return None;
+    }
+    // Whatever the class did, `code` is the one given here.
+    sys::napi_set_named_property(env, err, c"code".as_ptr(), c);
+    Some(err)
 }
 
-pub(super) fn type_err(msg: impl Into<String>) -> napi::Error {
-    to_napi(CoreError::Type(msg.into()))
+/// The constructor registered with `setErrorClass` for this env, if any.
+unsafe fn registered_class(env: sys::napi_env) -> Option<sys::napi_value> {
+    let r = Env::from_raw(env)
+        .get_instance_data::<ErrorClass>()
+        .ok()??
+        .0;
+    let mut ctor = ptr::null_mut();
+    (sys::napi_get_reference_value(env, r, &mut ctor) == sys::Status::napi_ok && !ctor.is_null())
+        .then_some(ctor)
 }
 
-pub(super) fn check(status: sys::napi_status, what: &str) -> Result<()> {
-    if status == sys::Status::napi_ok {
-        Ok(())
-    } else {
-        Err(type_err(format!("could not read {what}")))
+/// A `napi::Error` that carries a JS error object built by [`new_error`]:
+/// thrown as is, and a Promise rejects with it as is.
+fn coded(env: sys::napi_env, class: Class, code: &str, msg: &str) -> napi::Error {
+    // SAFETY: `env` is the env of the current call, on its JS thread.
+    match unsafe { new_error(env, class, code, msg) } {
+        Some(v) => napi::Error::from_unknown_without_coercion(unsafe {
+            Unknown::from_raw_unchecked(env, v)
+        }),
+        None => napi::Error::new(Status::GenericFailure, msg),
     }
 }
 
-/// Options accepted by the native constructor (validated again in index.js).
-#[napi(object)]
-pub struct NativeOptions {
-    pub path: String,
-    pub peer_id: Option<u32>,
-    pub cluster_key: Option<Buffer>,
-    pub heartbeat_ms: Option<f64>,
-    pub retention_ms: Option<f64>,
-    /// Hard cap: past this age a patch is purged even if a peer lacks it.
-    pub max_retention_ms: Option<f64>,
-    /// Cap in bytes on kept patches (a quarter per origin).
-    pub max_kept_bytes: Option<f64>,
-    pub max_drift_ms: Option<f64>,
-    pub max_frame_bytes: Option<f64>,
+/// The JS error for a core error: `TypeError`/`RangeError` (code `E_ARG`)
+/// for `Type`/`Range`, a `QuiltError` with [`CoreError::code`] for the rest.
+pub fn js_error(env: sys::napi_env, e: &CoreError) -> napi::Error {
+    let class = match e {
+        CoreError::Type(_) => Class::Type,
+        CoreError::Range(_) => Class::Range,
+        _ => Class::Coded,
+    };
+    coded(env, class, e.code(), &e.to_string())
 }
 
-/// One migration.
-#[napi(object)]
-pub struct NativeMigration {
-    pub up: String,
-    pub down: Option<String>,
-    /// `{ table: { oldName: 'newName' } }`
-    pub renames: Option<HashMap<String, HashMap<String, String>>>,
+/// A bad argument type: `TypeError` with code `E_ARG`.
+pub(super) fn type_err(env: sys::napi_env, msg: impl AsRef<str>) -> napi::Error {
+    coded(env, Class::Type, "E_ARG", msg.as_ref())
+}
+
+/// An argument out of range: `RangeError` with code `E_ARG`.
+pub(super) fn range_err(env: sys::napi_env, msg: impl AsRef<str>) -> napi::Error {
+    coded(env, Class::Range, "E_ARG", msg.as_ref())
+}
+
+/// A failed N-API call while reading an argument. When it failed because JS
+/// threw (a getter, a proxy), that exception is left pending and rethrown.
+pub(super) fn check(env: sys::napi_env, status: sys::napi_status, what: &str) -> Result<()> {
+    if status == sys::Status::napi_ok {
+        return Ok(());
+    }
+    // A throwing getter makes napi_get_property fail with generic_failure
+    // and the exception pending: ask rather than trust the status.
+    let mut pending = false;
+    // SAFETY: `env` is the env of the current call, on its JS thread.
+    let asked = unsafe { sys::napi_is_exception_pending(env, &mut pending) };
+    if status == sys::Status::napi_pending_exception || (asked == sys::Status::napi_ok && pending) {
+        Err(napi::Error::new(
+            Status::PendingException,
+            format!("reading {what} threw"),
+        ))
+    } else {
+        Err(type_err(env, format!("could not read {what}")))
+    }
+}
+
+/// `.js(env)?` turns a core result into a napi result with a coded error.
+pub(super) trait OrJs<T> {
+    fn js(self, env: &Env) -> Result<T>;
+}
+
+impl<T> OrJs<T> for crate::core::error::Result<T> {
+    fn js(self, env: &Env) -> Result<T> {
+        self.map_err(|e| js_error(env.raw(), &e))
+    }
+}
+
+/// Register the class coded errors are built from (`QuiltError`), once.
+#[napi(ts_args_type = "errorClass: new (code: string, message: string) => Error")]
+pub fn set_error_class(env: Env, error_class: Unknown<'_>) -> Result<()> {
+    let raw = error_class.raw();
+    let mut t = 0;
+    check(
+        env.raw(),
+        unsafe { sys::napi_typeof(env.raw(), raw, &mut t) },
+        "errorClass",
+    )?;
+    if t != sys::ValueType::napi_function {
+        return Err(type_err(env.raw(), "errorClass must be a class"));
+    }
+    let mut r = ptr::null_mut();
+    check(
+        env.raw(),
+        unsafe { sys::napi_create_reference(env.raw(), raw, 1, &mut r) },
+        "errorClass",
+    )?;
+    // The reference lives as long as the env (its teardown frees it).
+    env.set_instance_data(ErrorClass(r), (), |_| {})
 }
 
 /// `{ from, to }` of `migrate()`.
@@ -137,13 +260,13 @@ pub struct NativeStatus {
 
 type Rows = (Vec<String>, Vec<Vec<Value>>);
 
-fn query(e: &Engine, sql: &str, params: Option<JsParams>, one: bool) -> Result<Rows> {
+fn query(env: &Env, e: &Engine, sql: &str, params: Option<JsParams>, one: bool) -> Result<Rows> {
     let r = match &params {
         None => e.query_with(sql, Params::Positional(&[]), one),
         Some(JsParams::Positional(p)) => e.query_with(sql, Params::Positional(p), one),
         Some(JsParams::Named(n)) => e.query_with(sql, Params::Named(n), one),
     };
-    r.map_err(to_napi)
+    r.js(env)
 }
 
 fn out_frames(v: Vec<Outgoing>) -> Vec<OutFrame> {
@@ -165,111 +288,107 @@ pub struct NativeReplicator {
 }
 
 impl NativeReplicator {
-    fn e(&mut self) -> Result<&mut Engine> {
+    /// The engine, or `E_CLOSED` after close().
+    fn e(&mut self, env: &Env) -> Result<&mut Engine> {
         self.engine
             .as_mut()
-            .ok_or_else(|| to_napi(CoreError::Closed))
+            .ok_or_else(|| js_error(env.raw(), &CoreError::Closed))
     }
 }
 
-fn ms(v: Option<f64>, name: &str, default: u64) -> Result<u64> {
-    match v {
-        None => Ok(default),
-        Some(x) if x.is_finite() && x >= 0.0 => Ok(x as u64),
-        Some(_) => Err(to_napi(CoreError::Range(format!(
-            "{name} must be a finite number >= 0"
-        )))),
-    }
+/// A checked option (see [`NativeOptions`]) as whole milliseconds or bytes.
+fn ms(v: Option<f64>, default: u64) -> u64 {
+    v.map_or(default, |x| x as u64)
 }
 
 #[napi]
 impl NativeReplicator {
-    /// Open or create the database at `options.path`.
-    #[napi(constructor, catch_unwind)]
-    pub fn new(options: NativeOptions) -> Result<Self> {
+    /// Open or create the database at `options.path`. Every option is
+    /// checked here (types: `TypeError`, ranges: `RangeError`, code `E_ARG`).
+    #[napi(
+        constructor,
+        catch_unwind,
+        ts_args_type = "options: { path: string, peerId?: number, clusterKey?: string | Uint8Array | null, heartbeatMs?: number, retentionMs?: number, maxRetentionMs?: number, maxKeptBytes?: number, maxDriftMs?: number, maxFrameBytes?: number }"
+    )]
+    pub fn new(env: Env, options: NativeOptions) -> Result<Self> {
         let d = Config::default();
-        let max_frame = ms(
-            options.max_frame_bytes,
-            "maxFrameBytes",
-            d.max_frame_bytes as u64,
-        )?;
-        if max_frame < 256 {
-            return Err(to_napi(CoreError::Range(
-                "maxFrameBytes must be at least 256".into(),
-            )));
-        }
         let cfg = Config {
             path: options.path,
             peer_id: options.peer_id,
-            cluster_key: options.cluster_key.map(|b| b.to_vec()),
-            heartbeat_ms: ms(options.heartbeat_ms, "heartbeatMs", d.heartbeat_ms)?,
-            retention_ms: ms(options.retention_ms, "retentionMs", d.retention_ms)?,
-            max_drift_ms: ms(options.max_drift_ms, "maxDriftMs", d.max_drift_ms)?,
-            max_frame_bytes: max_frame as usize,
-            max_retention_ms: match options.max_retention_ms {
-                Some(v) => Some(ms(Some(v), "maxRetentionMs", 0)?),
-                None => None,
-            },
-            max_kept_bytes: ms(options.max_kept_bytes, "maxKeptBytes", d.max_kept_bytes)?,
+            cluster_key: options.cluster_key,
+            heartbeat_ms: ms(options.heartbeat_ms, d.heartbeat_ms),
+            retention_ms: ms(options.retention_ms, d.retention_ms),
+            max_drift_ms: ms(options.max_drift_ms, d.max_drift_ms),
+            max_frame_bytes: ms(options.max_frame_bytes, d.max_frame_bytes as u64) as usize,
+            max_retention_ms: options.max_retention_ms.map(|v| v as u64),
+            max_kept_bytes: ms(options.max_kept_bytes, d.max_kept_bytes),
         };
         Ok(NativeReplicator {
-            engine: Some(Engine::open(cfg).map_err(to_napi)?),
+            engine: Some(Engine::open(cfg).js(&env)?),
             broadcast: false,
         })
     }
 
+    /// The heartbeat interval in ms (the JS class runs the timer).
+    #[napi(getter)]
+    pub fn heartbeat_ms(&mut self, env: Env) -> Result<f64> {
+        Ok(self.e(&env)?.config().heartbeat_ms as f64)
+    }
+
     /// This replicator's peer id.
     #[napi(getter)]
-    pub fn peer_id(&mut self) -> Result<u32> {
-        Ok(self.e()?.peer_id())
+    pub fn peer_id(&mut self, env: Env) -> Result<u32> {
+        Ok(self.e(&env)?.peer_id())
     }
 
     /// Bring the schema to `migrations.length`.
-    #[napi(catch_unwind)]
-    pub fn migrate(&mut self, migrations: Vec<NativeMigration>) -> Result<MigrateResult> {
-        let list: Vec<Migration> = migrations
-            .into_iter()
-            .map(|m| Migration {
-                up: m.up,
-                down: m.down,
-                renames: m
-                    .renames
-                    .unwrap_or_default()
-                    .into_iter()
-                    .flat_map(|(t, cols)| cols.into_iter().map(move |(o, n)| (t.clone(), o, n)))
-                    .collect(),
-            })
-            .collect();
-        let (from, to) = self.e()?.migrate(&list).map_err(to_napi)?;
+    #[napi(
+        catch_unwind,
+        ts_args_type = "migrations: Array<{ up: string, down?: string | null, renames?: Record<string, Record<string, string>> }>"
+    )]
+    pub fn migrate(&mut self, env: Env, migrations: JsMigrations) -> Result<MigrateResult> {
+        let (from, to) = self.e(&env)?.migrate(&migrations.0).js(&env)?;
         Ok(MigrateResult { from, to })
     }
 
     /// Write one row; returns the token.
-    #[napi(catch_unwind)]
-    pub fn upsert(&mut self, table: String, row: JsRow) -> Result<String> {
-        self.e()?.upsert(&table, vec![row.0]).map_err(to_napi)
+    #[napi(
+        catch_unwind,
+        ts_args_type = "table: string, row: Record<string, unknown>"
+    )]
+    pub fn upsert(&mut self, env: Env, table: JsTable, row: JsRow) -> Result<String> {
+        self.e(&env)?.upsert(&table.0, vec![row.0]).js(&env)
     }
 
     /// Write many rows in one transaction; returns the last token.
-    #[napi(catch_unwind)]
-    pub fn upsert_many(&mut self, table: String, rows: Vec<JsRow>) -> Result<String> {
-        let rows: Vec<Vec<(String, Value)>> = rows.into_iter().map(|r| r.0).collect();
-        self.e()?.upsert(&table, rows).map_err(to_napi)
+    #[napi(
+        catch_unwind,
+        ts_args_type = "table: string, rows: Array<Record<string, unknown>>"
+    )]
+    pub fn upsert_many(&mut self, env: Env, table: JsTable, rows: JsRowList) -> Result<String> {
+        self.e(&env)?.upsert(&table.0, rows.0).js(&env)
     }
 
     /// Write many rows in one transaction, given as column names once and
     /// a flat array of `columns.length` values per row (`undefined`: that
     /// row does not give the column). Returns the last token.
-    #[napi(catch_unwind)]
+    #[napi(
+        catch_unwind,
+        ts_args_type = "table: string, columns: Array<string>, values: Array<unknown>"
+    )]
     pub fn upsert_columns(
         &mut self,
-        table: String,
+        env: Env,
+        table: JsTable,
         columns: Vec<String>,
         values: JsCells,
     ) -> Result<String> {
         let n = columns.len();
         if n == 0 || values.len() % n != 0 {
-            return Err(type_err("values must hold columns.length values per row"));
+            return Err(type_err(
+                env.raw(),
+                "values must hold columns.length values per row",
+            ));
         }
         let mut rows = Vec::with_capacity(values.len() / n);
         let mut it = values.values(&columns)?.into_iter();
@@ -280,43 +399,53 @@ impl NativeReplicator {
             }
             rows.push(row);
         }
-        self.e()?
-            .upsert_columns(&table, &columns, rows)
-            .map_err(to_napi)
+        self.e(&env)?
+            .upsert_columns(&table.0, &columns, rows)
+            .js(&env)
     }
 
     /// Tombstone a row.
-    #[napi(catch_unwind)]
-    pub fn delete(&mut self, table: String, pk: JsRow) -> Result<String> {
-        self.e()?.delete(&table, pk.0).map_err(to_napi)
+    #[napi(
+        catch_unwind,
+        ts_args_type = "table: string, pk: Record<string, unknown>"
+    )]
+    pub fn delete(&mut self, env: Env, table: JsTable, pk: JsKey) -> Result<String> {
+        self.e(&env)?.delete(&table.0, pk.0).js(&env)
     }
 
     /// Register a peer; returns the hello frames to send.
-    #[napi(catch_unwind)]
-    pub fn add_peer(&mut self, peer_id: u32) -> Result<Vec<OutFrame>> {
+    #[napi(catch_unwind, ts_args_type = "peerId: number")]
+    pub fn add_peer(&mut self, env: Env, peer_id: JsPeerId) -> Result<Vec<OutFrame>> {
+        let peer_id = peer_id.0;
         let bc = self.broadcast;
-        let e = self.e()?;
+        let e = self.e(&env)?;
+        if peer_id == e.peer_id() {
+            return Err(range_err(
+                env.raw(),
+                "addPeer: a replicator cannot add itself as a peer",
+            ));
+        }
         let out = if bc {
             e.add_peer_broadcast(peer_id)
         } else {
             e.add_peer(peer_id)
         };
-        Ok(out_frames(out.map_err(to_napi)?))
+        Ok(out_frames(out.js(&env)?))
     }
 
     /// Send patches and pings once to peer 0 (the broadcast send) from now on.
     #[napi]
-    pub fn set_broadcast(&mut self, on: bool) -> Result<()> {
-        self.e()?;
+    pub fn set_broadcast(&mut self, env: Env, on: bool) -> Result<()> {
+        self.e(&env)?;
         self.broadcast = on;
         Ok(())
     }
 
     /// Per known peer, its contiguous seq of `origin`'s writes.
     #[napi]
-    pub fn peer_acks(&mut self, origin: u32) -> Result<Vec<NativePeerAck>> {
+    pub fn peer_acks(&mut self, env: Env, origin: u32) -> Result<Vec<NativePeerAck>> {
         Ok(self
-            .e()?
+            .e(&env)?
             .peer_acks(origin)
             .into_iter()
             .map(|a| NativePeerAck {
@@ -332,15 +461,15 @@ impl NativeReplicator {
     }
 
     /// Forget a peer's send callback.
-    #[napi(catch_unwind)]
-    pub fn remove_peer(&mut self, peer_id: u32) -> Result<()> {
-        self.e()?.remove_peer(peer_id).map_err(to_napi)
+    #[napi(catch_unwind, ts_args_type = "peerId: number")]
+    pub fn remove_peer(&mut self, env: Env, peer_id: JsPeerId) -> Result<()> {
+        self.e(&env)?.remove_peer(peer_id.0).js(&env)
     }
 
     /// Take in a frame.
-    #[napi(catch_unwind)]
-    pub fn apply_patches(&mut self, frame: JsBytes) -> Result<NativeApply> {
-        let (r, out) = self.e()?.apply_frame(&frame.0).map_err(to_napi)?;
+    #[napi(catch_unwind, ts_args_type = "frame: Uint8Array")]
+    pub fn apply_patches(&mut self, env: Env, frame: JsBytes) -> Result<NativeApply> {
+        let (r, out) = self.e(&env)?.apply_frame(&frame.0).js(&env)?;
         Ok(NativeApply {
             applied: r.applied as u32,
             stored: r.stored as u32,
@@ -352,9 +481,9 @@ impl NativeReplicator {
 
     /// Queued local patches as frames.
     #[napi(catch_unwind)]
-    pub fn flush(&mut self) -> Result<Vec<OutFrame>> {
+    pub fn flush(&mut self, env: Env) -> Result<Vec<OutFrame>> {
         let bc = self.broadcast;
-        let e = self.e()?;
+        let e = self.e(&env)?;
         Ok(out_frames(if bc {
             e.drain_broadcast()
         } else {
@@ -364,17 +493,17 @@ impl NativeReplicator {
 
     /// One heartbeat.
     #[napi(catch_unwind)]
-    pub fn tick(&mut self) -> Result<Vec<OutFrame>> {
+    pub fn tick(&mut self, env: Env) -> Result<Vec<OutFrame>> {
         let bc = self.broadcast;
-        let e = self.e()?;
+        let e = self.e(&env)?;
         let out = if bc { e.tick_broadcast() } else { e.tick() };
-        Ok(out_frames(out.map_err(to_napi)?))
+        Ok(out_frames(out.js(&env)?))
     }
 
     /// Count frames handed to send (bytes) and send failures.
     #[napi]
-    pub fn note_sent(&mut self, frames: u32, bytes: f64, failures: u32) -> Result<()> {
-        self.e()?
+    pub fn note_sent(&mut self, env: Env, frames: u32, bytes: f64, failures: u32) -> Result<()> {
+        self.e(&env)?
             .count_sent(frames as u64, bytes as u64, failures as u64);
         Ok(())
     }
@@ -405,9 +534,9 @@ impl NativeReplicator {
     }
 
     /// Read-only query, all rows.
-    #[napi(catch_unwind)]
-    pub fn all(&mut self, sql: String, params: Option<JsParams>) -> Result<JsRows> {
-        let (names, rows) = query(self.e()?, &sql, params, false)?;
+    #[napi(catch_unwind, ts_args_type = "sql: string, params?: unknown")]
+    pub fn all(&mut self, env: Env, sql: JsSql, params: Option<JsParams>) -> Result<JsRows> {
+        let (names, rows) = query(&env, self.e(&env)?, &sql.0, params, false)?;
         Ok(JsRows {
             names,
             rows,
@@ -416,9 +545,9 @@ impl NativeReplicator {
     }
 
     /// Read-only query, first row or undefined.
-    #[napi(catch_unwind)]
-    pub fn get(&mut self, sql: String, params: Option<JsParams>) -> Result<JsRows> {
-        let (names, rows) = query(self.e()?, &sql, params, true)?;
+    #[napi(catch_unwind, ts_args_type = "sql: string, params?: unknown")]
+    pub fn get(&mut self, env: Env, sql: JsSql, params: Option<JsParams>) -> Result<JsRows> {
+        let (names, rows) = query(&env, self.e(&env)?, &sql.0, params, true)?;
         Ok(JsRows {
             names,
             rows,
@@ -428,14 +557,14 @@ impl NativeReplicator {
 
     /// True once `(origin, seq)` is applied here.
     #[napi]
-    pub fn has(&mut self, origin: u32, seq: f64) -> Result<bool> {
-        Ok(self.e()?.has(origin, seq as u64))
+    pub fn has(&mut self, env: Env, origin: u32, seq: f64) -> Result<bool> {
+        Ok(self.e(&env)?.has(origin, seq as u64))
     }
 
     /// Cluster status.
     #[napi(catch_unwind)]
-    pub fn status(&mut self) -> Result<NativeStatus> {
-        let e = self.e()?;
+    pub fn status(&mut self, env: Env) -> Result<NativeStatus> {
+        let e = self.e(&env)?;
         let s = e.status();
         let acked: HashMap<u32, u64> = s
             .peers
@@ -467,20 +596,20 @@ impl NativeReplicator {
 
     /// The lowest live peer id leads.
     #[napi]
-    pub fn is_leader(&mut self) -> Result<bool> {
-        Ok(self.e()?.is_leader())
+    pub fn is_leader(&mut self, env: Env) -> Result<bool> {
+        Ok(self.e(&env)?.is_leader())
     }
 
     /// Every live peer acknowledged our last seq.
     #[napi]
-    pub fn all_acked(&mut self) -> Result<bool> {
-        Ok(self.e()?.all_acked())
+    pub fn all_acked(&mut self, env: Env) -> Result<bool> {
+        Ok(self.e(&env)?.all_acked())
     }
 
     /// OpenMetrics text.
     #[napi(catch_unwind)]
-    pub fn metrics(&mut self) -> Result<String> {
-        let e = self.e()?;
+    pub fn metrics(&mut self, env: Env) -> Result<String> {
+        let e = self.e(&env)?;
         let (connected, live) = e.peer_count();
         let now = crate::core::hlc::wall_ms();
         let g = metrics::Gauges {
@@ -499,9 +628,9 @@ impl NativeReplicator {
 
     /// Close the database. Idempotent.
     #[napi(catch_unwind)]
-    pub fn close(&mut self) -> Result<()> {
+    pub fn close(&mut self, env: Env) -> Result<()> {
         if let Some(mut e) = self.engine.take() {
-            e.close().map_err(to_napi)?;
+            e.close().js(&env)?;
         }
         Ok(())
     }

@@ -2,7 +2,7 @@
 //! work runs on tokio and resolves a Promise, and progress is polled from a
 //! registry of running jobs (no thread-safe callback needed).
 
-use super::{to_napi, NativeReplicator};
+use super::{js_error, NativeReplicator, OrJs, RestoreArgs};
 use crate::core::error::Error as CoreError;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
@@ -67,24 +67,28 @@ impl NativeReplicator {
     /// Capture the seq vector and the source file for a snapshot. An
     /// in-memory database is copied to `temp_path` first (online backup).
     #[napi(catch_unwind)]
-    pub fn prepare_snapshot(&mut self, temp_path: String) -> Result<SnapshotPrep> {
-        let e = self.e()?;
+    pub fn prepare_snapshot(&mut self, env: Env, temp_path: String) -> Result<SnapshotPrep> {
+        let e = self.e(&env)?;
         let vector = e.contiguous_vector();
         let path = e.config().path.clone();
         let (source, temp_source) = if path == ":memory:" || path.is_empty() {
             // Created empty and 0600 first: the backup keeps the mode.
             snapshot::create_private(std::path::Path::new(&temp_path)).map_err(|err| {
-                to_napi(CoreError::Snapshot(format!(
-                    "cannot create {temp_path}: {err}"
-                )))
+                js_error(
+                    env.raw(),
+                    &CoreError::Snapshot(format!("cannot create {temp_path}: {err}")),
+                )
             })?;
             e.connection()
                 .backup(rusqlite::MAIN_DB, &temp_path, None)
                 .map_err(|err| {
                     let _ = std::fs::remove_file(&temp_path);
-                    to_napi(CoreError::Snapshot(format!(
-                        "backup of the in-memory database failed: {err}"
-                    )))
+                    js_error(
+                        env.raw(),
+                        &CoreError::Snapshot(format!(
+                            "backup of the in-memory database failed: {err}"
+                        )),
+                    )
                 })?;
             (temp_path, true)
         } else {
@@ -107,6 +111,7 @@ impl NativeReplicator {
     #[napi(catch_unwind)]
     pub fn record_snapshot(
         &mut self,
+        env: Env,
         seq_vector: HashMap<String, f64>,
         created_at: f64,
     ) -> Result<()> {
@@ -114,14 +119,36 @@ impl NativeReplicator {
             .into_iter()
             .filter_map(|(k, s)| k.parse::<u32>().ok().map(|k| (k, s as u64)))
             .collect();
-        self.e()?
+        self.e(&env)?
             .set_snapshot_cover(&v, created_at as u64)
-            .map_err(to_napi)
+            .js(&env)
+    }
+}
+
+/// The outcome of async work: settles the Promise on the JS thread, where a
+/// core error becomes its coded JS error ([`js_error`]) and rejects it.
+pub struct Settled<T>(std::result::Result<T, CoreError>);
+
+impl<T> TypeName for Settled<T> {
+    fn type_name() -> &'static str {
+        "Settled"
+    }
+    fn value_type() -> ValueType {
+        ValueType::Unknown
+    }
+}
+
+impl<T: ToNapiValue> ToNapiValue for Settled<T> {
+    unsafe fn to_napi_value(env: napi::sys::napi_env, val: Self) -> Result<napi::sys::napi_value> {
+        match val.0 {
+            Ok(v) => T::to_napi_value(env, v),
+            Err(e) => Err(js_error(env, &e)),
+        }
     }
 }
 
 /// Copy, compress and upload a snapshot; resolves the manifest as JSON.
-#[napi]
+#[napi(ts_return_type = "Promise<string>")]
 #[allow(clippy::too_many_arguments)]
 pub async fn snapshot_upload(
     job_id: u32,
@@ -131,7 +158,7 @@ pub async fn snapshot_upload(
     work_path: String,
     keep: u32,
     keep_ms: f64,
-) -> Result<String> {
+) -> Result<Settled<String>> {
     let progress = job(job_id);
     let res = async {
         let store = snapshot::open_store(&url, &opts(options))?;
@@ -171,20 +198,27 @@ pub async fn snapshot_upload(
     };
     let out = res.await;
     end_job(job_id);
-    out.map_err(to_napi)
+    Ok(Settled(out))
 }
 
-/// Fetch a snapshot into `path` (temp file, sha256 check, rename); resolves
-/// the manifest plus the new peer id as JSON.
-#[napi]
+/// Fetch a snapshot into `args.path` (temp file, sha256 check, rename);
+/// resolves the manifest plus the new peer id as JSON. `args` is the user's
+/// `Replicator.restore` options object, checked here.
+#[napi(
+    ts_args_type = "jobId: number, args: { from: string, path: string, overwrite?: boolean, snapshot?: string, id?: string }, options?: Record<string, string> | undefined | null",
+    ts_return_type = "Promise<string>"
+)]
 pub async fn restore_snapshot(
     job_id: u32,
-    from: String,
+    args: RestoreArgs,
     options: Option<HashMap<String, String>>,
-    path: String,
-    overwrite: bool,
-    name: Option<String>,
-) -> Result<String> {
+) -> Result<Settled<String>> {
+    let RestoreArgs {
+        from,
+        path,
+        overwrite,
+        name,
+    } = args;
     let progress = job(job_id);
     let res = async {
         let dest = std::path::PathBuf::from(&path);
@@ -228,19 +262,19 @@ pub async fn restore_snapshot(
     };
     let out = res.await;
     end_job(job_id);
-    out.map_err(to_napi)
+    Ok(Settled(out))
 }
 
 /// Manifests under a snapshot URL, oldest first, as JSON.
-#[napi]
+#[napi(ts_return_type = "Promise<string>")]
 pub async fn list_snapshots(
     url: String,
     options: Option<HashMap<String, String>>,
-) -> Result<String> {
+) -> Result<Settled<String>> {
     let res = async {
         let store = snapshot::open_store(&url, &opts(options))?;
         let all = snapshot::list(&store).await?;
         Ok::<_, CoreError>(serde_json::to_string(&all).unwrap_or_else(|_| "[]".into()))
     };
-    res.await.map_err(to_napi)
+    Ok(Settled(res.await))
 }

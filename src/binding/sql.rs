@@ -2,7 +2,7 @@
 //! `transaction(fn)` and of `'change'` records. `lib/sql.js` builds the
 //! better-sqlite3-shaped `Statement` and `transaction` on top of these.
 
-use super::{to_napi, JsParams, JsRows, NativeReplicator};
+use super::{JsParams, JsRows, JsSql, NativeReplicator, OrJs};
 use crate::core::engine::{Change, Params, SqlMode};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
@@ -62,15 +62,15 @@ fn change(c: Change) -> NativeChange {
 impl NativeReplicator {
     /// Run every statement of `sql` in one transaction; writes to
     /// replicated tables are captured. Returns the current token.
-    #[napi(catch_unwind)]
-    pub fn exec(&mut self, sql: String) -> Result<String> {
-        self.e()?.exec_sql(&sql).map_err(to_napi)
+    #[napi(catch_unwind, ts_args_type = "sql: string")]
+    pub fn exec(&mut self, env: Env, sql: JsSql) -> Result<String> {
+        self.e(&env)?.exec_sql(&sql.0).js(&env)
     }
 
     /// Compile one statement (cached) and say what it is.
-    #[napi(catch_unwind)]
-    pub fn prepare(&mut self, sql: String) -> Result<NativeStatementInfo> {
-        let info = self.e()?.prepare_sql(&sql).map_err(to_napi)?;
+    #[napi(catch_unwind, ts_args_type = "sql: string")]
+    pub fn prepare(&mut self, env: Env, sql: JsSql) -> Result<NativeStatementInfo> {
+        let info = self.e(&env)?.prepare_sql(&sql.0).js(&env)?;
         Ok(NativeStatementInfo {
             reader: info.reader,
             readonly: info.readonly,
@@ -78,12 +78,17 @@ impl NativeReplicator {
     }
 
     /// Run a prepared statement to its end.
-    #[napi(catch_unwind)]
-    pub fn run(&mut self, sql: String, params_: Option<JsParams>) -> Result<NativeRunResult> {
+    #[napi(catch_unwind, ts_args_type = "sql: string, params?: unknown")]
+    pub fn run(
+        &mut self,
+        env: Env,
+        sql: JsSql,
+        params_: Option<JsParams>,
+    ) -> Result<NativeRunResult> {
         let out = self
-            .e()?
-            .run_sql(&sql, params(&params_), SqlMode::Run)
-            .map_err(to_napi)?;
+            .e(&env)?
+            .run_sql(&sql.0, params(&params_), SqlMode::Run)
+            .js(&env)?;
         Ok(NativeRunResult {
             changes: out.changes as f64,
             last_insert_rowid: out.last_insert_rowid,
@@ -92,12 +97,12 @@ impl NativeReplicator {
     }
 
     /// Every row of a prepared statement (writes are captured).
-    #[napi(catch_unwind)]
-    pub fn sql_all(&mut self, sql: String, params_: Option<JsParams>) -> Result<JsRows> {
+    #[napi(catch_unwind, ts_args_type = "sql: string, params?: unknown")]
+    pub fn sql_all(&mut self, env: Env, sql: JsSql, params_: Option<JsParams>) -> Result<JsRows> {
         let out = self
-            .e()?
-            .run_sql(&sql, params(&params_), SqlMode::All)
-            .map_err(to_napi)?;
+            .e(&env)?
+            .run_sql(&sql.0, params(&params_), SqlMode::All)
+            .js(&env)?;
         Ok(JsRows {
             names: out.names,
             rows: out.rows,
@@ -106,12 +111,12 @@ impl NativeReplicator {
     }
 
     /// The first row of a prepared statement, or undefined.
-    #[napi(catch_unwind)]
-    pub fn sql_get(&mut self, sql: String, params_: Option<JsParams>) -> Result<JsRows> {
+    #[napi(catch_unwind, ts_args_type = "sql: string, params?: unknown")]
+    pub fn sql_get(&mut self, env: Env, sql: JsSql, params_: Option<JsParams>) -> Result<JsRows> {
         let out = self
-            .e()?
-            .run_sql(&sql, params(&params_), SqlMode::Get)
-            .map_err(to_napi)?;
+            .e(&env)?
+            .run_sql(&sql.0, params(&params_), SqlMode::Get)
+            .js(&env)?;
         Ok(JsRows {
             names: out.names,
             rows: out.rows,
@@ -121,32 +126,32 @@ impl NativeReplicator {
 
     /// `transaction(fn)` starts (nested: a savepoint).
     #[napi(catch_unwind)]
-    pub fn begin(&mut self) -> Result<()> {
-        self.e()?.begin_transaction().map_err(to_napi)
+    pub fn begin(&mut self, env: Env) -> Result<()> {
+        self.e(&env)?.begin_transaction().js(&env)
     }
 
     /// `transaction(fn)` returned: commit.
     #[napi(catch_unwind)]
-    pub fn commit(&mut self) -> Result<()> {
-        self.e()?.commit_transaction().map_err(to_napi)
+    pub fn commit(&mut self, env: Env) -> Result<()> {
+        self.e(&env)?.commit_transaction().js(&env)
     }
 
     /// `transaction(fn)` threw: roll back.
     #[napi(catch_unwind)]
-    pub fn rollback(&mut self) -> Result<()> {
-        self.e()?.rollback_transaction().map_err(to_napi)
+    pub fn rollback(&mut self, env: Env) -> Result<()> {
+        self.e(&env)?.rollback_transaction().js(&env)
     }
 
     /// True while a `transaction(fn)` is open.
     #[napi]
-    pub fn in_transaction(&mut self) -> Result<bool> {
-        Ok(self.e()?.in_transaction())
+    pub fn in_transaction(&mut self, env: Env) -> Result<bool> {
+        Ok(self.e(&env)?.in_transaction())
     }
 
     /// Collect `'change'` records (someone listens) or not.
     #[napi]
-    pub fn collect_changes(&mut self, on: bool) -> Result<()> {
-        self.e()?.collect_changes(on);
+    pub fn collect_changes(&mut self, env: Env, on: bool) -> Result<()> {
+        self.e(&env)?.collect_changes(on);
         Ok(())
     }
 

@@ -2,8 +2,8 @@
 //! row object to `(column, value)` pairs, query parameters, frame bytes, and
 //! query results back to row objects. Wrong types become `TypeError`s.
 
-use super::{check, to_napi, type_err};
-use crate::core::error::Error as CoreError;
+use super::{check, range_err, type_err};
+use crate::core::engine::Migration;
 use crate::core::value::Value;
 use napi::bindgen_prelude::*;
 use napi::sys;
@@ -12,22 +12,39 @@ use std::ptr;
 unsafe fn js_string(env: sys::napi_env, v: sys::napi_value) -> Result<String> {
     let mut len = 0usize;
     check(
+        env,
         sys::napi_get_value_string_utf8(env, v, ptr::null_mut(), 0, &mut len),
         "string",
     )?;
     let mut buf = vec![0u8; len + 1];
     let mut written = 0usize;
     check(
+        env,
         sys::napi_get_value_string_utf8(env, v, buf.as_mut_ptr().cast(), len + 1, &mut written),
         "string",
     )?;
     buf.truncate(written);
-    String::from_utf8(buf).map_err(|_| type_err("string is not valid UTF-8"))
+    String::from_utf8(buf).map_err(|_| type_err(env, "string is not valid UTF-8"))
+}
+
+/// The bytes of a Buffer or Uint8Array; `None` for anything else (a
+/// DataView too, which `napi_is_buffer` would take).
+unsafe fn js_u8(env: sys::napi_env, v: sys::napi_value) -> Result<Option<Vec<u8>>> {
+    let mut dv = false;
+    check(env, sys::napi_is_dataview(env, v, &mut dv), "value")?;
+    if dv {
+        return Ok(None);
+    }
+    match js_bytes(env, v) {
+        Ok(b) => Ok(b),
+        // Another typed array: not bytes.
+        Err(_) => Ok(None),
+    }
 }
 
 pub(super) unsafe fn js_bytes(env: sys::napi_env, v: sys::napi_value) -> Result<Option<Vec<u8>>> {
     let mut is_ta = false;
-    check(sys::napi_is_typedarray(env, v, &mut is_ta), "value")?;
+    check(env, sys::napi_is_typedarray(env, v, &mut is_ta), "value")?;
     if is_ta {
         let mut ty = 0;
         let mut len = 0usize;
@@ -35,11 +52,15 @@ pub(super) unsafe fn js_bytes(env: sys::napi_env, v: sys::napi_value) -> Result<
         let mut ab = ptr::null_mut();
         let mut off = 0usize;
         check(
+            env,
             sys::napi_get_typedarray_info(env, v, &mut ty, &mut len, &mut data, &mut ab, &mut off),
             "typed array",
         )?;
         if ty != sys::TypedarrayType::uint8_array {
-            return Err(type_err("binary values must be a Buffer or Uint8Array"));
+            return Err(type_err(
+                env,
+                "binary values must be a Buffer or Uint8Array",
+            ));
         }
         if len == 0 || data.is_null() {
             return Ok(Some(Vec::new()));
@@ -49,11 +70,12 @@ pub(super) unsafe fn js_bytes(env: sys::napi_env, v: sys::napi_value) -> Result<
         ));
     }
     let mut is_buf = false;
-    check(sys::napi_is_buffer(env, v, &mut is_buf), "value")?;
+    check(env, sys::napi_is_buffer(env, v, &mut is_buf), "value")?;
     if is_buf {
         let mut data = ptr::null_mut();
         let mut len = 0usize;
         check(
+            env,
             sys::napi_get_buffer_info(env, v, &mut data, &mut len),
             "buffer",
         )?;
@@ -74,20 +96,20 @@ pub(super) unsafe fn js_value(
     col: &str,
 ) -> Result<Option<Value>> {
     let mut t = 0;
-    check(sys::napi_typeof(env, v, &mut t), "value")?;
+    check(env, sys::napi_typeof(env, v, &mut t), "value")?;
     Ok(Some(match t {
         sys::ValueType::napi_undefined => return Ok(None),
         sys::ValueType::napi_null => Value::Null,
         sys::ValueType::napi_boolean => {
             let mut b = false;
-            check(sys::napi_get_value_bool(env, v, &mut b), "boolean")?;
+            check(env, sys::napi_get_value_bool(env, v, &mut b), "boolean")?;
             Value::Int(b as i64)
         }
         sys::ValueType::napi_number => {
             let mut f = 0f64;
-            check(sys::napi_get_value_double(env, v, &mut f), "number")?;
+            check(env, sys::napi_get_value_double(env, v, &mut f), "number")?;
             if f.is_nan() {
-                return Err(to_napi(CoreError::Range(format!("column {col}: NaN cannot be stored"))));
+                return Err(range_err(env, format!("column {col}: NaN cannot be stored")));
             }
             if f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_991.0 {
                 Value::Int(f as i64)
@@ -99,21 +121,21 @@ pub(super) unsafe fn js_value(
         sys::ValueType::napi_bigint => {
             let mut i = 0i64;
             let mut lossless = false;
-            check(sys::napi_get_value_bigint_int64(env, v, &mut i, &mut lossless), "bigint")?;
+            check(env, sys::napi_get_value_bigint_int64(env, v, &mut i, &mut lossless), "bigint")?;
             if !lossless {
-                return Err(to_napi(CoreError::Range(format!("column {col}: bigint does not fit 64 bits"))));
+                return Err(range_err(env, format!("column {col}: bigint does not fit 64 bits")));
             }
             Value::Int(i)
         }
         sys::ValueType::napi_object => match js_bytes(env, v)? {
             Some(b) => Value::Blob(b),
             None => {
-                return Err(type_err(format!(
+                return Err(type_err(env, format!(
                     "column {col}: objects cannot be stored; use null, a number, bigint, string, boolean or Buffer"
                 )))
             }
         },
-        _ => return Err(type_err(format!("column {col}: unsupported value type"))),
+        _ => return Err(type_err(env, format!("column {col}: unsupported value type"))),
     }))
 }
 
@@ -131,39 +153,494 @@ impl TypeName for JsRow {
 
 impl FromNapiValue for JsRow {
     unsafe fn from_napi_value(env: sys::napi_env, v: sys::napi_value) -> Result<Self> {
-        let mut t = 0;
-        check(sys::napi_typeof(env, v, &mut t), "row")?;
-        let mut is_arr = false;
-        check(sys::napi_is_array(env, v, &mut is_arr), "row")?;
-        if t != sys::ValueType::napi_object || is_arr {
-            return Err(type_err("a row must be a plain object of column values"));
+        Ok(JsRow(row(env, v, "a row")?))
+    }
+}
+
+/// The primary key given to `delete`: a row object, named `pk` in errors.
+pub struct JsKey(pub Vec<(String, Value)>);
+
+impl TypeName for JsKey {
+    fn type_name() -> &'static str {
+        "Record<string, unknown>"
+    }
+    fn value_type() -> ValueType {
+        ValueType::Object
+    }
+}
+
+impl FromNapiValue for JsKey {
+    unsafe fn from_napi_value(env: sys::napi_env, v: sys::napi_value) -> Result<Self> {
+        Ok(JsKey(row(env, v, "pk")?))
+    }
+}
+
+/// The rows of `upsertMany`: an array of row objects.
+pub struct JsRowList(pub Vec<Vec<(String, Value)>>);
+
+impl TypeName for JsRowList {
+    fn type_name() -> &'static str {
+        "Array<Record<string, unknown>>"
+    }
+    fn value_type() -> ValueType {
+        ValueType::Object
+    }
+}
+
+impl FromNapiValue for JsRowList {
+    unsafe fn from_napi_value(env: sys::napi_env, v: sys::napi_value) -> Result<Self> {
+        let items = array(env, v, "upsertMany(table, rows): rows must be an array")?;
+        let mut out = Vec::with_capacity(items.len());
+        for (i, r) in items.into_iter().enumerate() {
+            out.push(row(env, r, &format!("rows[{i}]"))?);
         }
-        let mut keys = ptr::null_mut();
+        Ok(JsRowList(out))
+    }
+}
+
+/// The JS type of `v`.
+unsafe fn type_of(env: sys::napi_env, v: sys::napi_value) -> Result<sys::napi_valuetype> {
+    let mut t = 0;
+    check(env, sys::napi_typeof(env, v, &mut t), "value")?;
+    Ok(t)
+}
+
+/// True for an object that is not an array, Buffer, typed array or DataView.
+unsafe fn is_plain_object(env: sys::napi_env, v: sys::napi_value) -> Result<bool> {
+    if type_of(env, v)? != sys::ValueType::napi_object {
+        return Ok(false);
+    }
+    let (mut arr, mut ta, mut buf, mut dv) = (false, false, false, false);
+    check(env, sys::napi_is_array(env, v, &mut arr), "value")?;
+    check(env, sys::napi_is_typedarray(env, v, &mut ta), "value")?;
+    check(env, sys::napi_is_buffer(env, v, &mut buf), "value")?;
+    check(env, sys::napi_is_dataview(env, v, &mut dv), "value")?;
+    Ok(!(arr || ta || buf || dv))
+}
+
+/// The elements of a JS array; `TypeError(msg)` when `v` is not one.
+unsafe fn array(env: sys::napi_env, v: sys::napi_value, msg: &str) -> Result<Vec<sys::napi_value>> {
+    let mut is_arr = false;
+    check(env, sys::napi_is_array(env, v, &mut is_arr), "array")?;
+    if !is_arr {
+        return Err(type_err(env, msg));
+    }
+    let mut n = 0u32;
+    check(env, sys::napi_get_array_length(env, v, &mut n), "array")?;
+    let mut out = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let mut e = ptr::null_mut();
         check(
-            sys::napi_get_all_property_names(
-                env,
-                v,
-                sys::KeyCollectionMode::own_only,
-                sys::KeyFilter::enumerable | sys::KeyFilter::skip_symbols,
-                sys::KeyConversion::numbers_to_strings,
-                &mut keys,
-            ),
-            "row keys",
+            env,
+            sys::napi_get_element(env, v, i, &mut e),
+            "array element",
         )?;
-        let mut n = 0u32;
-        check(sys::napi_get_array_length(env, keys, &mut n), "row keys")?;
-        let mut out = Vec::with_capacity(n as usize);
-        for i in 0..n {
-            let mut k = ptr::null_mut();
-            check(sys::napi_get_element(env, keys, i, &mut k), "row key")?;
-            let name = js_string(env, k)?;
-            let mut val = ptr::null_mut();
-            check(sys::napi_get_property(env, v, k, &mut val), "row value")?;
-            if let Some(value) = js_value(env, val, &name)? {
-                out.push((name, value));
+        out.push(e);
+    }
+    Ok(out)
+}
+
+/// Own enumerable string keys of an object, with their values.
+unsafe fn entries(
+    env: sys::napi_env,
+    v: sys::napi_value,
+) -> Result<Vec<(String, sys::napi_value)>> {
+    let mut keys = ptr::null_mut();
+    check(
+        env,
+        sys::napi_get_all_property_names(
+            env,
+            v,
+            sys::KeyCollectionMode::own_only,
+            sys::KeyFilter::enumerable | sys::KeyFilter::skip_symbols,
+            sys::KeyConversion::numbers_to_strings,
+            &mut keys,
+        ),
+        "keys",
+    )?;
+    let mut n = 0u32;
+    check(env, sys::napi_get_array_length(env, keys, &mut n), "keys")?;
+    let mut out = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let mut k = ptr::null_mut();
+        check(env, sys::napi_get_element(env, keys, i, &mut k), "key")?;
+        let name = js_string(env, k)?;
+        let mut val = ptr::null_mut();
+        check(env, sys::napi_get_property(env, v, k, &mut val), "property")?;
+        out.push((name, val));
+    }
+    Ok(out)
+}
+
+/// A row object: own enumerable string keys, `undefined` values skipped.
+/// `what` names it in the error ("a row", "rows[3]", "pk").
+unsafe fn row(env: sys::napi_env, v: sys::napi_value, what: &str) -> Result<Vec<(String, Value)>> {
+    if !is_plain_object(env, v)? {
+        return Err(type_err(
+            env,
+            format!("{what} must be a plain object of column values"),
+        ));
+    }
+    let mut out = Vec::new();
+    for (name, val) in entries(env, v)? {
+        if let Some(value) = js_value(env, val, &name)? {
+            out.push((name, value));
+        }
+    }
+    Ok(out)
+}
+
+/// `obj[name]`; `None` when it is `undefined`.
+unsafe fn prop(
+    env: sys::napi_env,
+    obj: sys::napi_value,
+    name: &std::ffi::CStr,
+) -> Result<Option<sys::napi_value>> {
+    let mut v = ptr::null_mut();
+    check(
+        env,
+        sys::napi_get_named_property(env, obj, name.as_ptr(), &mut v),
+        "property",
+    )?;
+    Ok((type_of(env, v)? != sys::ValueType::napi_undefined).then_some(v))
+}
+
+/// `obj[name]`; `None` when it is `undefined` or `null`.
+unsafe fn prop_set(
+    env: sys::napi_env,
+    obj: sys::napi_value,
+    name: &std::ffi::CStr,
+) -> Result<Option<sys::napi_value>> {
+    match prop(env, obj, name)? {
+        Some(v) if type_of(env, v)? == sys::ValueType::napi_null => Ok(None),
+        other => Ok(other),
+    }
+}
+
+/// A string value; `None` when `v` is not a string.
+unsafe fn string(env: sys::napi_env, v: sys::napi_value) -> Result<Option<String>> {
+    if type_of(env, v)? != sys::ValueType::napi_string {
+        return Ok(None);
+    }
+    js_string(env, v).map(Some)
+}
+
+/// A number value; `None` when `v` is not a number.
+unsafe fn number(env: sys::napi_env, v: sys::napi_value) -> Result<Option<f64>> {
+    if type_of(env, v)? != sys::ValueType::napi_number {
+        return Ok(None);
+    }
+    let mut f = 0f64;
+    check(env, sys::napi_get_value_double(env, v, &mut f), "number")?;
+    Ok(Some(f))
+}
+
+/// A peer id: an integer (else `TypeError`) in `1..=u32::MAX` (else `RangeError`).
+unsafe fn peer_id(env: sys::napi_env, v: sys::napi_value, what: &str) -> Result<u32> {
+    match number(env, v)? {
+        Some(f) if f.is_finite() && f.fract() == 0.0 => {
+            if f < 1.0 || f > u32::MAX as f64 {
+                Err(range_err(env, format!("{what} must be a u32 > 0")))
+            } else {
+                Ok(f as u32)
             }
         }
-        Ok(JsRow(out))
+        _ => Err(type_err(env, format!("{what} must be an integer"))),
+    }
+}
+
+/// A peer id argument (`addPeer`, `removePeer`).
+pub struct JsPeerId(pub u32);
+
+impl TypeName for JsPeerId {
+    fn type_name() -> &'static str {
+        "number"
+    }
+    fn value_type() -> ValueType {
+        ValueType::Number
+    }
+}
+
+impl FromNapiValue for JsPeerId {
+    unsafe fn from_napi_value(env: sys::napi_env, v: sys::napi_value) -> Result<Self> {
+        peer_id(env, v, "peerId").map(JsPeerId)
+    }
+}
+
+/// A table name: a non-empty string (whether it exists is the core's call).
+pub struct JsTable(pub String);
+
+impl TypeName for JsTable {
+    fn type_name() -> &'static str {
+        "string"
+    }
+    fn value_type() -> ValueType {
+        ValueType::String
+    }
+}
+
+impl FromNapiValue for JsTable {
+    unsafe fn from_napi_value(env: sys::napi_env, v: sys::napi_value) -> Result<Self> {
+        match string(env, v)? {
+            Some(s) if !s.is_empty() => Ok(JsTable(s)),
+            _ => Err(type_err(env, "table must be a non-empty string")),
+        }
+    }
+}
+
+/// The SQL text of `all`/`get`.
+pub struct JsSql(pub String);
+
+impl TypeName for JsSql {
+    fn type_name() -> &'static str {
+        "string"
+    }
+    fn value_type() -> ValueType {
+        ValueType::String
+    }
+}
+
+impl FromNapiValue for JsSql {
+    unsafe fn from_napi_value(env: sys::napi_env, v: sys::napi_value) -> Result<Self> {
+        string(env, v)?
+            .map(JsSql)
+            .ok_or_else(|| type_err(env, "sql must be a string"))
+    }
+}
+
+/// A duration or size option: a number (else `TypeError`; NaN included),
+/// finite and >= 0 (else `RangeError`).
+unsafe fn ms_opt(env: sys::napi_env, obj: sys::napi_value, name: &str) -> Result<Option<f64>> {
+    let key = std::ffi::CString::new(name).map_err(|_| type_err(env, "bad option name"))?;
+    let Some(v) = prop(env, obj, &key)? else {
+        return Ok(None);
+    };
+    match number(env, v)? {
+        Some(f) if !f.is_nan() => {
+            if f.is_finite() && f >= 0.0 {
+                Ok(Some(f))
+            } else {
+                Err(range_err(
+                    env,
+                    format!("options.{name} must be a finite number >= 0"),
+                ))
+            }
+        }
+        _ => Err(type_err(env, format!("options.{name} must be a number"))),
+    }
+}
+
+/// Options of the native constructor, checked here (and only here): the JS
+/// class passes the user's options object through.
+pub struct NativeOptions {
+    pub path: String,
+    pub peer_id: Option<u32>,
+    pub cluster_key: Option<Vec<u8>>,
+    pub heartbeat_ms: Option<f64>,
+    pub retention_ms: Option<f64>,
+    /// Hard cap: past this age a patch is purged even if a peer lacks it.
+    pub max_retention_ms: Option<f64>,
+    /// Cap in bytes on kept patches (a quarter per origin).
+    pub max_kept_bytes: Option<f64>,
+    pub max_drift_ms: Option<f64>,
+    pub max_frame_bytes: Option<f64>,
+}
+
+impl TypeName for NativeOptions {
+    fn type_name() -> &'static str {
+        "NativeOptions"
+    }
+    fn value_type() -> ValueType {
+        ValueType::Object
+    }
+}
+
+impl FromNapiValue for NativeOptions {
+    unsafe fn from_napi_value(env: sys::napi_env, o: sys::napi_value) -> Result<Self> {
+        if type_of(env, o)? != sys::ValueType::napi_object {
+            return Err(type_err(
+                env,
+                "new Replicator(options): options must be an object",
+            ));
+        }
+        // An empty path is refused by the core (Engine::open).
+        let path = match prop(env, o, c"path")? {
+            Some(v) => string(env, v)?,
+            None => None,
+        }
+        .ok_or_else(|| type_err(env, "options.path must be a non-empty string"))?;
+        let peer_id = match prop(env, o, c"peerId")? {
+            Some(v) => Some(peer_id(env, v, "options.peerId")?),
+            None => None,
+        };
+        let cluster_key = match prop_set(env, o, c"clusterKey")? {
+            None => None,
+            Some(v) => {
+                let key = match string(env, v)? {
+                    Some(s) => s.into_bytes(),
+                    None => {
+                        let bin = if type_of(env, v)? == sys::ValueType::napi_object {
+                            js_u8(env, v)?
+                        } else {
+                            None
+                        };
+                        bin.ok_or_else(|| {
+                            type_err(env, "options.clusterKey must be a string or Buffer")
+                        })?
+                    }
+                };
+                if key.is_empty() {
+                    return Err(range_err(env, "options.clusterKey must not be empty"));
+                }
+                Some(key)
+            }
+        };
+        let max_frame_bytes = ms_opt(env, o, "maxFrameBytes")?;
+        if matches!(max_frame_bytes, Some(f) if f < 256.0) {
+            return Err(range_err(env, "options.maxFrameBytes must be at least 256"));
+        }
+        Ok(NativeOptions {
+            path,
+            peer_id,
+            cluster_key,
+            heartbeat_ms: ms_opt(env, o, "heartbeatMs")?,
+            retention_ms: ms_opt(env, o, "retentionMs")?,
+            max_retention_ms: ms_opt(env, o, "maxRetentionMs")?,
+            max_kept_bytes: ms_opt(env, o, "maxKeptBytes")?,
+            max_drift_ms: ms_opt(env, o, "maxDriftMs")?,
+            max_frame_bytes,
+        })
+    }
+}
+
+/// The migrations list of `migrate`.
+pub struct JsMigrations(pub Vec<Migration>);
+
+impl TypeName for JsMigrations {
+    fn type_name() -> &'static str {
+        "Array<{ up: string, down?: string, renames?: Record<string, Record<string, string>> }>"
+    }
+    fn value_type() -> ValueType {
+        ValueType::Object
+    }
+}
+
+impl FromNapiValue for JsMigrations {
+    unsafe fn from_napi_value(env: sys::napi_env, v: sys::napi_value) -> Result<Self> {
+        let items = array(env, v, "migrate(migrations): migrations must be an array")?;
+        let mut out = Vec::with_capacity(items.len());
+        for (i, m) in items.into_iter().enumerate() {
+            let shape = || {
+                type_err(
+                    env,
+                    format!("migrations[{i}] must be {{ up: string, down?: string }}"),
+                )
+            };
+            if type_of(env, m)? != sys::ValueType::napi_object {
+                return Err(shape());
+            }
+            let up = match prop(env, m, c"up")? {
+                Some(u) => string(env, u)?,
+                None => None,
+            }
+            .ok_or_else(shape)?;
+            let down = match prop_set(env, m, c"down")? {
+                None => None,
+                Some(d) => Some(string(env, d)?.ok_or_else(|| {
+                    type_err(env, format!("migrations[{i}].down must be a string"))
+                })?),
+            };
+            let mut renames = Vec::new();
+            if let Some(r) = prop(env, m, c"renames")? {
+                let bad = || {
+                    type_err(
+                        env,
+                        format!("migrations[{i}].renames must be {{ table: {{ old: 'new' }} }}"),
+                    )
+                };
+                if type_of(env, r)? != sys::ValueType::napi_object {
+                    return Err(bad());
+                }
+                for (table, cols) in entries(env, r)? {
+                    if type_of(env, cols)? != sys::ValueType::napi_object {
+                        return Err(bad());
+                    }
+                    for (old, new) in entries(env, cols)? {
+                        let new = string(env, new)?.ok_or_else(bad)?;
+                        renames.push((table.clone(), old, new));
+                    }
+                }
+            }
+            out.push(Migration { up, down, renames });
+        }
+        Ok(JsMigrations(out))
+    }
+}
+
+/// The options of `Replicator.restore` that the native side uses:
+/// `{ from, path, overwrite?, snapshot? | id? }` (others are read in JS).
+pub struct RestoreArgs {
+    pub from: String,
+    pub path: String,
+    pub overwrite: bool,
+    pub name: Option<String>,
+}
+
+impl TypeName for RestoreArgs {
+    fn type_name() -> &'static str {
+        "{ from: string, path: string, overwrite?: boolean, snapshot?: string, id?: string }"
+    }
+    fn value_type() -> ValueType {
+        ValueType::Object
+    }
+}
+
+impl FromNapiValue for RestoreArgs {
+    unsafe fn from_napi_value(env: sys::napi_env, o: sys::napi_value) -> Result<Self> {
+        if type_of(env, o)? != sys::ValueType::napi_object {
+            return Err(type_err(
+                env,
+                "Replicator.restore(options): options must be an object",
+            ));
+        }
+        let text = |name: &std::ffi::CStr| -> Result<Option<String>> {
+            match prop(env, o, name)? {
+                Some(v) => string(env, v),
+                None => Ok(None),
+            }
+        };
+        let from = text(c"from")?
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| type_err(env, "restore: from must be a snapshot url"))?;
+        let path = text(c"path")?
+            .filter(|s| !s.is_empty() && s != ":memory:")
+            .ok_or_else(|| type_err(env, "restore: path must be a file path"))?;
+        let overwrite = match prop(env, o, c"overwrite")? {
+            None => false,
+            Some(v) if type_of(env, v)? == sys::ValueType::napi_boolean => {
+                let mut b = false;
+                check(env, sys::napi_get_value_bool(env, v, &mut b), "overwrite")?;
+                b
+            }
+            Some(_) => return Err(type_err(env, "restore: overwrite must be a boolean")),
+        };
+        let name = match prop_set(env, o, c"snapshot")? {
+            Some(v) => Some(v),
+            None => prop_set(env, o, c"id")?,
+        };
+        let name =
+            match name {
+                None => None,
+                Some(v) => Some(string(env, v)?.ok_or_else(|| {
+                    type_err(env, "restore: snapshot must be a snapshot id string")
+                })?),
+            };
+        Ok(RestoreArgs {
+            from,
+            path,
+            overwrite,
+            name,
+        })
     }
 }
 
@@ -206,19 +683,7 @@ impl TypeName for JsCells {
 
 impl FromNapiValue for JsCells {
     unsafe fn from_napi_value(env: sys::napi_env, v: sys::napi_value) -> Result<Self> {
-        let mut is_arr = false;
-        check(sys::napi_is_array(env, v, &mut is_arr), "values")?;
-        if !is_arr {
-            return Err(type_err("values must be an array"));
-        }
-        let mut n = 0u32;
-        check(sys::napi_get_array_length(env, v, &mut n), "values")?;
-        let mut items = Vec::with_capacity(n as usize);
-        for i in 0..n {
-            let mut e = ptr::null_mut();
-            check(sys::napi_get_element(env, v, i, &mut e), "value")?;
-            items.push(e);
-        }
+        let items = array(env, v, "values must be an array")?;
         Ok(JsCells { env, items })
     }
 }
@@ -242,23 +707,23 @@ impl TypeName for JsParams {
 impl FromNapiValue for JsParams {
     unsafe fn from_napi_value(env: sys::napi_env, v: sys::napi_value) -> Result<Self> {
         let mut is_arr = false;
-        check(sys::napi_is_array(env, v, &mut is_arr), "params")?;
+        check(env, sys::napi_is_array(env, v, &mut is_arr), "params")?;
         if !is_arr {
             let mut t = 0;
-            check(sys::napi_typeof(env, v, &mut t), "params")?;
+            check(env, sys::napi_typeof(env, v, &mut t), "params")?;
             if t == sys::ValueType::napi_object && js_bytes(env, v)?.is_none() {
-                return Ok(JsParams::Named(JsRow::from_napi_value(env, v)?.0));
+                return Ok(JsParams::Named(row(env, v, "named params")?));
             }
             return Ok(JsParams::Positional(
                 js_value(env, v, "param")?.into_iter().collect(),
             ));
         }
         let mut n = 0u32;
-        check(sys::napi_get_array_length(env, v, &mut n), "params")?;
+        check(env, sys::napi_get_array_length(env, v, &mut n), "params")?;
         let mut out = Vec::with_capacity(n as usize);
         for i in 0..n {
             let mut e = ptr::null_mut();
-            check(sys::napi_get_element(env, v, i, &mut e), "param")?;
+            check(env, sys::napi_get_element(env, v, i, &mut e), "param")?;
             out.push(js_value(env, e, "param")?.unwrap_or(Value::Null));
         }
         Ok(JsParams::Positional(out))
@@ -280,13 +745,13 @@ impl TypeName for JsBytes {
 impl FromNapiValue for JsBytes {
     unsafe fn from_napi_value(env: sys::napi_env, v: sys::napi_value) -> Result<Self> {
         let mut t = 0;
-        check(sys::napi_typeof(env, v, &mut t), "frame")?;
+        check(env, sys::napi_typeof(env, v, &mut t), "frame")?;
         if t == sys::ValueType::napi_object {
-            if let Some(b) = js_bytes(env, v)? {
+            if let Some(b) = js_u8(env, v)? {
                 return Ok(JsBytes(b));
             }
         }
-        Err(type_err("a frame must be a Buffer or Uint8Array"))
+        Err(type_err(env, "a frame must be a Buffer or Uint8Array"))
     }
 }
 
@@ -307,7 +772,7 @@ pub(super) unsafe fn value_to_js(env: sys::napi_env, v: &Value) -> Result<sys::n
             sys::napi_create_buffer_copy(env, b.len(), b.as_ptr().cast(), &mut data, &mut out)
         }
     };
-    check(status, "result value")?;
+    check(env, status, "result value")?;
     Ok(out)
 }
 
@@ -333,6 +798,7 @@ impl ToNapiValue for JsRows {
         for n in &val.names {
             let mut k = ptr::null_mut();
             check(
+                env,
                 sys::napi_create_string_utf8(env, n.as_ptr().cast(), n.len() as isize, &mut k),
                 "column name",
             )?;
@@ -340,9 +806,10 @@ impl ToNapiValue for JsRows {
         }
         let make_row = |row: &Vec<Value>| -> Result<sys::napi_value> {
             let mut o = ptr::null_mut();
-            check(sys::napi_create_object(env, &mut o), "row")?;
+            check(env, sys::napi_create_object(env, &mut o), "row")?;
             for (k, v) in keys.iter().zip(row) {
                 check(
+                    env,
                     sys::napi_set_property(env, o, *k, value_to_js(env, v)?),
                     "row",
                 )?;
@@ -354,18 +821,20 @@ impl ToNapiValue for JsRows {
                 Some(r) => make_row(r),
                 None => {
                     let mut u = ptr::null_mut();
-                    check(sys::napi_get_undefined(env, &mut u), "undefined")?;
+                    check(env, sys::napi_get_undefined(env, &mut u), "undefined")?;
                     Ok(u)
                 }
             };
         }
         let mut arr = ptr::null_mut();
         check(
+            env,
             sys::napi_create_array_with_length(env, val.rows.len(), &mut arr),
             "rows",
         )?;
         for (i, r) in val.rows.iter().enumerate() {
             check(
+                env,
                 sys::napi_set_element(env, arr, i as u32, make_row(r)?),
                 "rows",
             )?;

@@ -134,3 +134,36 @@ pub fn first_kept_stamp(conn: &Connection, origin: u32) -> Result<Option<u64>> {
         .optional()?
         .map(|v| v as u64))
 }
+
+/// `(seq, stamp)` of the oldest kept patches of `origin` with seq <= `upto`.
+pub fn oldest_kept(
+    conn: &Connection,
+    origin: u32,
+    upto: u64,
+    limit: usize,
+) -> Result<Vec<(u64, u64)>> {
+    let mut st = conn.prepare_cached(
+        "SELECT seq, at FROM _quilt_kept WHERE origin=?1 AND seq<=?2 ORDER BY seq LIMIT ?3",
+    )?;
+    let rows = st.query_map(
+        rusqlite::params![
+            origin as i64,
+            i64::try_from(upto).unwrap_or(i64::MAX),
+            i64::try_from(limit).unwrap_or(i64::MAX)
+        ],
+        |r| {
+            Ok((
+                r.get::<_, i64>(0)?.max(0) as u64,
+                r.get::<_, i64>(1)?.max(0) as u64,
+            ))
+        },
+    )?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+/// Delete the kept patches of `origin` with seqs in `[a, b]`.
+pub fn delete_kept_range(conn: &Connection, origin: u32, a: u64, b: u64) -> Result<()> {
+    conn.prepare_cached("DELETE FROM _quilt_kept WHERE origin=?1 AND seq BETWEEN ?2 AND ?3")?
+        .execute(rusqlite::params![origin as i64, a as i64, b as i64])?;
+    Ok(())
+}

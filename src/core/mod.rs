@@ -1,13 +1,16 @@
 //! The plain-Rust core: no napi here (CI greps for it), so everything is
 //! tested with `cargo test` and reusable outside Node.
 
+pub mod clock;
 pub mod engine;
 pub mod error;
 pub mod hlc;
 pub mod kept;
 pub mod metrics;
+pub mod patches;
 pub mod protocol;
 pub mod ranges;
+pub mod runs;
 pub mod schema;
 pub mod snapshot;
 pub mod store;

@@ -1,8 +1,8 @@
 //! Schema discovery and the library's own tables. A table is replicated when
 //! a `<table>_patches` twin exists (replic-sqlite's layout). The library adds
 //! what it needs under a `_quilt` prefix: a `_quiltNulls` column on each
-//! patches table (explicit NULL writes), an index on `(_peerId,
-//! _sequenceId)`, and one `_quilt_clock_<t>` table holding the winning stamp
+//! patches table (explicit NULL writes), a run map (`runs.rs`) finding
+//! patch rows by `(_peerId, _sequenceId)`, and one `_quilt_clock_<t>` table holding the winning stamp
 //! of every column of every row.
 
 use crate::core::error::{schema_err, Result};
@@ -34,6 +34,9 @@ pub struct TableInfo {
     pub clock_merge: String,
     /// Shared name, for patches.
     pub name_arc: std::sync::Arc<str>,
+    /// The patches table has rowids (found through the run map, no index);
+    /// false for a `WITHOUT ROWID` patches table (searched by key).
+    pub rowid: bool,
 }
 
 impl TableInfo {
@@ -74,6 +77,27 @@ pub fn ensure_meta(conn: &Connection) -> Result<()> {
          CREATE TABLE IF NOT EXISTS _quilt_digest(
             origin INTEGER PRIMARY KEY, purged INTEGER NOT NULL);
          CREATE TABLE IF NOT EXISTS _quilt_meta(key TEXT PRIMARY KEY, value);",
+    )?;
+    crate::core::runs::ensure(conn)
+}
+
+/// `_quilt_meta` key present once every patches table's runs are built.
+pub const RUNS_KEY: &str = "runs_v1";
+
+/// True when the run map is built (false for a file from an older version).
+pub fn runs_built(conn: &Connection) -> Result<bool> {
+    Ok(conn
+        .query_row("SELECT 1 FROM _quilt_meta WHERE key=?1", [RUNS_KEY], |_| {
+            Ok(())
+        })
+        .is_ok())
+}
+
+/// Mark the run map built.
+pub fn set_runs_built(conn: &Connection) -> Result<()> {
+    conn.execute(
+        "INSERT OR REPLACE INTO _quilt_meta(key, value) VALUES(?1, 1)",
+        [RUNS_KEY],
     )?;
     Ok(())
 }
@@ -213,6 +237,9 @@ pub fn load_tables(conn: &Connection) -> Result<BTreeMap<String, TableInfo>> {
                     "INSERT INTO {clock}({pkc},_stamps) VALUES({ph},?) ON CONFLICT({pkc}) DO UPDATE SET _stamps=quilt_clock_merge(_stamps, excluded._stamps)"
                 ),
                 name_arc: std::sync::Arc::from(base),
+                rowid: conn
+                    .prepare(&format!("SELECT rowid FROM {} LIMIT 0", q(&pname)))
+                    .is_ok(),
             },
         );
     }
@@ -232,11 +259,16 @@ pub fn ensure_internal(conn: &Connection, t: &TableInfo) -> Result<bool> {
             NULLS_COL
         ))?;
     }
-    conn.execute_batch(&format!(
-        "CREATE INDEX IF NOT EXISTS {} ON {}(_peerId, _sequenceId)",
-        q(&format!("_quilt_idx_{}", t.name)),
-        q(&p)
-    ))?;
+    let index = q(&format!("_quilt_idx_{}", t.name));
+    if t.rowid {
+        // Found through the run map (runs.rs) instead.
+        conn.execute_batch(&format!("DROP INDEX IF EXISTS {index}"))?;
+    } else {
+        conn.execute_batch(&format!(
+            "CREATE INDEX IF NOT EXISTS {index} ON {}(_peerId, _sequenceId)",
+            q(&p)
+        ))?;
+    }
     let clock = t.clock();
     let existing = table_columns(conn, &clock)?;
     let want: Vec<&String> = t.pk.iter().collect();

@@ -33,7 +33,13 @@ impl Engine {
     /// The stamp of the version stored at `(origin, seq)` in a patch table.
     pub(super) fn table_version_at(&self, origin: u32, seq: i64) -> Result<Option<u64>> {
         for t in self.tables.values() {
-            if let Some(at) = store::stored_at(&self.conn, t, origin, seq)? {
+            if let Some(at) = patches::stored_at(
+                &self.conn,
+                &mut self.runs.borrow_mut(),
+                t,
+                origin,
+                seq as u64,
+            )? {
                 return Ok(Some(at));
             }
         }
@@ -143,7 +149,9 @@ impl Engine {
             seq,
         };
         for t in self.tables.values() {
-            if let Some(pk) = store::move_patch(&self.conn, t, origin, from, to)? {
+            let moved =
+                patches::move_patch(&self.conn, &mut self.runs.borrow_mut(), t, origin, from, to)?;
+            if let Some(pk) = moved {
                 if let Some(old) = stamped_as {
                     store::rename_stamp(&self.conn, t, &pk, stamp(old), stamp(to as u64))?;
                 }

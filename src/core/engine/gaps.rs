@@ -34,9 +34,15 @@ impl Engine {
                 }
                 let mut found: BTreeMap<u64, Patch> = BTreeMap::new();
                 for t in self.tables.values() {
-                    for p in
-                        store::read_patches(&self.conn, t, r.origin, a, bnd, SERVE_LIMIT - served)?
-                    {
+                    for p in patches::read_patches(
+                        &self.conn,
+                        &mut self.runs.borrow_mut(),
+                        t,
+                        r.origin,
+                        a,
+                        bnd,
+                        SERVE_LIMIT - served,
+                    )? {
                         found.insert(p.seq, p);
                     }
                 }

@@ -63,7 +63,9 @@ impl Engine {
         let to = u32::try_from(migrations.len())
             .map_err(|_| Error::Range("too many migrations".into()))?;
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
-        let res = self.migrate_in_tx(migrations, from, to);
+        let res = self
+            .migrate_in_tx(migrations, from, to)
+            .and_then(|_| self.runs.borrow_mut().flush(&self.conn));
         match res {
             Ok(()) => {
                 self.conn.execute_batch("COMMIT")?;
@@ -74,7 +76,8 @@ impl Engine {
             Err(e) => {
                 let _ = self.conn.execute_batch("ROLLBACK");
                 self.schema_version = from;
-                let _ = self.refresh_schema();
+                self.runs.borrow_mut().discard();
+                let _ = self.refresh_schema(false);
                 Err(e)
             }
         }
@@ -130,7 +133,7 @@ impl Engine {
                 .map_err(|e| schema_err(format!("migration to version {v} failed: {e}")))?;
         }
         self.schema_version = to;
-        self.refresh_schema()?;
+        self.refresh_schema(!steps.is_empty())?;
         self.save_state()?;
         self.replay_kept()?;
         Ok(())
@@ -193,9 +196,15 @@ impl Engine {
                 r.collect::<rusqlite::Result<_>>()?
             };
             for o in origins {
-                for p in
-                    store::read_patches(&self.conn, t, o as u32, 1, u64::MAX >> 1, usize::MAX >> 1)?
-                {
+                for p in patches::read_patches(
+                    &self.conn,
+                    &mut self.runs.borrow_mut(),
+                    t,
+                    o as u32,
+                    1,
+                    u64::MAX >> 1,
+                    usize::MAX >> 1,
+                )? {
                     let touches = p.columns.iter().any(|c| dropped.contains(&c));
                     if touches {
                         store::insert_kept(&self.conn, &p, version)?;
@@ -254,13 +263,18 @@ impl Engine {
         };
         // The patch row holds what the schema can hold now; a patch the
         // schema holds whole leaves the kept table.
-        self.conn
-            .prepare_cached(&format!(
-                "DELETE FROM {} WHERE _peerId = ?1 AND _sequenceId = ?2",
-                q(&t.patches())
-            ))?
-            .execute(rusqlite::params![stamp.peer as i64, stamp.seq as i64])?;
+        let mut runs = self.runs.borrow_mut();
+        patches::delete_patch(&self.conn, &mut runs, t, stamp.peer, stamp.seq)?;
         store::insert_patch_row(&self.conn, t, &store::patch_insert_sql(t, &cols), &rp)?;
+        if t.rowid {
+            runs.note(
+                &t.name_arc,
+                stamp.peer,
+                stamp.seq,
+                self.conn.last_insert_rowid(),
+            );
+        }
+        drop(runs);
         store::apply_remote(&self.conn, t, &rp, None)?;
         if cols.len() == k.patch.columns.len() {
             self.conn

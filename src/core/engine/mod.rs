@@ -7,8 +7,10 @@
 use crate::core::error::{frame_err, schema_err, Error, Result};
 use crate::core::hlc::{self, Hlc};
 use crate::core::metrics::Counters;
+use crate::core::patches;
 use crate::core::protocol::{self, Body, FrameBuilder, Patch, Ping, Ranges};
 use crate::core::ranges::RangeSet;
+use crate::core::runs::Runs;
 use crate::core::schema::{self, q, TableInfo};
 use crate::core::store::{self, RowPatch, Stamp};
 use crate::core::sync::{GapTracker, SeqVector, SHADOW_STEP};
@@ -23,6 +25,7 @@ mod clash;
 mod gaps;
 mod kept;
 mod migrate;
+pub mod persist;
 mod ping;
 mod read;
 mod replication;
@@ -162,7 +165,7 @@ const KEPT_PAGE: usize = 1000;
 /// while their digests differ (the interval doubles from 1 up to this).
 const VERIFY_EVERY: u64 = 32;
 /// Rows deleted per table per heartbeat by retention.
-const PURGE_BATCH: i64 = 500;
+const PURGE_BATCH: usize = 500;
 
 /// The replicator core.
 pub struct Engine {
@@ -214,6 +217,10 @@ pub struct Engine {
     closed: bool,
     /// State last written to `_quilt_state` (skip identical writes).
     saved: std::cell::Cell<Option<(u32, u64, u64, u32)>>,
+    /// Where patch rows sit (runs.rs); borrowed only for one call at a time.
+    runs: std::cell::RefCell<Runs>,
+    /// Marks of the vector last saved (persist.rs).
+    saved_marks: std::cell::RefCell<Option<persist::Marks>>,
 }
 
 fn random_peer_id() -> u32 {
@@ -304,10 +311,12 @@ impl Engine {
             counters: Counters::default(),
             closed: false,
             saved: std::cell::Cell::new(None),
+            runs: std::cell::RefCell::new(Runs::default()),
+            saved_marks: std::cell::RefCell::new(None),
             cfg,
         };
         e.adopt_replic()?;
-        e.refresh_schema()?;
+        e.refresh_schema(false)?;
         e.rebuild_vector()?;
         if let Some(id) = e.cfg.peer_id {
             if id != e.peer_id {
@@ -363,7 +372,7 @@ impl Engine {
     fn save_state(&self) -> Result<()> {
         let now = (self.peer_id, self.seq, self.hlc.last(), self.schema_version);
         if self.saved.get() == Some(now) {
-            return Ok(());
+            return self.save_vector();
         }
         self.conn
             .prepare_cached(
@@ -376,18 +385,32 @@ impl Engine {
                 self.schema_version as i64
             ])?;
         self.saved.set(Some(now));
-        Ok(())
+        self.save_vector()
     }
 
-    fn refresh_schema(&mut self) -> Result<()> {
+    /// Reload the replicated tables after a schema change. `rebuild_runs`:
+    /// the patch tables may have been rewritten (a migration), so their
+    /// runs are rebuilt from the rows.
+    fn refresh_schema(&mut self, rebuild_runs: bool) -> Result<()> {
         // Cached statements read their column lists before the first step;
         // after a schema change they must be prepared anew.
         self.conn.flush_prepared_statement_cache();
         let tables = schema::load_tables(&self.conn)?;
+        let rebuild = rebuild_runs || !schema::runs_built(&self.conn)?;
+        if rebuild {
+            self.conn.execute("DELETE FROM _quilt_runs", [])?;
+            self.runs.borrow_mut().discard();
+        }
         for t in tables.values() {
+            if rebuild && t.rowid {
+                crate::core::patches::rebuild_runs(&self.conn, &mut self.runs.borrow_mut(), t)?;
+            }
             if schema::ensure_internal(&self.conn, t)? {
                 store::rebuild_clock(&self.conn, t)?;
             }
+        }
+        if rebuild {
+            schema::set_runs_built(&self.conn)?;
         }
         self.tables = tables;
         let mut st = self
@@ -406,63 +429,6 @@ impl Engine {
             }
         }
         self.renames = renames;
-        Ok(())
-    }
-
-    fn rebuild_vector(&mut self) -> Result<()> {
-        let mut v = SeqVector::default();
-        let mut max_at = self.hlc.last();
-        let mut sqls: Vec<String> = self
-            .tables
-            .values()
-            .map(|t| {
-                format!(
-                    "SELECT _peerId, _sequenceId, _patchedAt FROM {} ORDER BY _peerId, _sequenceId",
-                    q(&t.patches())
-                )
-            })
-            .collect();
-        sqls.push("SELECT origin, seq, at FROM _quilt_kept".into());
-        for sql in sqls {
-            let mut st = self.conn.prepare(&sql)?;
-            let mut rows = st.query([])?;
-            while let Some(r) = rows.next()? {
-                let (o, s, at): (i64, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
-                // A patch partly applied and kept whole is listed twice.
-                if o > 0 && s > 0 && !v.holds(o as u32, s as u64) {
-                    v.hold(o as u32, s as u64, at as u64);
-                    let e = self.oldest_at.entry(o as u32).or_insert(at as u64);
-                    *e = (*e).min(at as u64);
-                }
-                max_at = max_at.max(at.max(0) as u64);
-            }
-        }
-        let mut st = self
-            .conn
-            .prepare("SELECT origin, upto FROM _quilt_purged")?;
-        let rows = st.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?;
-        let digests: HashMap<u32, u64> = {
-            let mut st = self
-                .conn
-                .prepare("SELECT origin, purged FROM _quilt_digest")?;
-            let rows = st.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?;
-            rows.filter_map(|r| r.ok())
-                .map(|(o, d)| (o as u32, d as u64))
-                .collect()
-        };
-        for row in rows {
-            let (o, upto) = row?;
-            if o > 0 && upto > 0 {
-                let d = digests.get(&(o as u32)).copied().unwrap_or(0);
-                // Rows at or below `upto` that survived the purge are already
-                // folded in; only the purged ones' hashes come from disk.
-                v.hold_purged(o as u32, upto as u64, d);
-                self.purged.insert(o as u32, upto as u64);
-                self.purged_digest.insert(o as u32, d);
-            }
-        }
-        self.hlc.observe(max_at.min(hlc::MAX_HLC));
-        self.vector = v;
         Ok(())
     }
 

@@ -201,6 +201,7 @@ impl Engine {
             let result = body.groups.iter().try_for_each(|g| {
                 self.store_group(g, body.schema_version, careful, &mut seen, &mut st)
             });
+            let result = result.and_then(|_| self.runs.borrow_mut().flush(&self.conn));
             match result.and_then(|_| self.conn.execute_batch("COMMIT").map_err(Error::from)) {
                 Ok(()) => {
                     if st.refused > 0 {
@@ -216,6 +217,7 @@ impl Engine {
                 }
                 Err(e) => {
                     let _ = self.conn.execute_batch("ROLLBACK");
+                    self.runs.borrow_mut().discard();
                     self.pending = pending_before;
                     self.hlc = hlc_before.clone();
                     self.kept_bytes = kept_before.clone();
@@ -346,10 +348,12 @@ impl Engine {
                 let Some((ins_st, rem)) = prepared.as_mut() else {
                     return Err(frame_err("internal: no prepared statements"));
                 };
+                let mut rowid = 0;
                 let mut write = || -> Result<usize> {
                     let nulls = store::nulls_marker(t, rp.cols, rp.values);
                     store::bind_patch_row(ins_st, rp.stamp, nulls.as_deref(), rp.values)?;
                     ins_st.raw_execute()?;
+                    rowid = self.conn.last_insert_rowid();
                     store::apply_remote_with(&self.conn, rem, t, &rp)
                 };
                 let mut won = 0;
@@ -376,6 +380,11 @@ impl Engine {
                 }
                 if !kept_whole {
                     st.res.applied += 1;
+                    if t.rowid {
+                        self.runs
+                            .borrow_mut()
+                            .note(&t.name_arc, g.origin, seq, rowid);
+                    }
                 }
             }
             if !whole || kept_whole {

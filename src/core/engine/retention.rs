@@ -95,47 +95,37 @@ impl Engine {
         // oldest, stop at the first one too young, delete that range.
         let mut max_deleted = 0u64;
         let mut digest = 0u64;
-        let mut targets: Vec<(String, String)> = self
-            .tables
-            .values()
-            .map(|t| {
-                let p = q(&t.patches());
-                (
-                    format!("SELECT _sequenceId, _patchedAt FROM {p} WHERE _peerId=?1 AND _sequenceId<=?2 ORDER BY _sequenceId LIMIT {PURGE_BATCH}"),
-                    format!("DELETE FROM {p} WHERE _peerId=?1 AND _sequenceId BETWEEN ?2 AND ?3"),
-                )
-            })
-            .collect();
-        targets.push((
-            format!("SELECT seq, at FROM _quilt_kept WHERE origin=?1 AND seq<=?2 ORDER BY seq LIMIT {PURGE_BATCH}"),
-            "DELETE FROM _quilt_kept WHERE origin=?1 AND seq BETWEEN ?2 AND ?3".to_string(),
-        ));
         let tx = self.conn.unchecked_transaction()?;
         let mut kept_seen: HashSet<u64> = HashSet::new();
-        for (i, (select, delete)) in targets.iter().enumerate() {
-            let is_kept = i + 1 == targets.len();
-            let mut range: Option<(i64, i64)> = None;
-            {
-                let mut st = tx.prepare_cached(select)?;
-                let mut rows = st.query(rusqlite::params![o as i64, limit as i64])?;
-                while let Some(r) = rows.next()? {
-                    let (seq, at): (i64, i64) = (r.get(0)?, r.get(1)?);
-                    if at >= cutoff {
-                        break;
-                    }
-                    // A patch both applied and kept whole counts once.
-                    if (!is_kept || self.table_version_at(o, seq)?.is_none())
-                        && kept_seen.insert(seq as u64)
-                    {
-                        digest ^= patch_hash(o, seq as u64, at as u64);
-                    }
-                    range = Some((range.map_or(seq, |x| x.0), seq));
+        let tables: Vec<TableInfo> = self.tables.values().cloned().collect();
+        for t in tables.iter().map(Some).chain(std::iter::once(None)) {
+            let oldest = match t {
+                Some(t) => {
+                    patches::oldest(&tx, &mut self.runs.borrow_mut(), t, o, limit, PURGE_BATCH)?
                 }
+                None => crate::core::kept::oldest_kept(&tx, o, limit, PURGE_BATCH)?,
+            };
+            let mut range: Option<(u64, u64)> = None;
+            for (seq, at) in oldest {
+                if at as i64 >= cutoff {
+                    break;
+                }
+                // A patch both applied and kept whole counts once.
+                if (t.is_some() || self.table_version_at(o, seq as i64)?.is_none())
+                    && kept_seen.insert(seq)
+                {
+                    digest ^= patch_hash(o, seq, at);
+                }
+                range = Some((range.map_or(seq, |x| x.0), seq));
             }
             if let Some((a, b)) = range {
-                tx.prepare_cached(delete)?
-                    .execute(rusqlite::params![o as i64, a, b])?;
-                max_deleted = max_deleted.max(b as u64);
+                match t {
+                    Some(t) => {
+                        patches::delete_prefix(&tx, &mut self.runs.borrow_mut(), t, o, a, b)?
+                    }
+                    None => crate::core::kept::delete_kept_range(&tx, o, a, b)?,
+                }
+                max_deleted = max_deleted.max(b);
             }
         }
         if max_deleted > 0 {
@@ -160,7 +150,7 @@ impl Engine {
     fn refresh_oldest(&mut self, o: u32) -> Result<()> {
         let mut oldest: Option<u64> = None;
         for t in self.tables.values() {
-            if let Some(at) = store::first_stamp(&self.conn, t, o)? {
+            if let Some(at) = patches::first_stamp(&self.conn, &mut self.runs.borrow_mut(), t, o)? {
                 oldest = Some(oldest.map_or(at, |x: u64| x.min(at)));
             }
         }

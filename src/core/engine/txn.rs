@@ -179,6 +179,8 @@ impl Engine {
         // A failed ROLLBACK (SQLite already rolled back on its own, e.g.
         // after a full disk) leaves nothing open either way.
         let _ = self.conn.execute_batch(&sql);
+        // Runs cached or noted may describe rows the rollback undid.
+        self.runs.borrow_mut().discard();
         self.seq = m.seq;
         self.hlc = m.hlc;
         self.units.staged.truncate(m.staged);

@@ -10,6 +10,7 @@
 //! clock row outright; a partial one merges it with `quilt_clock_merge`.
 
 use super::*;
+use crate::core::runs::Runs;
 use crate::core::schema::TableInfo;
 
 /// Statements and clock template for one run of rows with the same columns.
@@ -59,8 +60,11 @@ impl<'c> Run<'c> {
 
     /// Patch row, base row (when `base`: captured SQL already changed it)
     /// and clock row of one write.
+    #[allow(clippy::too_many_arguments)]
     fn write(
         &mut self,
+        conn: &Connection,
+        runs: &mut Runs,
         t: &TableInfo,
         stamp: Stamp,
         values: &[Value],
@@ -70,6 +74,9 @@ impl<'c> Run<'c> {
         let nulls = store::nulls_marker(t, &self.cols, values);
         store::bind_patch_row(&mut self.ins, stamp, nulls.as_deref(), values)?;
         self.ins.raw_execute()?;
+        if t.rowid {
+            runs.note(&t.name_arc, stamp.peer, stamp.seq, conn.last_insert_rowid());
+        }
         if base {
             for (i, v) in values.iter().enumerate() {
                 self.ups.raw_bind_parameter(i + 1, v)?;
@@ -280,7 +287,15 @@ impl Engine {
                 peer: self.peer_id,
                 seq: self.seq,
             };
-            r.write(t, stamp, &values, &mut buf, base)?;
+            r.write(
+                &self.conn,
+                &mut self.runs.borrow_mut(),
+                t,
+                stamp,
+                &values,
+                &mut buf,
+                base,
+            )?;
             self.units.held.push((self.seq, at));
             if !queue {
                 continue;
@@ -294,6 +309,10 @@ impl Engine {
                 values,
             });
         }
+        drop(run);
+        // Runs are written inside the unit: a rollback undoes them with the
+        // rows (and `rollback_unit` forgets the cached ones).
+        self.runs.borrow_mut().flush(&self.conn)?;
         // No state row update here: seq and HLC are rebuilt from the patch
         // rows on open (one dirty page less per commit); ticks persist them.
         Ok(())

@@ -1,0 +1,468 @@
+//! Where each origin's patches sit in a `<t>_patches` table, without an
+//! index on `(_peerId, _sequenceId)`.
+//!
+//! Patches of one origin arrive in seq order and are inserted one after
+//! another, so they occupy consecutive rowids. A *run* records that:
+//! `(table, origin, seq0, rowid0, n)` says seqs `seq0..seq0+n` are at rowids
+//! `rowid0..rowid0+n`. A batch of 100k patches is one run, written once at
+//! commit, where an index costs one B-tree insert per patch.
+//!
+//! Runs live in `_quilt_runs` and are written in the transaction that
+//! inserted the rows (`flush` before COMMIT), so they are as durable as the
+//! rows. Every read checks that the row it lands on has the `_peerId` and
+//! `_sequenceId` it expects; a mismatch (rowids renumbered by a `VACUUM`, a
+//! hand edit) is reported as `Stale`, and the caller rebuilds the table's
+//! runs from a full scan and retries.
+
+use crate::core::error::Result;
+use rusqlite::{Connection, OptionalExtension};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// `seq0..seq0+n` at rowids `rowid0..rowid0+n`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Run {
+    pub seq0: u64,
+    pub rowid0: i64,
+    pub n: u64,
+}
+
+impl Run {
+    fn end(&self) -> u64 {
+        self.seq0.saturating_add(self.n)
+    }
+    /// True when `(seq, rowid)` continues this run.
+    fn continues(&self, seq: u64, rowid: i64) -> bool {
+        seq == self.end()
+            && i64::try_from(self.n)
+                .ok()
+                .and_then(|n| self.rowid0.checked_add(n))
+                == Some(rowid)
+    }
+    fn rowid_of(&self, seq: u64) -> Option<i64> {
+        if seq < self.seq0 || seq >= self.end() {
+            return None;
+        }
+        i64::try_from(seq - self.seq0)
+            .ok()
+            .and_then(|d| self.rowid0.checked_add(d))
+    }
+}
+
+/// A span of rows for a seq range: seqs from `seq` at rowids `a..=b`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub seq: u64,
+    pub a: i64,
+    pub b: i64,
+}
+
+/// Rows inserted in the open transaction and the last runs written, so the
+/// common case (the next seq at the next rowid) extends a run in memory.
+#[derive(Default)]
+pub struct Runs {
+    pending: Vec<(Arc<str>, u32, u64, i64)>,
+    /// Last run written per (table, origin), as it is on disk.
+    last: HashMap<(Arc<str>, u32), Run>,
+    /// Rows parked at a negative seq while versions are reshuffled.
+    parked: HashMap<(Arc<str>, u32, i64), i64>,
+}
+
+const UPSERT: &str =
+    "INSERT OR REPLACE INTO _quilt_runs(tbl, origin, seq0, rowid0, n) VALUES(?1, ?2, ?3, ?4, ?5)";
+const CONTAINING: &str = "SELECT seq0, rowid0, n FROM _quilt_runs WHERE tbl=?1 AND origin=?2 AND seq0<=?3 ORDER BY seq0 DESC LIMIT 1";
+
+/// Create the runs table (idempotent).
+pub fn ensure(conn: &Connection) -> Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS _quilt_runs(
+            tbl TEXT NOT NULL, origin INTEGER NOT NULL, seq0 INTEGER NOT NULL,
+            rowid0 INTEGER NOT NULL, n INTEGER NOT NULL,
+            PRIMARY KEY (tbl, origin, seq0)) WITHOUT ROWID;",
+    )?;
+    Ok(())
+}
+
+fn read_run(r: &rusqlite::Row) -> rusqlite::Result<Run> {
+    Ok(Run {
+        seq0: r.get::<_, i64>(0)?.max(0) as u64,
+        rowid0: r.get(1)?,
+        n: r.get::<_, i64>(2)?.max(0) as u64,
+    })
+}
+
+fn containing(conn: &Connection, tbl: &str, origin: u32, seq: u64) -> Result<Option<Run>> {
+    let seq = i64::try_from(seq).unwrap_or(i64::MAX);
+    Ok(conn
+        .prepare_cached(CONTAINING)?
+        .query_row(rusqlite::params![tbl, origin as i64, seq], read_run)
+        .optional()?)
+}
+
+fn write_run(conn: &Connection, tbl: &str, origin: u32, r: Run) -> Result<()> {
+    conn.prepare_cached(UPSERT)?.execute(rusqlite::params![
+        tbl,
+        origin as i64,
+        r.seq0 as i64,
+        r.rowid0,
+        r.n as i64
+    ])?;
+    Ok(())
+}
+
+fn delete_run(conn: &Connection, tbl: &str, origin: u32, seq0: u64) -> Result<()> {
+    conn.prepare_cached("DELETE FROM _quilt_runs WHERE tbl=?1 AND origin=?2 AND seq0=?3")?
+        .execute(rusqlite::params![tbl, origin as i64, seq0 as i64])?;
+    Ok(())
+}
+
+impl Runs {
+    /// A row `(origin, seq)` was inserted at `rowid` in the open transaction.
+    pub fn note(&mut self, tbl: &Arc<str>, origin: u32, seq: u64, rowid: i64) {
+        self.pending.push((tbl.clone(), origin, seq, rowid));
+    }
+
+    /// Write the pending rows' runs (inside the transaction, before COMMIT).
+    pub fn flush(&mut self, conn: &Connection) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let mut dirty: Vec<(Arc<str>, u32)> = Vec::new();
+        for (tbl, origin, seq, rowid) in pending {
+            let key = (tbl, origin);
+            let prev = match self.last.get(&key) {
+                Some(r) => Some(*r),
+                None => containing(conn, &key.0, origin, seq.saturating_sub(1))?,
+            };
+            let next = match prev {
+                Some(r) if r.continues(seq, rowid) => Run { n: r.n + 1, ..r },
+                _ => {
+                    // The run in memory ends here: write it before it is replaced.
+                    if let (Some(r), true) = (prev, dirty.contains(&key)) {
+                        write_run(conn, &key.0, origin, r)?;
+                    }
+                    Run {
+                        seq0: seq,
+                        rowid0: rowid,
+                        n: 1,
+                    }
+                }
+            };
+            if !dirty.contains(&key) {
+                dirty.push(key.clone());
+            }
+            self.last.insert(key, next);
+        }
+        for key in dirty {
+            if let Some(r) = self.last.get(&key) {
+                write_run(conn, &key.0, key.1, *r)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The transaction rolled back: forget what it noted and what was
+    /// cached (the cache may hold runs the rollback undid).
+    pub fn discard(&mut self) {
+        self.pending.clear();
+        self.last.clear();
+        self.parked.clear();
+    }
+
+    /// Remember the row of a patch parked at negative seq `seq`.
+    pub fn park(&mut self, tbl: &Arc<str>, origin: u32, seq: i64, rowid: i64) {
+        self.parked.insert((tbl.clone(), origin, seq), rowid);
+    }
+
+    /// The row parked at `seq`, forgotten here.
+    pub fn unpark(&mut self, tbl: &str, origin: u32, seq: i64) -> Option<i64> {
+        let key = self
+            .parked
+            .keys()
+            .find(|k| &*k.0 == tbl && k.1 == origin && k.2 == seq)?
+            .clone();
+        self.parked.remove(&key)
+    }
+
+    /// Forget cached runs of a table (after rows were moved or deleted).
+    pub fn forget(&mut self, tbl: &str) {
+        self.last.retain(|k, _| &*k.0 != tbl);
+    }
+
+    /// The rowid where `(origin, seq)` should be, if a run covers it.
+    pub fn find(
+        &mut self,
+        conn: &Connection,
+        tbl: &str,
+        origin: u32,
+        seq: u64,
+    ) -> Result<Option<i64>> {
+        self.flush(conn)?;
+        Ok(containing(conn, tbl, origin, seq)?.and_then(|r| r.rowid_of(seq)))
+    }
+
+    /// The rows of `origin` with seqs in `[a, b]`, in seq order.
+    pub fn spans(
+        &mut self,
+        conn: &Connection,
+        tbl: &str,
+        origin: u32,
+        a: u64,
+        b: u64,
+    ) -> Result<Vec<Span>> {
+        self.flush(conn)?;
+        let mut runs: Vec<Run> = containing(conn, tbl, origin, a)?.into_iter().collect();
+        {
+            let mut st = conn.prepare_cached(
+                "SELECT seq0, rowid0, n FROM _quilt_runs WHERE tbl=?1 AND origin=?2 AND seq0>?3 AND seq0<=?4 ORDER BY seq0",
+            )?;
+            let rows = st.query_map(
+                rusqlite::params![
+                    tbl,
+                    origin as i64,
+                    i64::try_from(a).unwrap_or(i64::MAX),
+                    i64::try_from(b).unwrap_or(i64::MAX)
+                ],
+                read_run,
+            )?;
+            for r in rows {
+                runs.push(r?);
+            }
+        }
+        Ok(runs
+            .into_iter()
+            .filter_map(|r| {
+                let lo = r.seq0.max(a);
+                let hi = r.end().saturating_sub(1).min(b);
+                if lo > hi || r.n == 0 {
+                    return None;
+                }
+                Some(Span {
+                    seq: lo,
+                    a: r.rowid_of(lo)?,
+                    b: r.rowid_of(hi)?,
+                })
+            })
+            .collect())
+    }
+
+    /// The lowest-seq run of `origin`.
+    pub fn first(&mut self, conn: &Connection, tbl: &str, origin: u32) -> Result<Option<Run>> {
+        self.flush(conn)?;
+        Ok(conn
+            .prepare_cached(
+                "SELECT seq0, rowid0, n FROM _quilt_runs WHERE tbl=?1 AND origin=?2 ORDER BY seq0 LIMIT 1",
+            )?
+            .query_row(rusqlite::params![tbl, origin as i64], read_run)
+            .optional()?)
+    }
+
+    /// Take `seq` out of its run (the row moved to another seq or was
+    /// deleted): the run splits around it.
+    pub fn remove(&mut self, conn: &Connection, tbl: &str, origin: u32, seq: u64) -> Result<()> {
+        self.flush(conn)?;
+        self.forget(tbl);
+        let Some(r) = containing(conn, tbl, origin, seq)? else {
+            return Ok(());
+        };
+        if seq >= r.end() {
+            return Ok(());
+        }
+        delete_run(conn, tbl, origin, r.seq0)?;
+        let before = seq - r.seq0;
+        if before > 0 {
+            write_run(conn, tbl, origin, Run { n: before, ..r })?;
+        }
+        let after = r.end() - seq - 1;
+        if after > 0 {
+            if let Some(rowid0) = r.rowid_of(seq + 1) {
+                write_run(
+                    conn,
+                    tbl,
+                    origin,
+                    Run {
+                        seq0: seq + 1,
+                        rowid0,
+                        n: after,
+                    },
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Take every seq `<= upto` of `origin` out of the runs (a purged prefix).
+    pub fn remove_upto(
+        &mut self,
+        conn: &Connection,
+        tbl: &str,
+        origin: u32,
+        upto: u64,
+    ) -> Result<()> {
+        self.flush(conn)?;
+        self.forget(tbl);
+        let last = containing(conn, tbl, origin, upto)?;
+        conn.prepare_cached("DELETE FROM _quilt_runs WHERE tbl=?1 AND origin=?2 AND seq0<=?3")?
+            .execute(rusqlite::params![
+                tbl,
+                origin as i64,
+                i64::try_from(upto).unwrap_or(i64::MAX)
+            ])?;
+        if let Some(r) = last {
+            if r.end() > upto.saturating_add(1) {
+                if let Some(rowid0) = r.rowid_of(upto + 1) {
+                    write_run(
+                        conn,
+                        tbl,
+                        origin,
+                        Run {
+                            seq0: upto + 1,
+                            rowid0,
+                            n: r.end() - upto - 1,
+                        },
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Rebuild a table's runs from its rows (first open of an older file,
+    /// after a migration, or when a read found rowids renumbered).
+    pub fn rebuild(&mut self, conn: &Connection, tbl: &str, patches_sql_name: &str) -> Result<()> {
+        self.pending.retain(|p| &*p.0 != tbl);
+        self.forget(tbl);
+        conn.prepare_cached("DELETE FROM _quilt_runs WHERE tbl=?1")?
+            .execute([tbl])?;
+        let mut open: HashMap<u32, Run> = HashMap::new();
+        let mut st = conn.prepare(&format!(
+            "SELECT rowid, _peerId, _sequenceId FROM {patches_sql_name} ORDER BY rowid"
+        ))?;
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            let (rowid, o, s): (i64, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
+            let (Ok(o), Ok(s)) = (u32::try_from(o), u64::try_from(s)) else {
+                continue;
+            };
+            match open.get_mut(&o) {
+                Some(run) if run.continues(s, rowid) => run.n += 1,
+                Some(run) => {
+                    write_run(conn, tbl, o, *run)?;
+                    *run = Run {
+                        seq0: s,
+                        rowid0: rowid,
+                        n: 1,
+                    };
+                }
+                None => {
+                    open.insert(
+                        o,
+                        Run {
+                            seq0: s,
+                            rowid0: rowid,
+                            n: 1,
+                        },
+                    );
+                }
+            }
+        }
+        for (o, run) in open {
+            write_run(conn, tbl, o, run)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db() -> Connection {
+        let c = Connection::open_in_memory().unwrap();
+        ensure(&c).unwrap();
+        c
+    }
+
+    #[test]
+    fn consecutive_rows_make_one_run_and_gaps_split() {
+        let c = db();
+        let t: Arc<str> = Arc::from("t");
+        let mut r = Runs::default();
+        for s in 1..=5 {
+            r.note(&t, 7, s, 100 + s as i64);
+        }
+        r.note(&t, 9, 1, 106);
+        r.note(&t, 7, 6, 107);
+        r.flush(&c).unwrap();
+        let n: i64 = c
+            .query_row("SELECT count(*) FROM _quilt_runs", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 3);
+        assert_eq!(r.find(&c, "t", 7, 3).unwrap(), Some(103));
+        assert_eq!(r.find(&c, "t", 7, 6).unwrap(), Some(107));
+        assert_eq!(r.find(&c, "t", 7, 7).unwrap(), None);
+        let spans = r.spans(&c, "t", 7, 2, 6).unwrap();
+        assert_eq!(
+            spans,
+            vec![
+                Span {
+                    seq: 2,
+                    a: 102,
+                    b: 105
+                },
+                Span {
+                    seq: 6,
+                    a: 107,
+                    b: 107
+                }
+            ]
+        );
+        // The next commit continues the run in place.
+        r.note(&t, 7, 7, 108);
+        r.flush(&c).unwrap();
+        assert_eq!(r.find(&c, "t", 7, 7).unwrap(), Some(108));
+        r.remove(&c, "t", 7, 3).unwrap();
+        assert_eq!(r.find(&c, "t", 7, 3).unwrap(), None);
+        assert_eq!(r.find(&c, "t", 7, 4).unwrap(), Some(104));
+        assert_eq!(r.find(&c, "t", 7, 2).unwrap(), Some(102));
+        r.remove_upto(&c, "t", 7, 4).unwrap();
+        assert_eq!(r.find(&c, "t", 7, 4).unwrap(), None);
+        assert_eq!(r.find(&c, "t", 7, 5).unwrap(), Some(105));
+        assert_eq!(r.first(&c, "t", 7).unwrap().map(|r| r.seq0), Some(5));
+    }
+
+    #[test]
+    fn rebuild_matches_incremental() {
+        let c = db();
+        c.execute_batch("CREATE TABLE p(_peerId, _sequenceId)")
+            .unwrap();
+        let t: Arc<str> = Arc::from("t");
+        let mut r = Runs::default();
+        let mut seqs = HashMap::new();
+        for i in 0..200u64 {
+            let o = [1u32, 2, 2, 3][(i % 4) as usize] + (i / 50) as u32 % 2;
+            let s = seqs.entry(o).or_insert(0u64);
+            *s += 1;
+            c.execute("INSERT INTO p VALUES(?,?)", rusqlite::params![o, *s as i64])
+                .unwrap();
+            r.note(&t, o, *s, c.last_insert_rowid());
+            if i % 7 == 0 {
+                r.flush(&c).unwrap();
+            }
+        }
+        r.flush(&c).unwrap();
+        let dump = |c: &Connection| -> Vec<(i64, i64, i64, i64)> {
+            let mut st = c
+                .prepare("SELECT origin, seq0, rowid0, n FROM _quilt_runs ORDER BY 1, 2")
+                .unwrap();
+            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .unwrap()
+                .map(|x| x.unwrap())
+                .collect()
+        };
+        let inc = dump(&c);
+        r.rebuild(&c, "t", "p").unwrap();
+        assert_eq!(dump(&c), inc);
+    }
+}
