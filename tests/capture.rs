@@ -299,3 +299,29 @@ fn patches_of_rolled_back_and_committed_units_are_served_to_a_late_peer() {
         ]
     );
 }
+
+#[test]
+fn sql_cannot_change_which_tables_are_replicated() {
+    let mut a = engine(1);
+    // A local table renamed to a _patches twin of another local table.
+    a.exec_sql("CREATE TABLE x (id INTEGER PRIMARY KEY, v TEXT); CREATE TABLE y (_patchedAt INTEGER NOT NULL, _sequenceId INTEGER NOT NULL, _peerId INTEGER NOT NULL, id INTEGER, v TEXT)")
+        .unwrap();
+    let r = a.exec_sql("ALTER TABLE y RENAME TO x_patches");
+    assert!(matches!(r, Err(Error::Schema(_))), "{r:?}");
+    let names = a
+        .query(
+            "SELECT name FROM sqlite_master WHERE name IN ('y', 'x_patches')",
+            &[],
+            false,
+        )
+        .unwrap()
+        .1;
+    assert_eq!(names, vec![vec![Value::Text("y".into())]]);
+    // Plain local DDL still works, also through a prepared statement.
+    a.run_sql(
+        "ALTER TABLE x ADD COLUMN w INTEGER",
+        Params::Positional(&[]),
+        SqlMode::Run,
+    )
+    .unwrap();
+}

@@ -362,8 +362,41 @@ struct Batch {
 }
 
 impl Engine {
+    /// Replicated table names for the fence (rebuilt when the tables change).
     fn fence_names(&self) -> Arc<HashSet<String>> {
-        Arc::new(self.tables.keys().cloned().collect())
+        let mut cached = self.units.fence.borrow_mut();
+        if let Some(names) = cached.as_ref() {
+            if names.len() == self.tables.len() && self.tables.keys().all(|k| names.contains(k)) {
+                return names.clone();
+            }
+        }
+        let names: Arc<HashSet<String>> = Arc::new(self.tables.keys().cloned().collect());
+        *cached = Some(names.clone());
+        names
+    }
+
+    fn schema_cookie(&self) -> Result<i64> {
+        Ok(self
+            .conn
+            .prepare_cached("PRAGMA schema_version")?
+            .query_row([], |r| r.get(0))?)
+    }
+
+    /// After user DDL (the schema cookie moved): the fence refuses DDL on
+    /// replicated tables by name, but a rename or a table created next to
+    /// an orphan `_patches` table could still change which tables are
+    /// replicated; that only `migrate()` may do.
+    fn check_replicated_set(&self, cookie: i64) -> Result<()> {
+        if self.schema_cookie()? == cookie {
+            return Ok(());
+        }
+        let now = schema::load_tables(&self.conn)?;
+        if now.keys().ne(self.tables.keys()) {
+            return Err(schema_err(
+                "this statement would change which tables are replicated (a table and its _patches twin); use migrate() for that",
+            ));
+        }
+        Ok(())
     }
 
     /// `prepare(sql)`: compile once behind the fence (errors show at once).
@@ -384,6 +417,7 @@ impl Engine {
     pub fn exec_sql(&mut self, sql: &str) -> Result<String> {
         self.check_open()?;
         self.in_unit(|e| {
+            let cookie = e.schema_cookie()?;
             let raw = {
                 let mut watch = Watch::start(&e.conn, e.fence_names(), true);
                 let mut batch = rusqlite::Batch::new(&e.conn, sql);
@@ -396,6 +430,7 @@ impl Engine {
                 }
                 watch.take()
             };
+            e.check_replicated_set(cookie)?;
             e.capture(raw)?;
             Ok(e.token())
         })
@@ -410,7 +445,9 @@ impl Engine {
             return self.step_sql(sql, params, mode, false).map(|r| r.0);
         }
         self.in_unit(|e| {
+            let cookie = e.schema_cookie()?;
             let (mut out, raw) = e.step_sql(sql, params, mode, true)?;
+            e.check_replicated_set(cookie)?;
             e.capture(raw)?;
             out.token = e.token();
             Ok(out)

@@ -94,6 +94,8 @@ pub(super) struct Units {
     /// Committed batches (one per outermost commit or applied frame) not
     /// yet taken.
     pub(super) batches: Vec<Vec<Change>>,
+    /// Replicated table names the SQL fence last used (capture.rs).
+    pub(super) fence: std::cell::RefCell<Option<Arc<HashSet<String>>>>,
 }
 
 impl Units {

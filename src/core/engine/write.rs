@@ -195,7 +195,8 @@ impl Engine {
 
     /// Size and seq-space checks, then the write in its own unit (txn.rs);
     /// state is restored when it fails. `base`: also upsert the base rows
-    /// (false for captured SQL, which changed them itself).
+    /// (false for captured SQL, which changed them itself and writes inside
+    /// its statement's unit).
     pub(super) fn write_checked(
         &mut self,
         table: &str,
@@ -229,12 +230,17 @@ impl Engine {
                 self.peer_id
             )));
         }
+        // Captured SQL (`!base`) writes inside the unit of its statement,
+        // which rolls back whole on any error: no unit of its own.
+        let own = base || !self.in_transaction();
         let depth = self.units.depth();
-        self.begin_unit()?;
+        if own {
+            self.begin_unit()?;
+        }
         self.note_local_changes(table, &values, &resolved);
         let written = self
             .write_rows(table, values, &resolved, base)
-            .and_then(|()| self.commit_unit());
+            .and_then(|()| if own { self.commit_unit() } else { Ok(()) });
         if let Err(e) = written {
             // A failed commit already rolled its unit back.
             if self.units.depth() > depth {
