@@ -22,6 +22,31 @@ export declare class NativeReplicator {
   /** Record what a finished snapshot covers (retention keeps the rest). */
   recordSnapshot(seqVector: Record<string, number>, createdAt: number): void
   /**
+   * Run every statement of `sql` in one transaction; writes to
+   * replicated tables are captured. Returns the current token.
+   */
+  exec(sql: string): string
+  /** Compile one statement (cached) and say what it is. */
+  prepare(sql: string): NativeStatementInfo
+  /** Run a prepared statement to its end. */
+  run(sql: string, params?: unknown): NativeRunResult
+  /** Every row of a prepared statement (writes are captured). */
+  sqlAll(sql: string, params?: unknown): JsRows
+  /** The first row of a prepared statement, or undefined. */
+  sqlGet(sql: string, params?: unknown): JsRows
+  /** `transaction(fn)` starts (nested: a savepoint). */
+  begin(): void
+  /** `transaction(fn)` returned: commit. */
+  commit(): void
+  /** `transaction(fn)` threw: roll back. */
+  rollback(): void
+  /** True while a `transaction(fn)` is open. */
+  inTransaction(): boolean
+  /** Collect `'change'` records (someone listens) or not. */
+  collectChanges(on: boolean): void
+  /** Committed batches of changes since the last call. */
+  takeChanges(): Array<Array<NativeChange>>
+  /**
    * Open or create the database at `options.path`. Every option is
    * checked here (types: `TypeError`, ranges: `RangeError`, code `E_ARG`).
    */
@@ -102,6 +127,16 @@ export interface NativeApply {
   out: Array<OutFrame>
 }
 
+/** One changed row of a `'change'` event. */
+export interface NativeChange {
+  table: string
+  /** Primary-key column to value. */
+  key: JsRows
+  columns: Array<string>
+  origin: number
+  deleted: boolean
+}
+
 /** An event raised inside the core. */
 export interface NativeEvent {
   kind: string
@@ -128,6 +163,21 @@ export interface NativePeerStatus {
   lastSeenMs?: number
   /** Highest contiguous seq of this peer's own writes that peer acknowledged. */
   ackedSeq: number
+}
+
+/** `run()`'s result. */
+export interface NativeRunResult {
+  changes: number
+  lastInsertRowid: number
+  token: string
+}
+
+/** What `prepare()` learned about a statement. */
+export interface NativeStatementInfo {
+  /** It returns rows. */
+  reader: boolean
+  /** It writes nothing. */
+  readonly: boolean
 }
 
 /** `status()`. */

@@ -268,7 +268,61 @@ export type Middleware = (
   next: (err?: unknown) => void
 ) => void
 
+/** One row a commit changed (`'change'` event). */
+export interface Change {
+  /** The replicated table. */
+  table: string
+  /** Primary-key column to value. */
+  key: Record<string, SqlValue>
+  /** Columns that changed (local writes) or won the merge (remote patches); key columns are in `key`. */
+  columns: string[]
+  /** Peer id of the writer (this peer's own id for local writes). */
+  origin: number
+  /** The row was tombstoned (`deletedAt` set to a non-NULL value) or deleted. */
+  deleted: boolean
+}
+
+/** Parameters of a statement, as better-sqlite3 takes them: values for `?`, one array, or one object for `@x`/`:x`/`$x`. */
+export type BindParameters = SqlValue[] | [SqlValue[]] | [Record<string, SqlValue>]
+
+/** What `run()` returns. */
+export interface RunResult {
+  /** Rows the statement inserted, updated or deleted. */
+  changes: number
+  /** Rowid of the last inserted row (of any statement on this connection). */
+  lastInsertRowid: number | bigint
+  /** Session token `"<peerId>.<seq>"` of the last captured patch, or the current one when nothing was captured (for `waitFor`/`readYourWrites`). */
+  token: string
+}
+
+/**
+ * A prepared statement (`replicator.prepare(sql)`), shaped like
+ * better-sqlite3's. Writes to replicated tables are captured as patches:
+ * one per changed row, holding its key and the columns whose value changed.
+ */
+export interface Statement<P extends BindParameters = BindParameters, R = Record<string, SqlValue>> {
+  /** The SQL text. */
+  readonly source: string
+  /** True when the statement returns rows. */
+  readonly reader: boolean
+  /** True when the statement writes nothing. */
+  readonly readonly: boolean
+  /** Runs to the end, in its own transaction (a savepoint inside `transaction(fn)`). */
+  run(...params: P): RunResult
+  /** Every row, as objects (`TypeError` for a statement that returns none). */
+  all(...params: P): R[]
+  /** The first row, or `undefined`. */
+  get(...params: P): R | undefined
+  /** The rows one by one (read in one native call when iteration starts). */
+  iterate(...params: P): IterableIterator<R>
+}
+
+/** What `transaction(fn)` returns: calling it runs `fn` in one transaction and returns what `fn` returns. */
+export type TransactionFunction<F extends (...args: any[]) => any> = (...args: Parameters<F>) => ReturnType<F>
+
 export interface ReplicatorEvents {
+  /** Once per committed local transaction (`upsert`, `upsertMany`, `delete`, a statement, a whole `transaction(fn)`) and once per applied frame that changed rows. Collected only while a listener is registered. */
+  change: [changes: Change[]]
   /** A newly added peer is caught up. */
   synced: [peerId: number]
   /** A snapshot finished. */
@@ -339,6 +393,30 @@ export declare class Replicator {
   tick(): void
   /** Hands queued outgoing patches to `send` now (otherwise they go on the next event-loop turn). */
   flush(): void
+
+  /**
+   * Runs every statement of `sql` in one transaction (inside
+   * `transaction(fn)`: a savepoint). INSERT/UPDATE/UPSERT on replicated
+   * tables are captured as patches; writes to `<t>_patches` and `_quilt_*`
+   * tables throw `E_READONLY`; DDL on replicated tables and SQL `DELETE` on
+   * them (not captured yet) throw `E_SCHEMA`; `BEGIN`/`SAVEPOINT`, `ATTACH`
+   * and PRAGMAs that set something throw `E_ARG`. Tables without a
+   * `_patches` twin stay local. Nothing of a statement that throws is kept.
+   */
+  exec(sql: string): this
+  /** Compiles one statement (better-sqlite3's `prepare`); refused statements throw here already. */
+  prepare<P extends BindParameters = BindParameters, R = Record<string, SqlValue>>(sql: string): Statement<P, R>
+  /**
+   * Returns a function that runs `fn` in one SQLite transaction: `upsert`,
+   * `upsertMany`, `delete` and statements inside it, across tables, commit
+   * together, leave in one frame (when it fits `maxFrameBytes`) and raise one
+   * `'change'` event. A throw rolls everything back (a nested call: its
+   * savepoint) and nothing of it is sent. `fn` must be synchronous;
+   * `tick`, `applyPatches` and `migrate` throw `E_ARG` inside it.
+   */
+  transaction<F extends (...args: any[]) => any>(fn: F): TransactionFunction<F>
+  /** True while a `transaction(fn)` runs. */
+  readonly inTransaction: boolean
 
   /** Runs a read-only statement (`E_READONLY` otherwise, also for `ATTACH`, transaction statements and PRAGMAs that set something); all rows as objects. Parameters: an array for `?`, an object for `@x`/`:x`/`$x`. */
   all<T = Record<string, SqlValue>>(sql: string, params?: SqlValue[] | Record<string, SqlValue>): T[]

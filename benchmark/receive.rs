@@ -27,14 +27,23 @@ fn engine(dir: &std::path::Path, name: &str, peer: u32) -> Engine {
 }
 
 fn main() {
-    let n: usize = std::env::var("BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
-    let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let n: usize = std::env::var("BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
     let dir = std::env::temp_dir().join(format!("quilt-receive-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("dir");
     let mut w = engine(&dir, "w.db", 1);
     w.add_peer(2).expect("peer");
-    let cols: Vec<String> = ["id", "tenantId", "name", "score"].iter().map(|s| s.to_string()).collect();
+    let cols: Vec<String> = ["id", "tenantId", "name", "score"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     let rows: Vec<Vec<Option<Value>>> = (0..n)
         .map(|i| {
             vec![
@@ -46,7 +55,11 @@ fn main() {
         })
         .collect();
     w.upsert_columns("t", &cols, rows).expect("write");
-    let frames: Vec<Vec<u8>> = w.drain_outbox().into_iter().map(|o| o.frame.to_vec()).collect();
+    let frames: Vec<Vec<u8>> = w
+        .drain_outbox()
+        .into_iter()
+        .map(|o| o.frame.to_vec())
+        .collect();
     let mut ms = Vec::new();
     for r in 0..runs {
         let mut e = engine(&dir, &format!("r{r}.db"), 2);
@@ -58,6 +71,10 @@ fn main() {
         ms.push(t0.elapsed().as_secs_f64() * 1e3);
     }
     ms.sort_by(|a, b| a.total_cmp(b));
-    println!("receive {n} patches in {} frames: median {:.1} ms", frames.len(), ms[ms.len() / 2]);
+    println!(
+        "receive {n} patches in {} frames: median {:.1} ms",
+        frames.len(),
+        ms[ms.len() / 2]
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

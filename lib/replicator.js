@@ -14,6 +14,7 @@ const { NativeReplicator } = require('../binding.js')
 const { make, typeError, rangeError, closedError } = require('./errors.js')
 const snapshots = require('./snapshot.js')
 const acks = require('./acks.js')
+const sql = require('./sql.js')
 const debug = require('./debug.js')('quilt:replicator')
 
 const U32_MAX = 0xffffffff
@@ -101,7 +102,22 @@ class Replicator extends EventEmitter {
     this._closing = null
     this._snapshotting = null
     this._lastScheduledSnapshot = 0
+    this._txDepth = 0
+    this._collecting = false
     this.peerId = this._native.peerId
+    // 'change' records are collected natively only while someone listens.
+    this.on('newListener', (event) => {
+      if (event === 'change' && !this._collecting && !this._closed) {
+        this._collecting = true
+        this._native.collectChanges(true)
+      }
+    })
+    this.on('removeListener', (event) => {
+      if (event === 'change' && this._collecting && this.listenerCount('change') === 0 && !this._closed) {
+        this._collecting = false
+        this._native.collectChanges(false)
+      }
+    })
     if (heartbeatMs > 0) {
       this._timer = setInterval(() => this._heartbeat(), heartbeatMs)
       this._timer.unref()
@@ -116,14 +132,56 @@ class Replicator extends EventEmitter {
     if (this._closing) throw closedError()
   }
 
+  /** Calls that must not run inside `transaction(fn)` (a JS-side state). */
+  _checkNoTransaction (what) {
+    if (this._txDepth > 0) throw make('E_ARG', 'Error', `${what} cannot run inside transaction(fn)`)
+  }
+
   // ----- schema --------------------------------------------------------
 
   /** Bring the schema to `migrations.length` (forward or backward). */
   migrate (migrations) {
     this._checkOpen()
+    this._checkNoTransaction('migrate()')
     const r = this._native.migrate(migrations)
     this._drainEvents()
     return r
+  }
+
+  // ----- SQL -------------------------------------------------------------
+
+  /**
+   * Run every statement of `sql` in one transaction (inside
+   * `transaction(fn)`: a savepoint). Writes to replicated tables are
+   * captured as patches. Returns this replicator, as better-sqlite3 does.
+   */
+  exec (source) {
+    this._checkOpen()
+    this._native.exec(source)
+    this._afterWrite()
+    return this
+  }
+
+  /** Compile one statement; returns a better-sqlite3-shaped `Statement`. */
+  prepare (source) {
+    this._checkOpen()
+    const info = this._native.prepare(source)
+    return new sql.Statement(this, source, info)
+  }
+
+  /**
+   * Returns a function that runs `fn` in one transaction: `upsert`,
+   * `upsertMany`, `delete` and captured SQL inside it commit together and
+   * leave in one frame; a throw rolls everything back and nothing is sent.
+   * Nested calls use savepoints.
+   */
+  transaction (fn) {
+    return sql.transaction(this, fn)
+  }
+
+  /** True while a `transaction(fn)` runs. */
+  get inTransaction () {
+    return this._txDepth > 0
   }
 
   // ----- local writes ----------------------------------------------------
@@ -157,6 +215,7 @@ class Replicator extends EventEmitter {
 
   _afterWrite () {
     this._wake()
+    this._drainChanges()
     if (!this._flushScheduled && (this._sends.size > 0 || this._broadcast)) {
       this._flushScheduled = true
       setImmediate(() => {
@@ -207,6 +266,7 @@ class Replicator extends EventEmitter {
 
   /** Take in a frame from any peer. Throws (and changes nothing) when it is not valid. */
   applyPatches (frame) {
+    this._checkNoTransaction('applyPatches()')
     let r
     try {
       r = this._native.applyPatches(frame)
@@ -218,6 +278,7 @@ class Replicator extends EventEmitter {
     this._dispatch(r.out)
     this._drainEvents()
     this._wake()
+    this._drainChanges()
     return { applied: r.applied, stored: r.stored, duplicates: r.duplicates, requested: r.requested }
   }
 
@@ -225,6 +286,7 @@ class Replicator extends EventEmitter {
   tick () {
     // Checked here: failed sends are retried before the native call.
     if (this._closed) throw closedError()
+    this._checkNoTransaction('tick()')
     this._resendFailed()
     const n = this._tickNative()
     if (debug.enabled) debug('peer %d: tick, %d frame(s) out', this.peerId, n)
@@ -309,6 +371,13 @@ class Replicator extends EventEmitter {
     const pending = this._retry
     this._retry = new Map()
     for (const [peer, frames] of pending) this._dispatch(frames.map(({ frame, kind }) => ({ peer, frame, kind })))
+  }
+
+  /** One 'change' event per committed transaction or applied frame. */
+  _drainChanges () {
+    if (!this._collecting || this._txDepth > 0 || this._closed) return
+    const batches = this._native.takeChanges()
+    for (const changes of batches) this.emit('change', changes)
   }
 
   _drainEvents () {

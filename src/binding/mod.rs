@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use std::ptr;
 
 mod snapshot;
+mod sql;
 mod values;
 
 pub use values::{

@@ -1,6 +1,7 @@
 //! The plain-Rust core: no napi here (CI greps for it), so everything is
 //! tested with `cargo test` and reusable outside Node.
 
+pub mod atomic;
 pub mod clock;
 pub mod engine;
 pub mod error;
@@ -15,5 +16,5 @@ pub mod schema;
 pub mod snapshot;
 pub mod store;
 pub mod sync;
-pub mod units;
+
 pub mod value;

@@ -85,7 +85,7 @@ pub struct Body {
     /// the unit. Absent (not even an empty array) when there is none, so
     /// frames without units are byte-for-byte what older versions send.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub units: Vec<(u32, u64, u64)>,
+    pub atomic: Vec<(u32, u64, u64)>,
 }
 
 /// Most patches one atomic unit may span.
@@ -278,10 +278,10 @@ fn validate(body: &Body) -> Result<()> {
     if n_ranges > MAX_RANGES {
         return Err(frame_err("too many ranges in one frame"));
     }
-    if body.units.len() > MAX_UNITS {
+    if body.atomic.len() > MAX_UNITS {
         return Err(frame_err("too many atomic units in one frame"));
     }
-    for &(o, a, b) in &body.units {
+    for &(o, a, b) in &body.atomic {
         if o == 0 || a == 0 || b <= a || b > max_seq || b - a >= MAX_UNIT_LEN {
             return Err(frame_err("invalid atomic unit"));
         }
@@ -382,7 +382,7 @@ impl<'k> FrameBuilder<'k> {
 
     /// The atomic units of the patches to come: each frame carries those
     /// its patches belong to.
-    pub fn set_units(&mut self, mut units: Vec<(u32, u64, u64)>) {
+    pub fn set_atomic(&mut self, mut units: Vec<(u32, u64, u64)>) {
         units.sort_unstable();
         units.dedup();
         self.units = units;
@@ -451,7 +451,7 @@ impl<'k> FrameBuilder<'k> {
 
     fn finish_frame(&mut self) {
         let units = self.body_units();
-        self.body.units = units;
+        self.body.atomic = units;
         let body = std::mem::replace(
             &mut self.body,
             Body {

@@ -79,7 +79,7 @@ pub fn ensure_meta(conn: &Connection) -> Result<()> {
          CREATE TABLE IF NOT EXISTS _quilt_meta(key TEXT PRIMARY KEY, value);",
     )?;
     crate::core::runs::ensure(conn)?;
-    crate::core::units::ensure(conn)
+    crate::core::atomic::ensure(conn)
 }
 
 /// `_quilt_meta` key present once every patches table's runs are built.

@@ -231,7 +231,7 @@ impl Engine {
             after = Some((last.patch.origin, last.patch.seq));
             for k in page {
                 // A part of an atomic unit waits for the rest (units.rs).
-                if !self.in_waiting_unit(k.patch.origin, k.patch.seq) {
+                if !self.in_waiting_group(k.patch.origin, k.patch.seq) {
                     self.replay_one(k)?;
                 }
             }

@@ -19,7 +19,9 @@ use rusqlite::{Connection, OptionalExtension};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
+mod atomic;
 pub mod broadcast;
+mod capture;
 mod clash;
 mod gaps;
 mod kept;
@@ -29,8 +31,11 @@ mod ping;
 mod read;
 mod replication;
 mod retention;
-mod units;
+mod txn;
 mod write;
+
+pub use capture::{SqlMode, SqlOutput, StatementInfo};
+pub use txn::Change;
 
 /// Options of a replicator (API.md, `new Replicator(options)`).
 #[derive(Debug, Clone)]
@@ -202,6 +207,8 @@ pub struct Engine {
     behind_warned: bool,
     peers: BTreeMap<u32, PeerState>,
     outbox: Vec<Patch>,
+    /// Open units of work and what they keep aside (txn.rs).
+    units: txn::Units,
     tick_no: u64,
     rng: u64,
     pending: u64,
@@ -214,8 +221,8 @@ pub struct Engine {
     /// Where patch rows sit (runs.rs); borrowed only for one call at a time.
     runs: std::cell::RefCell<Runs>,
     /// Atomic units held in part (units.rs), and local ones not yet sent.
-    waiting: Vec<crate::core::units::Unit>,
-    out_units: Vec<crate::core::units::Unit>,
+    waiting: Vec<crate::core::atomic::Atomic>,
+    out_atomic: Vec<crate::core::atomic::Atomic>,
     /// Marks of the vector last saved (persist.rs).
     saved_marks: std::cell::RefCell<Option<persist::Marks>>,
 }
@@ -299,6 +306,7 @@ impl Engine {
             behind_warned: false,
             peers: BTreeMap::new(),
             outbox: Vec::new(),
+            units: txn::Units::default(),
             tick_no: 0,
             rng: (peer_id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
             pending: 0,
@@ -310,7 +318,7 @@ impl Engine {
             runs: std::cell::RefCell::new(Runs::default()),
             saved_marks: std::cell::RefCell::new(None),
             waiting: Vec::new(),
-            out_units: Vec::new(),
+            out_atomic: Vec::new(),
             cfg,
         };
         e.adopt_replic()?;
@@ -326,7 +334,7 @@ impl Engine {
         let own = e.vector.regular_max(e.peer_id);
         e.seq = e.seq.max(own);
         e.open_seq = e.seq;
-        e.waiting = crate::core::units::waiting(&e.conn)?;
+        e.waiting = crate::core::atomic::waiting(&e.conn)?;
         e.recount_pending()?;
         e.load_kept_bytes()?;
         e.load_snapshot_cover()?;

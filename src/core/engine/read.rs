@@ -2,9 +2,11 @@
 //!
 //! Reads share the writer's connection (an in-memory database cannot be
 //! opened twice), so they are fenced by a SQLite authorizer installed once
-//! at open. Outside a read it allows everything and costs nothing at run
-//! time: SQLite consults it only while compiling a statement, and the write
-//! path's statements are compiled once and cached. While a read is compiled
+//! at open. Outside a read it hands over to the fence of captured SQL
+//! (capture.rs), which allows everything unless user SQL of `exec()`/
+//! `prepare()` is running; either way it costs nothing at run time: SQLite
+//! consults it only while compiling a statement, and the write path's
+//! statements are compiled once and cached. While a read is compiled
 //! or stepped (a thread-local flag, set by [`Engine::query_with`]), it
 //! allows only `SELECT`, column reads, functions, recursive CTEs and the
 //! read-only PRAGMAs listed below, and refuses everything else: `ATTACH`,
@@ -23,6 +25,7 @@ use crate::core::error::{Error, Result};
 use crate::core::value::Value;
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use rusqlite::Connection;
+use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 
 thread_local! {
@@ -80,7 +83,8 @@ pub(super) fn install(conn: &Connection) {
 
 fn authorize(ctx: AuthContext<'_>) -> Authorization {
     if !READING.with(Cell::get) {
-        return Authorization::Allow;
+        // User SQL of exec()/prepare() has its own fence (capture.rs).
+        return super::capture::authorize(&ctx);
     }
     match refusal(&ctx.action) {
         None => Authorization::Allow,
@@ -195,38 +199,7 @@ impl Engine {
         if !st.readonly() {
             return Err(read_only(sql));
         }
-        let expected = st.parameter_count();
-        let ordered: Vec<Value>;
-        let params: &[Value] = match params {
-            Params::Positional(p) => p,
-            Params::Named(named) => {
-                let mut out = Vec::with_capacity(expected);
-                for i in 1..=expected {
-                    let name = st
-                        .parameter_name(i)
-                        .map(|n| n[1..].to_string())
-                        .ok_or_else(|| {
-                            Error::Range(format!(
-                                "parameter {i} is positional; pass an array, not an object"
-                            ))
-                        })?;
-                    let v = named
-                        .iter()
-                        .find(|(k, _)| *k == name)
-                        .map(|(_, v)| v.clone())
-                        .ok_or_else(|| Error::Range(format!("missing named parameter {name}")))?;
-                    out.push(v);
-                }
-                ordered = out;
-                &ordered
-            }
-        };
-        if params.len() != expected {
-            return Err(Error::Range(format!(
-                "statement takes {expected} parameters, {} given",
-                params.len()
-            )));
-        }
+        let params = order_params(&st, params)?;
         let names: Vec<String> = st.column_names().into_iter().map(String::from).collect();
         let n = names.len();
         let mut rows = st.query(rusqlite::params_from_iter(params.iter()))?;
@@ -243,6 +216,45 @@ impl Engine {
         }
         Ok((names, out))
     }
+}
+
+/// Parameters in the statement's order: positional (`?`) as given, named
+/// (`@x`, `:x`, `$x`) looked up by name without the prefix. Counts must match.
+pub(super) fn order_params<'p>(
+    st: &rusqlite::Statement<'_>,
+    params: Params<'p>,
+) -> Result<Cow<'p, [Value]>> {
+    let expected = st.parameter_count();
+    let params: Cow<'p, [Value]> = match params {
+        Params::Positional(p) => Cow::Borrowed(p),
+        Params::Named(named) => {
+            let mut out = Vec::with_capacity(expected);
+            for i in 1..=expected {
+                let name = st
+                    .parameter_name(i)
+                    .map(|n| n[1..].to_string())
+                    .ok_or_else(|| {
+                        Error::Range(format!(
+                            "parameter {i} is positional; pass an array, not an object"
+                        ))
+                    })?;
+                let v = named
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.clone())
+                    .ok_or_else(|| Error::Range(format!("missing named parameter {name}")))?;
+                out.push(v);
+            }
+            Cow::Owned(out)
+        }
+    };
+    if params.len() != expected {
+        return Err(Error::Range(format!(
+            "statement takes {expected} parameters, {} given",
+            params.len()
+        )));
+    }
+    Ok(params)
 }
 
 #[cfg(test)]

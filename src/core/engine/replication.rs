@@ -22,7 +22,9 @@ pub(super) struct Stored {
     /// Events raised while storing (moved to the engine after commit).
     pub events: Vec<Event>,
     /// Atomic units of the frame held only in part: their patches wait.
-    pub hold: Vec<crate::core::units::Unit>,
+    pub hold: Vec<crate::core::atomic::Atomic>,
+    /// Rows changed, for `'change'` (only while someone listens; txn.rs).
+    pub changes: Vec<super::Change>,
 }
 
 impl Engine {
@@ -131,7 +133,8 @@ impl Engine {
         let body = frame.body;
         let now = hlc::wall_ms();
         self.check_drift(sender, &body, now)?;
-        let stored = self.store_frame(sender, &body)?;
+        let mut stored = self.store_frame(sender, &body)?;
+        self.note_remote_changes(std::mem::take(&mut stored.changes));
         self.counters.frames_in += 1;
         self.counters.bytes_in += bytes.len() as u64;
         let mut out = Vec::new();
@@ -348,18 +351,21 @@ impl Engine {
                     return Err(frame_err("internal: no prepared statements"));
                 };
                 let mut rowid = 0;
-                let mut write = || -> Result<()> {
+                let mut write = || -> Result<usize> {
                     let nulls = store::nulls_marker(t, rp.cols, rp.values);
                     store::bind_patch_row(ins_st, rp.stamp, nulls.as_deref(), rp.values)?;
                     ins_st.raw_execute()?;
                     rowid = self.conn.last_insert_rowid();
-                    store::apply_remote_with(&self.conn, rem, t, &rp)?;
-                    Ok(())
+                    store::apply_remote_with(&self.conn, rem, t, &rp)
                 };
+                let mut won = 0;
                 if careful {
                     self.conn.execute_batch("SAVEPOINT quilt_patch")?;
                     match write() {
-                        Ok(()) => self.conn.execute_batch("RELEASE quilt_patch")?,
+                        Ok(n) => {
+                            won = n;
+                            self.conn.execute_batch("RELEASE quilt_patch")?
+                        }
                         Err(e) if is_constraint(&e) => {
                             self.conn
                                 .execute_batch("ROLLBACK TO quilt_patch; RELEASE quilt_patch")?;
@@ -369,7 +375,10 @@ impl Engine {
                         Err(e) => return Err(e),
                     }
                 } else {
-                    write()?;
+                    won = write()?;
+                }
+                if won > 0 && self.collecting_changes() {
+                    st.changes.push(self.remote_change(t, &rp)?);
                 }
                 if !kept_whole {
                     st.res.applied += 1;

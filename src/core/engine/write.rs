@@ -58,6 +58,9 @@ impl<'c> Run<'c> {
         })
     }
 
+    /// Patch row, base row (when `base`: captured SQL already changed it)
+    /// and clock row of one write.
+    #[allow(clippy::too_many_arguments)]
     fn write(
         &mut self,
         conn: &Connection,
@@ -66,6 +69,7 @@ impl<'c> Run<'c> {
         stamp: Stamp,
         values: &[Value],
         buf: &mut Vec<u8>,
+        base: bool,
     ) -> Result<()> {
         let nulls = store::nulls_marker(t, &self.cols, values);
         store::bind_patch_row(&mut self.ins, stamp, nulls.as_deref(), values)?;
@@ -73,10 +77,12 @@ impl<'c> Run<'c> {
         if t.rowid {
             runs.note(&t.name_arc, stamp.peer, stamp.seq, conn.last_insert_rowid());
         }
-        for (i, v) in values.iter().enumerate() {
-            self.ups.raw_bind_parameter(i + 1, v)?;
+        if base {
+            for (i, v) in values.iter().enumerate() {
+                self.ups.raw_bind_parameter(i + 1, v)?;
+            }
+            self.ups.raw_execute()?;
         }
-        self.ups.raw_execute()?;
         buf.clear();
         buf.extend_from_slice(&self.template);
         store::fill_clock(buf, &self.slots, stamp);
@@ -105,7 +111,11 @@ impl Engine {
         Ok(cols)
     }
 
-    fn check_key(t: &TableInfo, cols: &[usize], is_null: impl Fn(usize) -> bool) -> Result<()> {
+    pub(super) fn check_key(
+        t: &TableInfo,
+        cols: &[usize],
+        is_null: impl Fn(usize) -> bool,
+    ) -> Result<()> {
         for (pk, &i) in t.pk.iter().zip(&t.pk_index) {
             match cols.iter().position(|&c| c == i) {
                 Some(p) if !is_null(p) => {}
@@ -141,7 +151,7 @@ impl Engine {
             resolved.push(cols);
             values.push(vals);
         }
-        self.write_checked(table, values, resolved)
+        self.write_checked(table, values, resolved, true)
     }
 
     /// `upsertMany` as columns once and values per row (`None`: the row
@@ -180,16 +190,19 @@ impl Engine {
             resolved.push(cols);
             values.push(vals);
         }
-        self.write_checked(table, values, resolved)
+        self.write_checked(table, values, resolved, true)
     }
 
-    /// Size and seq-space checks, then the write; state is restored when it
-    /// fails.
-    fn write_checked(
+    /// Size and seq-space checks, then the write in its own unit (txn.rs);
+    /// state is restored when it fails. `base`: also upsert the base rows
+    /// (false for captured SQL, which changed them itself and writes inside
+    /// its statement's unit).
+    pub(super) fn write_checked(
         &mut self,
         table: &str,
         values: Vec<Vec<Value>>,
         resolved: Vec<Vec<usize>>,
+        base: bool,
     ) -> Result<String> {
         let t = self.table(table)?;
         let budget = self.cfg.max_frame_bytes.saturating_sub(64 + t.name.len());
@@ -217,13 +230,22 @@ impl Engine {
                 self.peer_id
             )));
         }
-        let (seq0, out0, hlc0) = (self.seq, self.outbox.len(), self.hlc.clone());
-        let mut stamps = Vec::with_capacity(n);
-        if let Err(e) = self.write_rows(table, values, &resolved, &mut stamps) {
-            self.runs.borrow_mut().discard();
-            self.seq = seq0;
-            self.hlc = hlc0;
-            self.outbox.truncate(out0);
+        // Captured SQL (`!base`) writes inside the unit of its statement,
+        // which rolls back whole on any error: no unit of its own.
+        let own = base || !self.in_transaction();
+        let depth = self.units.depth();
+        if own {
+            self.begin_unit()?;
+        }
+        self.note_local_changes(table, &values, &resolved);
+        let written = self
+            .write_rows(table, values, &resolved, base)
+            .and_then(|()| if own { self.commit_unit() } else { Ok(()) });
+        if let Err(e) = written {
+            // A failed commit already rolled its unit back.
+            if self.units.depth() > depth {
+                self.rollback_unit();
+            }
             return Err(match e {
                 // A value of the wrong type for a STRICT column is a bad argument.
                 Error::Sqlite(rusqlite::Error::SqliteFailure(f, msg))
@@ -237,25 +259,20 @@ impl Engine {
                 e => e,
             });
         }
-        if let Some(&(_, at)) = stamps.first() {
-            self.oldest_at.entry(self.peer_id).or_insert(at);
-        }
-        for (seq, at) in stamps {
-            self.vector.hold(self.peer_id, seq, at);
-        }
         self.counters.local_writes += n as u64;
         Ok(self.token())
     }
 
+    /// Stamp and store rows inside the open unit; their `(seq, at)` and
+    /// patches are kept aside until the outermost unit commits (txn.rs).
     fn write_rows(
         &mut self,
         table: &str,
         rows: Vec<Vec<Value>>,
         resolved: &[Vec<usize>],
-        stamps: &mut Vec<(u64, u64)>,
+        base: bool,
     ) -> Result<()> {
         let t = &self.tables[table];
-        let tx = self.conn.unchecked_transaction()?;
         let now = hlc::wall_ms();
         // With no peer to send to, nothing is queued: peers that connect
         // later learn of these writes from pings and fetch them.
@@ -264,7 +281,7 @@ impl Engine {
         let mut buf = Vec::new();
         for (values, cols) in rows.into_iter().zip(resolved) {
             if run.as_ref().is_none_or(|r| &r.cols != cols) {
-                run = Some(Run::new(&tx, t, cols)?);
+                run = Some(Run::new(&self.conn, t, cols)?);
             }
             let Some(r) = run.as_mut() else {
                 return Err(frame_err("internal: no prepared run"));
@@ -277,18 +294,19 @@ impl Engine {
                 seq: self.seq,
             };
             r.write(
-                &tx,
+                &self.conn,
                 &mut self.runs.borrow_mut(),
                 t,
                 stamp,
                 &values,
                 &mut buf,
+                base,
             )?;
-            stamps.push((self.seq, at));
+            self.units.held.push((self.seq, at));
             if !queue {
                 continue;
             }
-            self.outbox.push(Patch {
+            self.units.staged.push(Patch {
                 table: t.name_arc.clone(),
                 origin: self.peer_id,
                 seq: self.seq,
@@ -298,10 +316,11 @@ impl Engine {
             });
         }
         drop(run);
-        self.runs.borrow_mut().flush(&tx)?;
+        // Runs are written inside the unit: a rollback undoes them with the
+        // rows (and `rollback_unit` forgets the cached ones).
+        self.runs.borrow_mut().flush(&self.conn)?;
         // No state row update here: seq and HLC are rebuilt from the patch
         // rows on open (one dirty page less per commit); ticks persist them.
-        tx.commit()?;
         Ok(())
     }
 

@@ -9,23 +9,23 @@
 //! as held, so it is not asked for again and can be served. The frame that
 //! completes a unit applies the waiting part in its own transaction, so no
 //! reader ever sees half of it. Retention never purges into a waiting
-//! unit. Units are served with retransmissions, so a third peer learns them
+//! unit. Atomics are served with retransmissions, so a third peer learns them
 //! from whoever repairs its gap.
 
-use super::*;
 use super::replication::Stored;
-use crate::core::units::{self, Unit};
+use super::*;
+use crate::core::atomic::{self, Atomic};
 
 impl Engine {
     /// The units of `body` this peer would hold only in part after storing
     /// it: their patches in this frame wait instead of being applied.
-    pub(super) fn units_to_hold(&self, body: &Body) -> Vec<Unit> {
-        if body.units.is_empty() {
+    pub(super) fn atomic_to_hold(&self, body: &Body) -> Vec<Atomic> {
+        if body.atomic.is_empty() {
             return Vec::new();
         }
         let mut in_frame: HashMap<u32, RangeSet> = HashMap::new();
         for g in &body.groups {
-            if !body.units.iter().any(|u| u.0 == g.origin) {
+            if !body.atomic.iter().any(|u| u.0 == g.origin) {
                 continue;
             }
             let set = in_frame.entry(g.origin).or_default();
@@ -36,7 +36,7 @@ impl Engine {
             }
         }
         let empty = RangeSet::new();
-        body.units
+        body.atomic
             .iter()
             .copied()
             .filter(|&(o, a, b)| {
@@ -44,7 +44,11 @@ impl Engine {
                     Some(st) => st.held.subtract_from(vec![(a, b)]),
                     None => vec![(a, b)],
                 };
-                !in_frame.get(&o).unwrap_or(&empty).subtract_from(missing).is_empty()
+                !in_frame
+                    .get(&o)
+                    .unwrap_or(&empty)
+                    .subtract_from(missing)
+                    .is_empty()
             })
             .collect()
     }
@@ -53,14 +57,18 @@ impl Engine {
     /// remember its units, list the ones held in part, and apply every
     /// waiting unit this frame completed. Returns the waiting list to keep
     /// once the transaction commits, and whether a unit was applied.
-    pub(super) fn settle_units(&mut self, body: &Body, st: &Stored) -> Result<(Vec<Unit>, bool)> {
-        for &u in &body.units {
-            units::record(&self.conn, u)?;
+    pub(super) fn settle_atomic(
+        &mut self,
+        body: &Body,
+        st: &Stored,
+    ) -> Result<(Vec<Atomic>, bool)> {
+        for &u in &body.atomic {
+            atomic::record(&self.conn, u)?;
         }
         let mut waiting = self.waiting.clone();
         for &u in &st.hold {
             if !waiting.contains(&u) {
-                units::add_waiting(&self.conn, u)?;
+                atomic::add_waiting(&self.conn, u)?;
                 waiting.push(u);
             }
         }
@@ -77,28 +85,33 @@ impl Engine {
                 Some(v) => v.held.subtract_from(vec![(a, b)]),
                 None => vec![(a, b)],
             };
-            if !now.get(&o).unwrap_or(&empty).subtract_from(missing).is_empty() {
+            if !now
+                .get(&o)
+                .unwrap_or(&empty)
+                .subtract_from(missing)
+                .is_empty()
+            {
                 still.push(u);
                 continue;
             }
             for k in store::read_kept(&self.conn, Some((o, a, b)))? {
                 self.replay_one(k)?;
             }
-            units::remove_waiting(&self.conn, u)?;
+            atomic::remove_waiting(&self.conn, u)?;
             applied = true;
         }
         Ok((still, applied))
     }
 
     /// True when `(origin, seq)` belongs to a unit that is waiting.
-    pub(super) fn in_waiting_unit(&self, origin: u32, seq: u64) -> bool {
+    pub(super) fn in_waiting_group(&self, origin: u32, seq: u64) -> bool {
         self.waiting
             .iter()
             .any(|&(o, a, b)| o == origin && a <= seq && seq <= b)
     }
 
     /// Retention must stop below the first waiting unit of `origin`.
-    pub(super) fn unit_purge_limit(&self, origin: u32, limit: u64) -> u64 {
+    pub(super) fn atomic_purge_limit(&self, origin: u32, limit: u64) -> u64 {
         self.waiting
             .iter()
             .filter(|u| u.0 == origin)
@@ -106,21 +119,21 @@ impl Engine {
     }
 
     /// A local commit of patches `first..=last`: one unit when more than one.
-    pub(super) fn record_local_unit(&mut self, first: u64, last: u64) -> Result<()> {
+    pub(super) fn record_local_atomic(&mut self, first: u64, last: u64) -> Result<()> {
         if last > first {
             let u = (self.peer_id, first, last);
-            units::record(&self.conn, u)?;
-            self.out_units.push(u);
+            atomic::record(&self.conn, u)?;
+            self.out_atomic.push(u);
         }
         Ok(())
     }
 
-    /// Units overlapping requested ranges (served with the patches).
-    pub(super) fn units_for(&self, requests: &[Ranges]) -> Result<Vec<Unit>> {
+    /// Atomics overlapping requested ranges (served with the patches).
+    pub(super) fn atomic_for(&self, requests: &[Ranges]) -> Result<Vec<Atomic>> {
         let mut out = Vec::new();
         for r in requests {
             for &(a, b) in r.ranges.iter().take(256) {
-                out.extend(units::overlapping(&self.conn, r.origin, a, b)?);
+                out.extend(atomic::overlapping(&self.conn, r.origin, a, b)?);
             }
         }
         Ok(out)

@@ -1,0 +1,102 @@
+'use strict'
+// better-sqlite3-shaped SQL on a replicator: `prepare(sql)` returns a
+// `Statement` (`run`/`all`/`get`/`iterate`), `transaction(fn)` a function
+// that runs `fn` in one transaction. Writes to replicated tables are
+// captured as patches natively (src/core/engine/capture.rs); this file only
+// shapes arguments and results.
+const { typeError } = require('./errors.js')
+
+/**
+ * Bind parameters the way better-sqlite3 takes them: nothing, one array,
+ * one object of named values, or values as separate arguments.
+ */
+function bindArgs (args) {
+  if (args.length === 0) return undefined
+  if (args.length === 1) {
+    const p = args[0]
+    if (Array.isArray(p)) return p
+    if (p !== null && typeof p === 'object' && !(p instanceof Uint8Array)) return p
+    return [p]
+  }
+  return args
+}
+
+class Statement {
+  constructor (replicator, source, info) {
+    this._r = replicator
+    /** The SQL text. */
+    this.source = source
+    /** True when the statement returns rows. */
+    this.reader = info.reader
+    /** True when the statement writes nothing. */
+    this.readonly = info.readonly
+  }
+
+  /** Run to the end: `{ changes, lastInsertRowid, token }`. */
+  run (...params) {
+    const r = this._r
+    r._checkOpen()
+    const out = r._native.run(this.source, bindArgs(params))
+    if (!this.readonly) r._afterWrite()
+    return { changes: out.changes, lastInsertRowid: out.lastInsertRowid, token: out.token }
+  }
+
+  /** Every row, as objects. */
+  all (...params) {
+    this._checkReader('all')
+    const r = this._r
+    const rows = r._native.sqlAll(this.source, bindArgs(params))
+    if (!this.readonly) r._afterWrite()
+    return rows
+  }
+
+  /** The first row, or undefined. */
+  get (...params) {
+    this._checkReader('get')
+    const r = this._r
+    const row = r._native.sqlGet(this.source, bindArgs(params))
+    if (!this.readonly) r._afterWrite()
+    return row
+  }
+
+  /**
+   * Rows one by one. The rows are read in one native call when iteration
+   * starts (the connection is not held between calls), then yielded.
+   */
+  * iterate (...params) {
+    yield * this.all(...params)
+  }
+
+  _checkReader (what) {
+    this._r._checkOpen()
+    if (!this.reader) throw typeError(`${what}(): this statement does not return data; use run() instead`)
+  }
+}
+
+/** `replicator.transaction(fn)`: a function running `fn` in one transaction. */
+function transaction (replicator, fn) {
+  if (typeof fn !== 'function') throw typeError('transaction(fn): fn must be a function')
+  const r = replicator
+  return function runInTransaction (...args) {
+    r._checkOpen()
+    r._native.begin()
+    r._txDepth++
+    let result
+    try {
+      result = fn.apply(this, args)
+      if (result !== null && typeof result === 'object' && typeof result.then === 'function') {
+        throw typeError('transaction(fn): fn must not be async (it returned a promise); the transaction is rolled back')
+      }
+    } catch (e) {
+      r._txDepth--
+      r._native.rollback()
+      throw e
+    }
+    r._txDepth--
+    r._native.commit()
+    if (r._txDepth === 0) r._afterWrite()
+    return result
+  }
+}
+
+module.exports = { Statement, transaction, bindArgs }

@@ -1,0 +1,169 @@
+//! The napi side of captured SQL (`exec`, prepared statements), of
+//! `transaction(fn)` and of `'change'` records. `lib/sql.js` builds the
+//! better-sqlite3-shaped `Statement` and `transaction` on top of these.
+
+use super::{JsParams, JsRows, JsSql, NativeReplicator, OrJs};
+use crate::core::engine::{Change, Params, SqlMode};
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+
+/// What `prepare()` learned about a statement.
+#[napi(object)]
+pub struct NativeStatementInfo {
+    /// It returns rows.
+    pub reader: bool,
+    /// It writes nothing.
+    pub readonly: bool,
+}
+
+/// `run()`'s result.
+#[napi(object)]
+pub struct NativeRunResult {
+    pub changes: f64,
+    pub last_insert_rowid: i64,
+    pub token: String,
+}
+
+/// One changed row of a `'change'` event.
+#[napi(object, object_from_js = false)]
+pub struct NativeChange {
+    pub table: String,
+    /// Primary-key column to value.
+    pub key: JsRows,
+    pub columns: Vec<String>,
+    pub origin: u32,
+    pub deleted: bool,
+}
+
+fn params(p: &Option<JsParams>) -> Params<'_> {
+    match p {
+        None => Params::Positional(&[]),
+        Some(JsParams::Positional(v)) => Params::Positional(v),
+        Some(JsParams::Named(n)) => Params::Named(n),
+    }
+}
+
+fn change(c: Change) -> NativeChange {
+    let (names, values) = c.key.into_iter().unzip();
+    NativeChange {
+        table: c.table,
+        key: JsRows {
+            names,
+            rows: vec![values],
+            one: true,
+        },
+        columns: c.columns,
+        origin: c.origin,
+        deleted: c.deleted,
+    }
+}
+
+#[napi]
+impl NativeReplicator {
+    /// Run every statement of `sql` in one transaction; writes to
+    /// replicated tables are captured. Returns the current token.
+    #[napi(catch_unwind, ts_args_type = "sql: string")]
+    pub fn exec(&mut self, env: Env, sql: JsSql) -> Result<String> {
+        self.e(&env)?.exec_sql(&sql.0).js(&env)
+    }
+
+    /// Compile one statement (cached) and say what it is.
+    #[napi(catch_unwind, ts_args_type = "sql: string")]
+    pub fn prepare(&mut self, env: Env, sql: JsSql) -> Result<NativeStatementInfo> {
+        let info = self.e(&env)?.prepare_sql(&sql.0).js(&env)?;
+        Ok(NativeStatementInfo {
+            reader: info.reader,
+            readonly: info.readonly,
+        })
+    }
+
+    /// Run a prepared statement to its end.
+    #[napi(catch_unwind, ts_args_type = "sql: string, params?: unknown")]
+    pub fn run(
+        &mut self,
+        env: Env,
+        sql: JsSql,
+        params_: Option<JsParams>,
+    ) -> Result<NativeRunResult> {
+        let out = self
+            .e(&env)?
+            .run_sql(&sql.0, params(&params_), SqlMode::Run)
+            .js(&env)?;
+        Ok(NativeRunResult {
+            changes: out.changes as f64,
+            last_insert_rowid: out.last_insert_rowid,
+            token: out.token,
+        })
+    }
+
+    /// Every row of a prepared statement (writes are captured).
+    #[napi(catch_unwind, ts_args_type = "sql: string, params?: unknown")]
+    pub fn sql_all(&mut self, env: Env, sql: JsSql, params_: Option<JsParams>) -> Result<JsRows> {
+        let out = self
+            .e(&env)?
+            .run_sql(&sql.0, params(&params_), SqlMode::All)
+            .js(&env)?;
+        Ok(JsRows {
+            names: out.names,
+            rows: out.rows,
+            one: false,
+        })
+    }
+
+    /// The first row of a prepared statement, or undefined.
+    #[napi(catch_unwind, ts_args_type = "sql: string, params?: unknown")]
+    pub fn sql_get(&mut self, env: Env, sql: JsSql, params_: Option<JsParams>) -> Result<JsRows> {
+        let out = self
+            .e(&env)?
+            .run_sql(&sql.0, params(&params_), SqlMode::Get)
+            .js(&env)?;
+        Ok(JsRows {
+            names: out.names,
+            rows: out.rows,
+            one: true,
+        })
+    }
+
+    /// `transaction(fn)` starts (nested: a savepoint).
+    #[napi(catch_unwind)]
+    pub fn begin(&mut self, env: Env) -> Result<()> {
+        self.e(&env)?.begin_transaction().js(&env)
+    }
+
+    /// `transaction(fn)` returned: commit.
+    #[napi(catch_unwind)]
+    pub fn commit(&mut self, env: Env) -> Result<()> {
+        self.e(&env)?.commit_transaction().js(&env)
+    }
+
+    /// `transaction(fn)` threw: roll back.
+    #[napi(catch_unwind)]
+    pub fn rollback(&mut self, env: Env) -> Result<()> {
+        self.e(&env)?.rollback_transaction().js(&env)
+    }
+
+    /// True while a `transaction(fn)` is open.
+    #[napi]
+    pub fn in_transaction(&mut self, env: Env) -> Result<bool> {
+        Ok(self.e(&env)?.in_transaction())
+    }
+
+    /// Collect `'change'` records (someone listens) or not.
+    #[napi]
+    pub fn collect_changes(&mut self, env: Env, on: bool) -> Result<()> {
+        self.e(&env)?.collect_changes(on);
+        Ok(())
+    }
+
+    /// Committed batches of changes since the last call.
+    #[napi(catch_unwind)]
+    pub fn take_changes(&mut self) -> Result<Vec<Vec<NativeChange>>> {
+        let Some(e) = self.engine.as_mut() else {
+            return Ok(Vec::new());
+        };
+        Ok(e.take_changes()
+            .into_iter()
+            .map(|b| b.into_iter().map(change).collect())
+            .collect())
+    }
+}

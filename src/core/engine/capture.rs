@@ -1,0 +1,655 @@
+//! Captured SQL: `exec(sql)` and prepared statements (`run`/`all`/`get`).
+//!
+//! User SQL runs on the engine's connection inside a unit (txn.rs). While it
+//! is compiled and stepped, two things watch it:
+//!
+//! - a fence (the connection's authorizer, installed by read.rs, asks
+//!   [`authorize`] while a thread-local flag is set) refuses, before anything
+//!   runs: writes to `<t>_patches` and `_quilt_*` tables (`E_READONLY`), DDL
+//!   that touches a replicated table or creates a `_patches` twin
+//!   (`E_SCHEMA`: schema changes go through `migrate()`), transaction
+//!   statements (use `transaction(fn)`), ATTACH/DETACH, and PRAGMAs that set
+//!   something (`E_ARG`);
+//! - SQLite's preupdate hook (compiled in by `SQLITE_ENABLE_PREUPDATE_HOOK`
+//!   in `.cargo/config.toml`), installed only for the statement, copies the
+//!   old and new values of every row it changes in a replicated table into a
+//!   buffer (the hook may not run SQL).
+//!
+//! When the statement is done, still inside the unit, the buffer becomes
+//! patches: per row, its first old image and last new image. A new row
+//! gives a patch of the whole row; a changed row a patch of its key and the
+//! columns whose value changed (none changed: no patch); a deleted row goes
+//! to [`Engine::record_delete`]. Patches are stamped and stored exactly like
+//! `upsert`'s (`write_checked` without the base-row upsert: the user's SQL
+//! already changed the base row). Tables without a `_patches` twin are not
+//! watched: their writes stay local. quilt's own writes happen with the
+//! hook removed and the fence down, so they are never captured.
+
+use super::read::{order_params, refusal};
+use super::*;
+use rusqlite::ffi;
+use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+use std::cell::RefCell;
+use std::ffi::{c_char, c_int, c_void, CStr};
+
+/// Every user statement is cached under this prefix, apart from quilt's own
+/// statements and from reads (which are compiled behind the read fence).
+const SQL_TAG: &str = "/*quilt:sql*/ ";
+
+thread_local! {
+    /// Replicated table names while this thread compiles or steps user SQL.
+    static FENCE: RefCell<Option<Arc<HashSet<String>>>> = const { RefCell::new(None) };
+    /// Why the fence last refused, for the error.
+    static REFUSED: RefCell<Option<Error>> = const { RefCell::new(None) };
+}
+
+/// How a statement's rows are wanted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SqlMode {
+    /// Step to the end; no rows.
+    Run,
+    /// Every row.
+    All,
+    /// The first row (a writing statement still runs to the end).
+    Get,
+}
+
+/// The result of a statement (`run()`, `all()`, `get()`).
+#[derive(Debug, Clone, Default)]
+pub struct SqlOutput {
+    /// Rows the statement inserted, updated or deleted (`sqlite3_changes`).
+    pub changes: u64,
+    pub last_insert_rowid: i64,
+    /// Token of the last captured patch, or the current one.
+    pub token: String,
+    pub names: Vec<String>,
+    pub rows: Vec<Vec<Value>>,
+}
+
+/// What `prepare()` learns about a statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatementInfo {
+    /// It returns rows (`all`/`get`/`iterate` make sense).
+    pub reader: bool,
+    /// It writes nothing.
+    pub readonly: bool,
+}
+
+/// One row change seen by the preupdate hook.
+#[derive(Debug)]
+struct RawChange {
+    table: String,
+    old: Option<Vec<Value>>,
+    new: Option<Vec<Value>>,
+    /// A value could not be read: refuse the statement rather than guess.
+    broken: bool,
+}
+
+/// The authorizer's answer for user SQL (read.rs calls this outside reads).
+pub(super) fn authorize(ctx: &AuthContext<'_>) -> Authorization {
+    let verdict = FENCE.with(|f| {
+        f.borrow()
+            .as_ref()
+            .and_then(|names| refuse(&ctx.action, ctx.database_name, names))
+    });
+    match verdict {
+        None => Authorization::Allow,
+        Some(e) => {
+            REFUSED.with(|r| *r.borrow_mut() = Some(e));
+            Authorization::Deny
+        }
+    }
+}
+
+/// quilt's own tables: patch logs, clocks, state.
+fn internal(table: &str) -> bool {
+    table.starts_with("_quilt") || table.ends_with("_patches")
+}
+
+/// Why user SQL may not do `action`, or `None` when it may.
+fn refuse(action: &AuthAction<'_>, db: Option<&str>, names: &HashSet<String>) -> Option<Error> {
+    let main = db.is_none_or(|d| d == "main");
+    let replicated = |t: &str| main && (names.contains(t) || internal(t));
+    let ddl = |what: &str, t: &str| {
+        Some(schema_err(format!(
+            "{what} of replicated table {t} is refused through SQL: change the schema of replicated tables with migrate()"
+        )))
+    };
+    match action {
+        AuthAction::Insert { table_name: t }
+        | AuthAction::Update { table_name: t, .. }
+        | AuthAction::Delete { table_name: t }
+            if main && internal(t) =>
+        {
+            Some(Error::ReadOnly(format!(
+                "table {t} is written by quilt only; write the base table instead"
+            )))
+        }
+        AuthAction::CreateTable { table_name: t } | AuthAction::CreateTempTable { table_name: t }
+            if replicated(t) =>
+        {
+            ddl("CREATE TABLE", t)
+        }
+        AuthAction::DropTable { table_name: t } | AuthAction::DropTempTable { table_name: t }
+            if replicated(t) =>
+        {
+            ddl("DROP TABLE", t)
+        }
+        AuthAction::AlterTable { table_name: t, .. } if replicated(t) => {
+            ddl("ALTER TABLE", t)
+        }
+        AuthAction::CreateIndex { table_name: t, .. }
+        | AuthAction::CreateTempIndex { table_name: t, .. }
+        | AuthAction::DropIndex { table_name: t, .. }
+        | AuthAction::DropTempIndex { table_name: t, .. }
+            if replicated(t) =>
+        {
+            ddl("an index", t)
+        }
+        AuthAction::CreateTrigger { table_name: t, .. }
+        | AuthAction::CreateTempTrigger { table_name: t, .. }
+        | AuthAction::DropTrigger { table_name: t, .. }
+        | AuthAction::DropTempTrigger { table_name: t, .. }
+            if replicated(t) =>
+        {
+            ddl("a trigger", t)
+        }
+        AuthAction::Transaction { .. } | AuthAction::Savepoint { .. } => Some(Error::Arg(
+            "BEGIN/COMMIT/ROLLBACK/SAVEPOINT are not allowed in exec()/prepare(): use replicator.transaction(fn)".into(),
+        )),
+        AuthAction::Attach { .. } | AuthAction::Detach { .. } => Some(Error::Arg(
+            "ATTACH/DETACH are not allowed in exec()/prepare()".into(),
+        )),
+        AuthAction::Pragma { .. } => refusal(action).map(|what| {
+            Error::Arg(format!(
+                "{what} is not allowed in exec()/prepare(): quilt owns the connection settings"
+            ))
+        }),
+        _ => None,
+    }
+}
+
+/// What the preupdate hook sees and fills, owned by [`Watch`].
+struct Hooked {
+    watched: Arc<HashSet<String>>,
+    buf: Vec<RawChange>,
+}
+
+/// The fence and (for writes) the preupdate hook, for one statement; both
+/// go when dropped, also on early return.
+struct Watch<'c> {
+    conn: &'c Connection,
+    hook: Option<Box<Hooked>>,
+    prev: Option<Arc<HashSet<String>>>,
+}
+
+impl<'c> Watch<'c> {
+    fn start(conn: &'c Connection, names: Arc<HashSet<String>>, hook: bool) -> Self {
+        REFUSED.with(|r| r.borrow_mut().take());
+        let prev = FENCE.with(|f| f.replace(Some(names.clone())));
+        let mut w = Watch {
+            conn,
+            hook: None,
+            prev,
+        };
+        if hook {
+            let mut h = Box::new(Hooked {
+                watched: names,
+                buf: Vec::new(),
+            });
+            let ctx: *mut Hooked = &mut *h;
+            // SAFETY: the box outlives the registration: `unhook` (also on
+            // drop) removes it before the box is dropped or taken.
+            unsafe {
+                ffi::sqlite3_preupdate_hook(conn.handle(), Some(on_preupdate), ctx.cast());
+            }
+            w.hook = Some(h);
+        }
+        w
+    }
+
+    /// Remove the hook and hand over what it saw.
+    fn take(&mut self) -> Vec<RawChange> {
+        self.unhook();
+        self.hook.take().map(|h| h.buf).unwrap_or_default()
+    }
+
+    fn unhook(&mut self) {
+        if self.hook.is_some() {
+            // SAFETY: the connection is open (it outlives `self`).
+            unsafe {
+                ffi::sqlite3_preupdate_hook(self.conn.handle(), None, std::ptr::null_mut());
+            }
+        }
+    }
+}
+
+impl Drop for Watch<'_> {
+    fn drop(&mut self) {
+        self.unhook();
+        let prev = self.prev.take();
+        FENCE.with(|f| *f.borrow_mut() = prev);
+    }
+}
+
+/// The preupdate hook: copy the old and new images of one row change of a
+/// watched table (no SQL may run here, and nothing may unwind out).
+unsafe extern "C" fn on_preupdate(
+    ctx: *mut c_void,
+    db: *mut ffi::sqlite3,
+    op: c_int,
+    zdb: *const c_char,
+    ztable: *const c_char,
+    _old_rowid: i64,
+    _new_rowid: i64,
+) {
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        if ctx.is_null() || zdb.is_null() || ztable.is_null() {
+            return;
+        }
+        // SAFETY: `ctx` is the `Hooked` box registered by `Watch::start`,
+        // alive while the hook is registered; SQLite passes valid C strings.
+        let hook = unsafe { &mut *(ctx as *mut Hooked) };
+        if unsafe { CStr::from_ptr(zdb) }.to_bytes() != b"main" {
+            return;
+        }
+        let Ok(table) = unsafe { CStr::from_ptr(ztable) }.to_str() else {
+            return;
+        };
+        if !hook.watched.contains(table) {
+            return;
+        }
+        let mut broken = false;
+        let mut image = |new: bool| -> Vec<Value> {
+            // SAFETY: called inside the preupdate callback, as SQLite asks.
+            let n = unsafe { ffi::sqlite3_preupdate_count(db) }.max(0);
+            (0..n)
+                .map(|i| {
+                    let mut v: *mut ffi::sqlite3_value = std::ptr::null_mut();
+                    let rc = unsafe {
+                        if new {
+                            ffi::sqlite3_preupdate_new(db, i, &mut v)
+                        } else {
+                            ffi::sqlite3_preupdate_old(db, i, &mut v)
+                        }
+                    };
+                    if rc != ffi::SQLITE_OK || v.is_null() {
+                        broken = true;
+                        return Value::Null;
+                    }
+                    unsafe { value_of(v) }
+                })
+                .collect()
+        };
+        let (old, new) = match op {
+            ffi::SQLITE_INSERT => (None, Some(image(true))),
+            ffi::SQLITE_DELETE => (Some(image(false)), None),
+            ffi::SQLITE_UPDATE => (Some(image(false)), Some(image(true))),
+            _ => (None, None),
+        };
+        hook.buf.push(RawChange {
+            table: table.to_string(),
+            broken: broken || (old.is_none() && new.is_none()),
+            old,
+            new,
+        });
+    }));
+}
+
+/// A protected SQLite value as a cell value.
+///
+/// # Safety
+/// `v` must be a valid value handed out by SQLite for the current callback.
+unsafe fn value_of(v: *mut ffi::sqlite3_value) -> Value {
+    unsafe {
+        match ffi::sqlite3_value_type(v) {
+            ffi::SQLITE_INTEGER => Value::Int(ffi::sqlite3_value_int64(v)),
+            ffi::SQLITE_FLOAT => Value::Real(ffi::sqlite3_value_double(v)),
+            ffi::SQLITE_TEXT => {
+                let p = ffi::sqlite3_value_text(v);
+                let n = ffi::sqlite3_value_bytes(v).max(0) as usize;
+                if p.is_null() {
+                    Value::Text(String::new())
+                } else {
+                    let b = std::slice::from_raw_parts(p, n);
+                    Value::Text(String::from_utf8_lossy(b).into_owned())
+                }
+            }
+            ffi::SQLITE_BLOB => {
+                let p = ffi::sqlite3_value_blob(v) as *const u8;
+                let n = ffi::sqlite3_value_bytes(v).max(0) as usize;
+                if p.is_null() || n == 0 {
+                    Value::Blob(Vec::new())
+                } else {
+                    Value::Blob(std::slice::from_raw_parts(p, n).to_vec())
+                }
+            }
+            _ => Value::Null,
+        }
+    }
+}
+
+/// An error of user SQL, with the fence's reason when it refused.
+fn user_err(e: Error) -> Error {
+    match e {
+        Error::Sqlite(rusqlite::Error::SqliteFailure(f, _))
+            if f.code == rusqlite::ErrorCode::AuthorizationForStatementDenied =>
+        {
+            REFUSED
+                .with(|r| r.borrow_mut().take())
+                .unwrap_or_else(|| Error::ReadOnly("the statement is not allowed".into()))
+        }
+        Error::Sqlite(rusqlite::Error::MultipleStatement) => Error::Range(
+            "the SQL string holds more than one statement; prepare() takes one (exec() runs many)"
+                .into(),
+        ),
+        e => e,
+    }
+}
+
+/// One row's first old image and last new image within a unit of capture.
+struct Touched {
+    table: String,
+    old: Option<Vec<Value>>,
+    new: Option<Vec<Value>>,
+}
+
+/// Patches of one table waiting to be written together.
+struct Batch {
+    table: String,
+    values: Vec<Vec<Value>>,
+    resolved: Vec<Vec<usize>>,
+}
+
+impl Engine {
+    /// Replicated table names for the fence (rebuilt when the tables change).
+    fn fence_names(&self) -> Arc<HashSet<String>> {
+        let mut cached = self.units.fence.borrow_mut();
+        if let Some(names) = cached.as_ref() {
+            if names.len() == self.tables.len() && self.tables.keys().all(|k| names.contains(k)) {
+                return names.clone();
+            }
+        }
+        let names: Arc<HashSet<String>> = Arc::new(self.tables.keys().cloned().collect());
+        *cached = Some(names.clone());
+        names
+    }
+
+    fn schema_cookie(&self) -> Result<i64> {
+        Ok(self
+            .conn
+            .prepare_cached("PRAGMA schema_version")?
+            .query_row([], |r| r.get(0))?)
+    }
+
+    /// After user DDL (the schema cookie moved): the fence refuses DDL on
+    /// replicated tables by name, but a rename or a table created next to
+    /// an orphan `_patches` table could still change which tables are
+    /// replicated; that only `migrate()` may do.
+    fn check_replicated_set(&self, cookie: i64) -> Result<()> {
+        if self.schema_cookie()? == cookie {
+            return Ok(());
+        }
+        let now = schema::load_tables(&self.conn)?;
+        if now.keys().ne(self.tables.keys()) {
+            return Err(schema_err(
+                "this statement would change which tables are replicated (a table and its _patches twin); use migrate() for that",
+            ));
+        }
+        Ok(())
+    }
+
+    /// `prepare(sql)`: compile once behind the fence (errors show at once).
+    pub fn prepare_sql(&mut self, sql: &str) -> Result<StatementInfo> {
+        self.check_open()?;
+        let _watch = Watch::start(&self.conn, self.fence_names(), false);
+        let st = self
+            .conn
+            .prepare_cached(&format!("{SQL_TAG}{sql}"))
+            .map_err(|e| user_err(e.into()))?;
+        Ok(StatementInfo {
+            reader: st.column_count() > 0,
+            readonly: st.readonly(),
+        })
+    }
+
+    /// `exec(sql)`: every statement of `sql`, in one unit, captured.
+    pub fn exec_sql(&mut self, sql: &str) -> Result<String> {
+        self.check_open()?;
+        self.in_unit(|e| {
+            let cookie = e.schema_cookie()?;
+            let raw = {
+                let mut watch = Watch::start(&e.conn, e.fence_names(), true);
+                let mut batch = rusqlite::Batch::new(&e.conn, sql);
+                while let Some(mut st) =
+                    rusqlite::fallible_iterator::FallibleIterator::next(&mut batch)
+                        .map_err(|e| user_err(e.into()))?
+                {
+                    let mut rows = st.raw_query();
+                    while rows.next().map_err(|e| user_err(e.into()))?.is_some() {}
+                }
+                watch.take()
+            };
+            e.check_replicated_set(cookie)?;
+            e.capture(raw)?;
+            Ok(e.token())
+        })
+    }
+
+    /// `run`/`all`/`get` of a prepared statement. A statement that writes
+    /// runs in its own unit (or a savepoint inside `transaction(fn)`) and
+    /// its changes to replicated tables are captured.
+    pub fn run_sql(&mut self, sql: &str, params: Params, mode: SqlMode) -> Result<SqlOutput> {
+        let info = self.prepare_sql(sql)?;
+        if info.readonly {
+            return self.step_sql(sql, params, mode, false).map(|r| r.0);
+        }
+        self.in_unit(|e| {
+            let cookie = e.schema_cookie()?;
+            let (mut out, raw) = e.step_sql(sql, params, mode, true)?;
+            e.check_replicated_set(cookie)?;
+            e.capture(raw)?;
+            out.token = e.token();
+            Ok(out)
+        })
+    }
+
+    /// Run `f` in a unit: committed when it succeeds, rolled back (engine
+    /// state restored) when it fails.
+    fn in_unit<T>(&mut self, f: impl FnOnce(&mut Engine) -> Result<T>) -> Result<T> {
+        let depth = self.units.depth();
+        self.begin_unit()?;
+        match f(self).and_then(|v| self.commit_unit().map(|()| v)) {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                // A failed commit already rolled its unit back.
+                if self.units.depth() > depth {
+                    self.rollback_unit();
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Compile (cached), bind, step behind the fence; rows as `mode` asks.
+    fn step_sql(
+        &self,
+        sql: &str,
+        params: Params,
+        mode: SqlMode,
+        hook: bool,
+    ) -> Result<(SqlOutput, Vec<RawChange>)> {
+        let mut watch = Watch::start(&self.conn, self.fence_names(), hook);
+        let run = || -> Result<SqlOutput> {
+            let mut st = self.conn.prepare_cached(&format!("{SQL_TAG}{sql}"))?;
+            let values = order_params(&st, params)?;
+            for (i, v) in values.iter().enumerate() {
+                st.raw_bind_parameter(i + 1, v)?;
+            }
+            let names: Vec<String> = st.column_names().into_iter().map(String::from).collect();
+            let n = names.len();
+            let readonly = st.readonly();
+            let mut out = SqlOutput::default();
+            {
+                let mut rows = st.raw_query();
+                while let Some(r) = rows.next()? {
+                    let keep = match mode {
+                        SqlMode::Run => false,
+                        SqlMode::All => true,
+                        SqlMode::Get => out.rows.is_empty(),
+                    };
+                    if keep {
+                        let mut row = Vec::with_capacity(n);
+                        for i in 0..n {
+                            row.push(r.get::<_, Value>(i)?);
+                        }
+                        out.rows.push(row);
+                    } else if readonly && mode == SqlMode::Get {
+                        break;
+                    }
+                }
+            }
+            out.names = names;
+            if !readonly {
+                out.changes = self.conn.changes();
+                out.last_insert_rowid = self.conn.last_insert_rowid();
+            }
+            out.token = self.token();
+            Ok(out)
+        };
+        let out = run().map_err(user_err)?;
+        Ok((out, watch.take()))
+    }
+
+    /// Turn the hook's buffer into patches (module docs).
+    fn capture(&mut self, raw: Vec<RawChange>) -> Result<()> {
+        if raw.is_empty() {
+            return Ok(());
+        }
+        let mut rows: Vec<Touched> = Vec::new();
+        let mut at: HashMap<(String, String), usize> = HashMap::new();
+        for r in raw {
+            let Some(t) = self.tables.get(&r.table) else {
+                continue;
+            };
+            let n = t.columns.len();
+            if r.broken
+                || [&r.old, &r.new]
+                    .iter()
+                    .any(|i| i.as_ref().is_some_and(|v| v.len() != n))
+            {
+                return Err(schema_err(format!(
+                    "a changed row of {} could not be read in full (generated or hidden columns are not supported in replicated tables)",
+                    t.name
+                )));
+            }
+            let key = |row: &[Value]| {
+                format!(
+                    "{:?}",
+                    t.pk_index.iter().map(|&i| &row[i]).collect::<Vec<_>>()
+                )
+            };
+            let mut touch = |key: String, old: Option<Vec<Value>>, new: Option<Vec<Value>>| match at
+                .get(&(r.table.clone(), key.clone()))
+            {
+                Some(&i) => rows[i].new = new,
+                None => {
+                    at.insert((r.table.clone(), key), rows.len());
+                    rows.push(Touched {
+                        table: r.table.clone(),
+                        old,
+                        new,
+                    });
+                }
+            };
+            match (r.old, r.new) {
+                (Some(old), Some(new)) if key(&old) != key(&new) => {
+                    // A key change: the old row goes, a new one comes.
+                    touch(key(&old), Some(old), None);
+                    touch(key(&new), None, Some(new));
+                }
+                (old, new) => {
+                    let k = key(old.as_deref().or(new.as_deref()).unwrap_or_default());
+                    touch(k, old, new);
+                }
+            }
+        }
+        // Consecutive patches of one table go through one write.
+        let mut batch: Option<Batch> = None;
+        for row in rows {
+            let Some(t) = self.tables.get(&row.table) else {
+                continue;
+            };
+            let (cols, vals): (Vec<usize>, Vec<Value>) = match (row.old, row.new) {
+                (None, None) => continue,
+                (Some(old), None) => {
+                    let pk = t
+                        .pk_index
+                        .iter()
+                        .map(|&i| (t.columns[i].clone(), old[i].clone()))
+                        .collect();
+                    let table = row.table;
+                    if let Some(b) = batch.take() {
+                        self.write_checked(&b.table, b.values, b.resolved, false)?;
+                    }
+                    self.record_delete(&table, pk)?;
+                    continue;
+                }
+                (None, Some(new)) => ((0..new.len()).collect(), new),
+                (Some(old), Some(new)) => new
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(i, v)| t.pk_index.contains(i) || old[*i] != *v)
+                    .unzip(),
+            };
+            if cols.len() == t.pk_index.len() {
+                continue; // nothing but the key: nothing changed
+            }
+            Self::check_key(t, &cols, |p| vals[p].is_null())?;
+            match &mut batch {
+                Some(b) if b.table == row.table => {
+                    b.values.push(vals);
+                    b.resolved.push(cols);
+                }
+                _ => {
+                    if let Some(b) = batch.take() {
+                        self.write_checked(&b.table, b.values, b.resolved, false)?;
+                    }
+                    batch = Some(Batch {
+                        table: row.table,
+                        values: vec![vals],
+                        resolved: vec![cols],
+                    });
+                }
+            }
+        }
+        if let Some(b) = batch {
+            self.write_checked(&b.table, b.values, b.resolved, false)?;
+        }
+        Ok(())
+    }
+
+    /// THE capture point of SQL `DELETE` on a replicated table (also the old
+    /// row of a primary-key change, and a row `INSERT OR REPLACE` removes
+    /// for good): `pk` is the deleted row's key, `(column, value)` in key
+    /// order, and the row is already gone from the base table (inside the
+    /// open unit). Row deletions are not replicated yet (storage-layer
+    /// tombstones land separately), so for now the statement is refused and
+    /// its unit rolls back: nothing changes.
+    pub(super) fn record_delete(&mut self, table: &str, pk: Vec<(String, Value)>) -> Result<()> {
+        let key: Vec<String> = pk
+            .iter()
+            .map(|(c, v)| match v {
+                Value::Int(i) => format!("{c}={i}"),
+                Value::Real(f) => format!("{c}={f}"),
+                Value::Text(s) => format!("{c}='{s}'"),
+                Value::Null => format!("{c}=NULL"),
+                Value::Blob(b) => format!("{c}=<{} bytes>", b.len()),
+            })
+            .collect();
+        Err(schema_err(format!(
+            "deleting rows of replicated table {table} through SQL is not captured yet (row {}); use replicator.delete(table, pk) (a deletedAt tombstone). Nothing was changed.",
+            key.join(", ")
+        )))
+    }
+}

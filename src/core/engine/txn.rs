@@ -1,0 +1,286 @@
+//! Units of work: the engine's one way to open a SQLite transaction, and the
+//! `'change'` records of what committed.
+//!
+//! Every local write (`upsert`, `upsertMany`, `delete`, captured SQL) and
+//! every `transaction(fn)` runs inside a *unit*: `BEGIN IMMEDIATE` at the top
+//! level, a `SAVEPOINT` when a unit is already open. Units nest. What a unit
+//! changes in the engine is kept aside until the outermost one commits:
+//!
+//! - the patches to send (`staged`), moved to the outbox in one piece, so a
+//!   `transaction(fn)` leaves in one frame (when it fits `maxFrameBytes`) and
+//!   a `flush()` called inside `fn` never ships a patch that may roll back;
+//! - the own `(seq, at)` written (`held`), added to the seq vector only once
+//!   durable, so pings never claim a patch that may roll back;
+//! - the change records (`changes`), emitted as one `'change'` event.
+//!
+//! A unit that rolls back restores seq and HLC and drops what it kept aside,
+//! so nothing of it is ever shipped and its seqs are reused by the next write.
+
+use super::*;
+
+/// Savepoint name of nested units (SQLite resolves a name to the innermost).
+const SAVEPOINT: &str = "quilt_unit";
+
+/// One row a commit changed, for the `'change'` event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub table: String,
+    /// Primary-key columns and their values, in key order.
+    pub key: Vec<(String, Value)>,
+    /// Columns that changed (local writes) or won the merge (remote patches).
+    pub columns: Vec<String>,
+    /// Peer id of the writer.
+    pub origin: u32,
+    /// The row was deleted, or tombstoned (`deletedAt` set to a non-NULL value).
+    pub deleted: bool,
+}
+
+impl Change {
+    /// A change of `t` by `origin` setting `cols` (indices into `t.columns`)
+    /// to `values` (in `cols` order); key columns are reported in `key`.
+    pub(super) fn of_row(
+        t: &TableInfo,
+        origin: u32,
+        cols: &[usize],
+        values: &[Value],
+        won: impl Fn(usize) -> bool,
+    ) -> Change {
+        let key = t
+            .pk_index
+            .iter()
+            .filter_map(|i| cols.iter().position(|c| c == i))
+            .map(|p| (t.columns[cols[p]].clone(), values[p].clone()))
+            .collect();
+        let mut columns = Vec::new();
+        let mut deleted = false;
+        for (p, &i) in cols.iter().enumerate() {
+            if t.pk_index.contains(&i) || !won(i) {
+                continue;
+            }
+            if t.columns[i] == "deletedAt" && !values[p].is_null() {
+                deleted = true;
+            }
+            columns.push(t.columns[i].clone());
+        }
+        Change {
+            table: t.name.clone(),
+            key,
+            columns,
+            origin,
+            deleted,
+        }
+    }
+}
+
+/// What an open unit restores when it rolls back.
+#[derive(Debug)]
+struct Mark {
+    seq: u64,
+    hlc: Hlc,
+    staged: usize,
+    held: usize,
+    changes: usize,
+}
+
+/// The open units and what they keep aside (module docs).
+#[derive(Debug, Default)]
+pub(super) struct Units {
+    marks: Vec<Mark>,
+    pub(super) staged: Vec<Patch>,
+    pub(super) held: Vec<(u64, u64)>,
+    pub(super) changes: Vec<Change>,
+    /// Someone listens to `'change'`: collect change records.
+    pub(super) collect: bool,
+    /// Committed batches (one per outermost commit or applied frame) not
+    /// yet taken.
+    pub(super) batches: Vec<Vec<Change>>,
+    /// Replicated table names the SQL fence last used (capture.rs).
+    pub(super) fence: std::cell::RefCell<Option<Arc<HashSet<String>>>>,
+}
+
+impl Units {
+    /// Units open (0: none).
+    pub(super) fn depth(&self) -> usize {
+        self.marks.len()
+    }
+}
+
+impl Engine {
+    /// Change records of local writes (`cols`/`values` per row), while
+    /// someone listens.
+    pub(super) fn note_local_changes(
+        &mut self,
+        table: &str,
+        values: &[Vec<Value>],
+        resolved: &[Vec<usize>],
+    ) {
+        if !self.units.collect {
+            return;
+        }
+        let Some(t) = self.tables.get(table) else {
+            return;
+        };
+        let me = self.peer_id;
+        let changes = values
+            .iter()
+            .zip(resolved)
+            .map(|(vals, cols)| Change::of_row(t, me, cols, vals, |_| true));
+        self.units.changes.extend(changes);
+    }
+
+    /// Open a unit: `BEGIN IMMEDIATE`, or a savepoint inside an open one.
+    pub(super) fn begin_unit(&mut self) -> Result<()> {
+        self.check_open()?;
+        if self.units.marks.is_empty() {
+            self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        } else {
+            self.conn.execute_batch(&format!("SAVEPOINT {SAVEPOINT}"))?;
+        }
+        self.units.marks.push(Mark {
+            seq: self.seq,
+            hlc: self.hlc.clone(),
+            staged: self.units.staged.len(),
+            held: self.units.held.len(),
+            changes: self.units.changes.len(),
+        });
+        Ok(())
+    }
+
+    /// Commit the innermost unit; the outermost one publishes what the
+    /// units kept aside. A failed commit rolls the unit back.
+    pub(super) fn commit_unit(&mut self) -> Result<()> {
+        let outer = self.units.marks.len() == 1;
+        let sql = if outer {
+            "COMMIT".to_string()
+        } else {
+            format!("RELEASE {SAVEPOINT}")
+        };
+        if let Err(e) = self.conn.execute_batch(&sql) {
+            self.rollback_unit();
+            return Err(e.into());
+        }
+        if self.units.marks.pop().is_none() {
+            return Err(Error::Arg("internal: commit without an open unit".into()));
+        }
+        if outer {
+            self.publish_units();
+        }
+        Ok(())
+    }
+
+    /// Roll the innermost unit back and restore the engine state it saw.
+    pub(super) fn rollback_unit(&mut self) {
+        let Some(m) = self.units.marks.pop() else {
+            return;
+        };
+        let sql = if self.units.marks.is_empty() {
+            "ROLLBACK".to_string()
+        } else {
+            format!("ROLLBACK TO {SAVEPOINT}; RELEASE {SAVEPOINT}")
+        };
+        // A failed ROLLBACK (SQLite already rolled back on its own, e.g.
+        // after a full disk) leaves nothing open either way.
+        let _ = self.conn.execute_batch(&sql);
+        // Runs cached or noted may describe rows the rollback undid.
+        self.runs.borrow_mut().discard();
+        self.seq = m.seq;
+        self.hlc = m.hlc;
+        self.units.staged.truncate(m.staged);
+        self.units.held.truncate(m.held);
+        self.units.changes.truncate(m.changes);
+    }
+
+    /// After the outermost commit: hold own seqs, queue the patches, and
+    /// record one batch of changes.
+    fn publish_units(&mut self) {
+        let held = std::mem::take(&mut self.units.held);
+        if let Some(&(_, at)) = held.first() {
+            self.oldest_at.entry(self.peer_id).or_insert(at);
+        }
+        for (seq, at) in held {
+            self.vector.hold(self.peer_id, seq, at);
+        }
+        self.outbox.append(&mut self.units.staged);
+        let changes = std::mem::take(&mut self.units.changes);
+        if !changes.is_empty() {
+            self.units.batches.push(changes);
+        }
+    }
+
+    /// True while a unit (a `transaction(fn)`) is open.
+    pub fn in_transaction(&self) -> bool {
+        !self.units.marks.is_empty()
+    }
+
+    /// `transaction(fn)` starts: a unit that spans calls.
+    pub fn begin_transaction(&mut self) -> Result<()> {
+        self.begin_unit()
+    }
+
+    /// `transaction(fn)` returned: commit its unit.
+    pub fn commit_transaction(&mut self) -> Result<()> {
+        if !self.in_transaction() {
+            return Err(Error::Arg("no transaction is open".into()));
+        }
+        self.commit_unit()
+    }
+
+    /// `transaction(fn)` threw: roll its unit back.
+    pub fn rollback_transaction(&mut self) -> Result<()> {
+        if !self.in_transaction() {
+            return Err(Error::Arg("no transaction is open".into()));
+        }
+        self.rollback_unit();
+        Ok(())
+    }
+
+    /// Collect change records from now on (`'change'` has listeners), or
+    /// stop (and drop what was not taken).
+    pub fn collect_changes(&mut self, on: bool) {
+        self.units.collect = on;
+        if !on {
+            self.units.batches.clear();
+            self.units.changes.clear();
+        }
+    }
+
+    /// Whether change records are collected.
+    pub fn collecting_changes(&self) -> bool {
+        self.units.collect
+    }
+
+    /// Committed batches of changes since the last call, oldest first.
+    pub fn take_changes(&mut self) -> Vec<Vec<Change>> {
+        std::mem::take(&mut self.units.batches)
+    }
+
+    /// Record the changes of one applied frame as one batch.
+    pub(super) fn note_remote_changes(&mut self, changes: Vec<Change>) {
+        if self.units.collect && !changes.is_empty() {
+            self.units.batches.push(changes);
+        }
+    }
+
+    /// The columns a remote patch just won, read back from the row's clock
+    /// (only called while someone listens to `'change'`).
+    pub(super) fn remote_change(&self, t: &TableInfo, p: &RowPatch) -> Result<Change> {
+        let mut st = self.conn.prepare_cached(&t.clock_select)?;
+        for (k, &i) in t.pk_index.iter().enumerate() {
+            let Some(pos) = p.cols.iter().position(|&c| c == i) else {
+                return Err(frame_err("internal: patch without its key"));
+            };
+            st.raw_bind_parameter(k + 1, &p.values[pos])?;
+        }
+        let blob: Option<Vec<u8>> = {
+            let mut rows = st.raw_query();
+            match rows.next()? {
+                Some(r) => Some(r.get(0)?),
+                None => None,
+            }
+        };
+        let clock = blob.as_deref().map(store::decode_clock).unwrap_or_default();
+        Ok(Change::of_row(t, p.stamp.peer, p.cols, p.values, |i| {
+            clock.get(&t.columns[i]) == Some(&p.stamp)
+        }))
+    }
+}
