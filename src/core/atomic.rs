@@ -1,8 +1,8 @@
-//! Atomic units on disk: which seq ranges of an origin were committed
+//! Atomic groups on disk: which seq ranges of an origin were committed
 //! together (`_quilt_atomic`, kept as long as their patches, so any holder
 //! can tell a third peer), and which of them this peer holds only in part
 //! (`_quilt_waiting`: their patches wait in `_quilt_kept`, unapplied, until
-//! the rest arrives). See engine/units.rs.
+//! the rest arrives). See engine/groups.rs.
 
 use crate::core::error::Result;
 use rusqlite::Connection;
@@ -31,7 +31,7 @@ fn put(conn: &Connection, table: &str, u: Atomic) -> Result<()> {
     Ok(())
 }
 
-/// Remember that `u` was committed as one unit.
+/// Remember that `u` was committed as one group.
 pub fn record(conn: &Connection, u: Atomic) -> Result<()> {
     put(conn, "_quilt_atomic", u)
 }
@@ -58,19 +58,19 @@ pub fn overlapping(conn: &Connection, origin: u32, a: u64, b: u64) -> Result<Vec
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
-/// A unit held in part: its patches wait.
+/// A group held in part: its patches wait.
 pub fn add_waiting(conn: &Connection, u: Atomic) -> Result<()> {
     put(conn, "_quilt_waiting", u)
 }
 
-/// A waiting unit is complete (or dropped).
+/// A waiting group is complete (or dropped).
 pub fn remove_waiting(conn: &Connection, u: Atomic) -> Result<()> {
     conn.prepare_cached("DELETE FROM _quilt_waiting WHERE origin=?1 AND first=?2")?
         .execute(rusqlite::params![u.0 as i64, u.1 as i64])?;
     Ok(())
 }
 
-/// Every waiting unit.
+/// Every waiting group.
 pub fn waiting(conn: &Connection) -> Result<Vec<Atomic>> {
     let mut st = conn.prepare_cached("SELECT origin, first, last FROM _quilt_waiting")?;
     let rows = st.query_map([], |r| {
@@ -83,7 +83,7 @@ pub fn waiting(conn: &Connection) -> Result<Vec<Atomic>> {
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
-/// Forget units of `origin` that end at or below `upto` (purged).
+/// Forget groups of `origin` that end at or below `upto` (purged).
 pub fn purge(conn: &Connection, origin: u32, upto: u64) -> Result<()> {
     conn.prepare_cached("DELETE FROM _quilt_atomic WHERE origin=?1 AND last<=?2")?
         .execute(rusqlite::params![

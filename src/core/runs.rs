@@ -185,6 +185,19 @@ impl Runs {
         self.parked.remove(&key)
     }
 
+    /// Rows noted so far in the open transaction (a savepoint's mark).
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// A savepoint rolled back: forget what was noted after `mark`, and
+    /// the cache (it may hold runs written inside the savepoint).
+    pub fn rollback_to(&mut self, mark: usize) {
+        self.pending.truncate(mark);
+        self.last.clear();
+        self.parked.clear();
+    }
+
     /// Forget cached runs of a table (after rows were moved or deleted).
     pub fn forget(&mut self, tbl: &str) {
         self.last.retain(|k, _| &*k.0 != tbl);

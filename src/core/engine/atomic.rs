@@ -1,15 +1,15 @@
-//! Atomic units: the patches of one local transaction (or `upsertMany`)
+//! Atomic groups: the patches of one local transaction (or `upsertMany`)
 //! are applied on every peer all or none.
 //!
-//! A commit of more than one patch records the unit `(origin, first,
-//! last)` (`core/units.rs`), and every frame carrying one of its patches
-//! carries the unit. A receiver that would hold only part of a unit after a
+//! A commit of more than one patch records the group `(origin, first,
+//! last)` (`core/groups.rs`), and every frame carrying one of its patches
+//! carries the group. A receiver that would hold only part of a group after a
 //! frame (the rest lost, reordered or still in flight) stores that part in
-//! `_quilt_kept` unapplied and lists the unit as waiting; the part counts
+//! `_quilt_kept` unapplied and lists the group as waiting; the part counts
 //! as held, so it is not asked for again and can be served. The frame that
-//! completes a unit applies the waiting part in its own transaction, so no
+//! completes a group applies the waiting part in its own transaction, so no
 //! reader ever sees half of it. Retention never purges into a waiting
-//! unit. Atomics are served with retransmissions, so a third peer learns them
+//! group. Atomics are served with retransmissions, so a third peer learns them
 //! from whoever repairs its gap.
 
 use super::replication::Stored;
@@ -17,7 +17,7 @@ use super::*;
 use crate::core::atomic::{self, Atomic};
 
 impl Engine {
-    /// The units of `body` this peer would hold only in part after storing
+    /// The groups of `body` this peer would hold only in part after storing
     /// it: their patches in this frame wait instead of being applied.
     pub(super) fn atomic_to_hold(&self, body: &Body) -> Vec<Atomic> {
         if body.atomic.is_empty() {
@@ -54,9 +54,9 @@ impl Engine {
     }
 
     /// Inside the frame's transaction, after its patches are stored:
-    /// remember its units, list the ones held in part, and apply every
-    /// waiting unit this frame completed. Returns the waiting list to keep
-    /// once the transaction commits, and whether a unit was applied.
+    /// remember its groups, list the ones held in part, and apply every
+    /// waiting group this frame completed. Returns the waiting list to keep
+    /// once the transaction commits, and whether a group was applied.
     pub(super) fn settle_atomic(
         &mut self,
         body: &Body,
@@ -94,23 +94,75 @@ impl Engine {
                 still.push(u);
                 continue;
             }
-            for k in store::read_kept(&self.conn, Some((o, a, b)))? {
-                self.replay_one(k)?;
-            }
+            self.replay_group(u)?;
             atomic::remove_waiting(&self.conn, u)?;
             applied = true;
         }
         Ok((still, applied))
     }
 
-    /// True when `(origin, seq)` belongs to a unit that is waiting.
+    /// Patches `[a, b]` of `origin` are gone everywhere: a group waiting
+    /// for them can never be whole, so what is held of it is applied (the
+    /// loss is reported as `E_GONE`).
+    pub(super) fn release_waiting(&mut self, origin: u32, a: u64, b: u64) -> Result<()> {
+        let hit: Vec<Atomic> = self
+            .waiting
+            .iter()
+            .copied()
+            .filter(|&(o, f, l)| o == origin && f <= b && a <= l)
+            .collect();
+        if hit.is_empty() {
+            return Ok(());
+        }
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        let done = hit.iter().try_for_each(|&u| {
+            self.replay_group(u)?;
+            atomic::remove_waiting(&self.conn, u)
+        });
+        let done = done.and_then(|_| {
+            self.runs.borrow_mut().flush(&self.conn)?;
+            self.conn.execute_batch("COMMIT")?;
+            Ok(())
+        });
+        if let Err(e) = done {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            self.runs.borrow_mut().discard();
+            return Err(e);
+        }
+        self.waiting.retain(|u| !hit.contains(u));
+        self.recount_pending()?;
+        self.load_kept_bytes()
+    }
+
+    /// Apply the kept patches of group `u` (inside a transaction).
+    fn replay_group(&mut self, u: Atomic) -> Result<()> {
+        let (o, a, b) = u;
+        for k in store::read_kept(&self.conn, Some((o, a, b)))? {
+            // A patch the local tables refuse stays kept (pending), as in
+            // the frame path; the rest of the group applies.
+            self.conn.execute_batch("SAVEPOINT quilt_group")?;
+            let mark = self.runs.borrow().pending_len();
+            match self.replay_one(k) {
+                Ok(()) => self.conn.execute_batch("RELEASE quilt_group")?,
+                Err(e) if super::replication::is_constraint(&e) => {
+                    self.conn
+                        .execute_batch("ROLLBACK TO quilt_group; RELEASE quilt_group")?;
+                    self.runs.borrow_mut().rollback_to(mark);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// True when `(origin, seq)` belongs to a group that is waiting.
     pub(super) fn in_waiting_group(&self, origin: u32, seq: u64) -> bool {
         self.waiting
             .iter()
             .any(|&(o, a, b)| o == origin && a <= seq && seq <= b)
     }
 
-    /// Retention must stop below the first waiting unit of `origin`.
+    /// Retention must stop below the first waiting group of `origin`.
     pub(super) fn atomic_purge_limit(&self, origin: u32, limit: u64) -> u64 {
         self.waiting
             .iter()
@@ -118,7 +170,7 @@ impl Engine {
             .fold(limit, |l, u| l.min(u.1.saturating_sub(1)))
     }
 
-    /// A local commit of patches `first..=last`: one unit when more than one.
+    /// A local commit of patches `first..=last`: one group when more than one.
     pub(super) fn record_local_atomic(&mut self, first: u64, last: u64) -> Result<()> {
         if last > first {
             let u = (self.peer_id, first, last);

@@ -24,6 +24,7 @@ impl Engine {
             self.cfg.cluster_key.as_deref(),
             self.cfg.max_frame_bytes,
         );
+        b.set_atomic(self.atomic_for(requests)?);
         let mut gone: Vec<Ranges> = Vec::new();
         let mut served = 0usize;
         'outer: for r in requests {

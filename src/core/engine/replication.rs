@@ -76,6 +76,7 @@ impl Engine {
 
     /// Queued local patches as frames for every connected peer.
     pub fn drain_outbox(&mut self) -> Vec<Outgoing> {
+        let atomic = std::mem::take(&mut self.out_atomic);
         if self.outbox.is_empty() {
             return Vec::new();
         }
@@ -90,6 +91,7 @@ impl Engine {
             self.cfg.cluster_key.as_deref(),
             self.cfg.max_frame_bytes,
         );
+        b.set_atomic(atomic);
         for p in &patches {
             b.push(p);
         }
@@ -195,17 +197,33 @@ impl Engine {
         let hlc_before = self.hlc.clone();
         let pending_before = self.pending;
         let kept_before = self.kept_bytes.clone();
+        let hold = self.atomic_to_hold(body);
         let mut careful = false;
         loop {
-            let mut st = Stored::default();
+            let mut st = Stored {
+                hold: hold.clone(),
+                ..Default::default()
+            };
             self.conn.execute_batch("BEGIN IMMEDIATE")?;
             let mut seen: HashSet<(u32, u64)> = HashSet::new();
             let result = body.groups.iter().try_for_each(|g| {
                 self.store_group(g, body.schema_version, careful, &mut seen, &mut st)
             });
-            let result = result.and_then(|_| self.runs.borrow_mut().flush(&self.conn));
-            match result.and_then(|_| self.conn.execute_batch("COMMIT").map_err(Error::from)) {
-                Ok(()) => {
+            let result = result.and_then(|_| self.settle_atomic(body, &st));
+            let result = result.and_then(|x| {
+                self.runs.borrow_mut().flush(&self.conn)?;
+                Ok(x)
+            });
+            match result.and_then(|x| {
+                self.conn.execute_batch("COMMIT")?;
+                Ok(x)
+            }) {
+                Ok((waiting, applied)) => {
+                    self.waiting = waiting;
+                    if applied {
+                        self.recount_pending()?;
+                        self.load_kept_bytes()?;
+                    }
                     if st.refused > 0 {
                         self.events.push(Event::Error {
                             code: "E_SCHEMA",
@@ -310,15 +328,28 @@ impl Engine {
                 } else {
                     wire_seq
                 };
-            if !whole && !self.kept_room(g.origin, protocol::estimate_row(r.2.iter())) {
+            // Part of an atomic group this peer does not hold whole yet:
+            // kept unapplied until the rest arrives (atomic.rs).
+            let held_back = st
+                .hold
+                .iter()
+                .any(|&(o, a, b)| o == g.origin && a <= seq && seq <= b);
+            if (!whole || held_back)
+                && !self.kept_room(g.origin, protocol::estimate_row(r.2.iter()))
+            {
                 // Over the kept cap: not stored, not held; the gap protocol
                 // asks for it again later (after migrate() frees room).
                 st.over_cap += 1;
                 continue;
             }
             self.hlc.observe(at);
-            let mut kept_whole = false;
-            if let (Some(t), Some((ins, ups))) = (&local_table, sqls.as_ref()) {
+            let mut kept_whole = held_back;
+            let target = if held_back {
+                None
+            } else {
+                local_table.as_ref()
+            };
+            if let (Some(t), Some((ins, ups))) = (target, sqls.as_ref()) {
                 let picked: Vec<Value>;
                 let vals: &[Value] = if whole {
                     &r.2
@@ -554,6 +585,9 @@ impl Engine {
                 .on_gone(sender, g.origin, &g.ranges, &st.held, &holders)
             {
                 GoneOutcome::Gone(ranges) => {
+                    for &(a, b) in &ranges {
+                        self.release_waiting(g.origin, a, b)?;
+                    }
                     for (a, b) in ranges.into_iter().take(8) {
                         self.events.push(Event::Error {
                             code: "E_GONE",
@@ -603,6 +637,6 @@ impl Engine {
 }
 
 /// A constraint failure (type, NOT NULL, CHECK...) raised by SQLite.
-fn is_constraint(e: &Error) -> bool {
+pub(super) fn is_constraint(e: &Error) -> bool {
     matches!(e, Error::Sqlite(rusqlite::Error::SqliteFailure(f, _)) if f.code == rusqlite::ErrorCode::ConstraintViolation)
 }

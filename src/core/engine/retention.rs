@@ -87,6 +87,8 @@ impl Engine {
     /// Purge the oldest patches of `origin` with seq <= `limit` stamped
     /// before `cutoff`, one batch per table. Returns the highest seq purged.
     fn purge_origin(&mut self, o: u32, limit: u64, cutoff: i64) -> Result<u64> {
+        // Never into an atomic group still waiting for its other part.
+        let limit = self.atomic_purge_limit(o, limit);
         if limit == 0 {
             return Ok(0);
         }
@@ -131,6 +133,7 @@ impl Engine {
         if max_deleted > 0 {
             let upto = max_deleted.max(self.purged.get(&o).copied().unwrap_or(0));
             let d = self.purged_digest.get(&o).copied().unwrap_or(0) ^ digest;
+            crate::core::atomic::purge(&tx, o, upto)?;
             tx.prepare_cached("INSERT OR REPLACE INTO _quilt_purged(origin, upto) VALUES(?, ?)")?
                 .execute(rusqlite::params![o as i64, upto as i64])?;
             tx.prepare_cached("INSERT OR REPLACE INTO _quilt_digest(origin, purged) VALUES(?, ?)")?

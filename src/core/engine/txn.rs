@@ -80,6 +80,8 @@ struct Mark {
     staged: usize,
     held: usize,
     changes: usize,
+    /// Run-map rows noted before this unit (runs.rs).
+    runs: usize,
 }
 
 /// The open units and what they keep aside (module docs).
@@ -142,6 +144,7 @@ impl Engine {
             staged: self.units.staged.len(),
             held: self.units.held.len(),
             changes: self.units.changes.len(),
+            runs: self.runs.borrow().pending_len(),
         });
         Ok(())
     }
@@ -155,9 +158,21 @@ impl Engine {
         } else {
             format!("RELEASE {SAVEPOINT}")
         };
-        if let Err(e) = self.conn.execute_batch(&sql) {
+        // More than one own patch: they travel as one atomic group.
+        let group = match (self.units.held.first(), self.units.held.last()) {
+            (Some(f), Some(l)) if outer && l.0 > f.0 => Some((f.0, l.0)),
+            _ => None,
+        };
+        let recorded = match group {
+            Some((f, l)) => self.record_local_atomic(f, l),
+            None => Ok(()),
+        };
+        if let Err(e) = recorded.and_then(|_| self.conn.execute_batch(&sql).map_err(Error::from)) {
             self.rollback_unit();
-            return Err(e.into());
+            if group.is_some() {
+                self.out_atomic.pop();
+            }
+            return Err(e);
         }
         if self.units.marks.pop().is_none() {
             return Err(Error::Arg("internal: commit without an open unit".into()));
@@ -182,7 +197,7 @@ impl Engine {
         // after a full disk) leaves nothing open either way.
         let _ = self.conn.execute_batch(&sql);
         // Runs cached or noted may describe rows the rollback undid.
-        self.runs.borrow_mut().discard();
+        self.runs.borrow_mut().rollback_to(m.runs);
         self.seq = m.seq;
         self.hlc = m.hlc;
         self.units.staged.truncate(m.staged);
