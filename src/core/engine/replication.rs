@@ -434,7 +434,8 @@ impl Engine {
                 };
                 let n = store::insert_kept(&self.conn, &p, schema_version)?;
                 *self.kept_bytes.entry(p.origin).or_default() += n as u64;
-                if !self.is_replic_ping(&g.table) {
+                // Waiting for the rest of its group is not a schema matter.
+                if !held_back && !self.is_replic_ping(&g.table) {
                     self.pending += 1;
                 }
             }
