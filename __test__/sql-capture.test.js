@@ -104,17 +104,46 @@ test('DDL on replicated tables is refused with E_SCHEMA; local DDL works', async
   }
 })
 
-test('DELETE on a replicated table throws E_SCHEMA (not captured yet) and changes nothing', async () => {
+test('SQL DELETE replicates as a row deletion; a key change is a deletion plus an insert', async () => {
   const c = cluster()
   const a = c.open(1)
+  const b = c.open(2)
+  c.connect()
+  const sync = () => { a.flush(); b.flush(); c.deliver() }
   try {
-    a.exec("INSERT INTO t (id, a) VALUES (1, 'x'), (2, 'y')")
-    assert.throws(() => a.exec('DELETE FROM t WHERE id = 1'), (e) => e.code === 'E_SCHEMA' && /not captured yet/.test(e.message))
-    assert.throws(() => a.prepare('UPDATE t SET id = 3 WHERE id = 2').run(), { code: 'E_SCHEMA' })
-    assert.deepEqual(a.all('SELECT id FROM t ORDER BY id'), [{ id: 1 }, { id: 2 }])
-    assert.equal(a.status().seq, 2)
-    // A DELETE that matches nothing deletes nothing and is fine.
+    a.exec("INSERT INTO t (id, a) VALUES (1, 'x'), (2, 'y'), (3, 'z')")
+    sync()
+    const seen = []
+    b.on('change', (changes) => seen.push(...changes))
+    const r = a.prepare('DELETE FROM t WHERE id = ?').run(1)
+    assert.equal(r.changes, 1)
+    assert.equal(r.token, '1.4')
+    a.prepare('UPDATE t SET id = 4 WHERE id = 2').run()
+    sync()
+    const rows = (x) => x.all('SELECT id, a FROM t ORDER BY id')
+    assert.deepEqual(rows(a), [{ id: 3, a: 'z' }, { id: 4, a: 'y' }])
+    assert.deepEqual(rows(b), rows(a))
+    assert.ok(seen.some((ch) => ch.table === 't' && ch.key.id === 1 && ch.deleted === true && ch.origin === 1), JSON.stringify(seen))
+    // An older write arriving after the deletion does not bring the row
+    // back; a newer one does, with only what it sets.
+    b.exec("UPDATE t SET a = 'late' WHERE id = 3")
+    b.flush()
+    const late = c.take(1)
+    await new Promise((resolve) => setTimeout(resolve, 3))
+    a.exec('DELETE FROM t WHERE id = 3')
+    for (const { frame } of late) a.applyPatches(frame)
+    sync()
+    assert.deepEqual(rows(a), [{ id: 4, a: 'y' }])
+    assert.deepEqual(rows(b), rows(a))
+    await new Promise((resolve) => setTimeout(resolve, 3))
+    b.exec('INSERT INTO t (id, b) VALUES (3, 7)')
+    sync()
+    assert.deepEqual(a.all('SELECT id, a, b FROM t WHERE id = 3'), [{ id: 3, a: null, b: 7 }])
+    assert.deepEqual(b.all('SELECT id, a, b FROM t WHERE id = 3'), [{ id: 3, a: null, b: 7 }])
+    // A DELETE that matches nothing deletes nothing and writes no patch.
+    const before = a.status().seq
     assert.equal(a.prepare('DELETE FROM t WHERE id = 42').run().changes, 0)
+    assert.equal(a.status().seq, before)
   } finally {
     await c.close()
   }

@@ -238,8 +238,12 @@ fn validate(body: &Body) -> Result<()> {
             return Err(frame_err("a patch group needs 1..2000 columns"));
         }
         let mut seen = std::collections::HashSet::new();
-        for c in &g.columns {
-            if !valid_name(c) || c.starts_with("_quilt") || !seen.insert(c.as_str()) {
+        let n = g.columns.len();
+        for (i, c) in g.columns.iter().enumerate() {
+            // A row deletion ends its columns with the one reserved name.
+            let reserved = c.starts_with("_quilt")
+                && !(i + 1 == n && i > 0 && c == crate::core::schema::DELETED_COL);
+            if !valid_name(c) || reserved || !seen.insert(c.as_str()) {
                 return Err(frame_err(format!("invalid or repeated column name {c:?}")));
             }
         }

@@ -13,6 +13,12 @@ use std::collections::{BTreeMap, HashMap};
 pub const RESERVED: [&str; 3] = ["_patchedAt", "_sequenceId", "_peerId"];
 /// Hidden column listing the columns a patch set to NULL on purpose.
 pub const NULLS_COL: &str = "_quiltNulls";
+/// Pseudo-column ending the column list of a row deletion (a SQL
+/// `DELETE`): the patch names the key and this, whose value is 1. In a
+/// `_patches` row it is stored as `_quiltNulls = DELETE_MARK`.
+pub const DELETED_COL: &str = "_quiltDeleted";
+/// `_quiltNulls` of a stored row deletion (no column name holds a NUL).
+pub const DELETE_MARK: &str = "\0";
 
 /// A replicated table as the local schema has it now.
 #[derive(Debug, Clone)]
@@ -32,6 +38,10 @@ pub struct TableInfo {
     pub clock_select: String,
     pub clock_replace: String,
     pub clock_merge: String,
+    /// Set the stamps of a row, keeping its deletion stamp.
+    pub clock_set: String,
+    /// Set the deletion stamp of a row, keeping its column stamps.
+    pub clock_delete: String,
     /// Shared name, for patches.
     pub name_arc: std::sync::Arc<str>,
     /// The patches table has rowids (found through the run map, no index);
@@ -232,7 +242,13 @@ pub fn load_tables(conn: &Connection) -> Result<BTreeMap<String, TableInfo>> {
                 pk: pk_names,
                 index,
                 pk_index,
-                clock_select: format!("SELECT _stamps FROM {clock} WHERE {where_pk}"),
+                clock_select: format!("SELECT _stamps, _deleted FROM {clock} WHERE {where_pk}"),
+                clock_set: format!(
+                    "INSERT INTO {clock}({pkc},_stamps) VALUES({ph},?) ON CONFLICT({pkc}) DO UPDATE SET _stamps=excluded._stamps"
+                ),
+                clock_delete: format!(
+                    "INSERT INTO {clock}({pkc},_stamps,_deleted) VALUES({ph},x'',?) ON CONFLICT({pkc}) DO UPDATE SET _deleted=excluded._deleted"
+                ),
                 clock_replace: format!("INSERT OR REPLACE INTO {clock}({pkc},_stamps) VALUES({ph},?)"),
                 clock_merge: format!(
                     "INSERT INTO {clock}({pkc},_stamps) VALUES({ph},?) ON CONFLICT({pkc}) DO UPDATE SET _stamps=quilt_clock_merge(_stamps, excluded._stamps)"
@@ -275,6 +291,13 @@ pub fn ensure_internal(conn: &Connection, t: &TableInfo) -> Result<bool> {
     let want: Vec<&String> = t.pk.iter().collect();
     let have: Vec<&String> = existing.iter().filter(|c| c.2 > 0).map(|c| &c.0).collect();
     if !existing.is_empty() && want == have {
+        if !existing.iter().any(|c| c.0 == "_deleted") {
+            // Files from before row deletions: add the deletion stamp.
+            conn.execute_batch(&format!(
+                "ALTER TABLE {} ADD COLUMN _deleted BLOB",
+                q(&clock)
+            ))?;
+        }
         return Ok(false);
     }
     if !existing.is_empty() {
@@ -288,7 +311,7 @@ pub fn ensure_internal(conn: &Connection, t: &TableInfo) -> Result<bool> {
             .collect();
     let pk: Vec<String> = t.pk.iter().map(|c| q(c)).collect();
     conn.execute_batch(&format!(
-        "CREATE TABLE {}({}, _stamps BLOB NOT NULL, PRIMARY KEY({})) WITHOUT ROWID",
+        "CREATE TABLE {}({}, _stamps BLOB NOT NULL, _deleted BLOB, PRIMARY KEY({})) WITHOUT ROWID",
         q(&clock),
         cols.join(", "),
         pk.join(", ")

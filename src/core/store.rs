@@ -136,7 +136,7 @@ impl<'c> RemoteStatements<'c> {
         Ok(RemoteStatements {
             all_win: conn.prepare_cached(all_win_sql)?,
             select: conn.prepare_cached(&t.clock_select)?,
-            replace: conn.prepare_cached(&t.clock_replace)?,
+            replace: conn.prepare_cached(&t.clock_set)?,
         })
     }
 }
@@ -153,13 +153,21 @@ pub fn apply_remote_with(
     for (k, v) in pk.iter().enumerate() {
         st.select.raw_bind_parameter(k + 1, *v)?;
     }
-    let current: Option<Vec<u8>> = {
+    let (current, deleted): (Option<Vec<u8>>, Option<Vec<u8>>) = {
         let mut rows = st.select.raw_query();
         match rows.next()? {
-            Some(r) => Some(r.get(0)?),
-            None => None,
+            Some(r) => (Some(r.get(0)?), r.get(1)?),
+            None => (None, None),
         }
     };
+    // The row was deleted at or after this patch: it changes nothing, and
+    // does not bring the row back (a newer write does).
+    if deleted
+        .as_deref()
+        .is_some_and(|d| stamp_bytes(p.stamp).as_slice() <= d)
+    {
+        return Ok(0);
+    }
     let mine = stamp_bytes(p.stamp);
     let entries = current.as_deref().map(clock_entries).unwrap_or_default();
     let mut win: Vec<bool> = Vec::with_capacity(p.cols.len());
@@ -235,6 +243,23 @@ pub(crate) fn row_to_patch(
     let at: i64 = r.get(0)?;
     let seq: i64 = r.get(1)?;
     let nulls: Option<String> = r.get(2)?;
+    if nulls.as_deref() == Some(crate::core::schema::DELETE_MARK) {
+        let mut columns: Vec<String> = t.pk.clone();
+        let mut values = Vec::with_capacity(columns.len() + 1);
+        for &i in &t.pk_index {
+            values.push(r.get::<_, Value>(3 + i)?);
+        }
+        columns.push(crate::core::schema::DELETED_COL.to_string());
+        values.push(Value::Int(1));
+        return Ok(Patch {
+            table: Arc::from(t.name.as_str()),
+            origin,
+            seq: seq as u64,
+            at: at as u64,
+            columns: Arc::new(columns),
+            values,
+        });
+    }
     let listed: Vec<&str> = nulls
         .as_deref()
         .map(|s| s.split(',').collect())
@@ -272,6 +297,7 @@ pub fn rebuild_clock(conn: &Connection, t: &TableInfo) -> Result<()> {
     let peer_idx = 3 + t.columns.len();
     let mut rows = st.query([])?;
     let mut clocks: HashMap<Vec<u8>, RowClock> = HashMap::new();
+    let mut deleted: HashMap<Vec<u8>, (Vec<Value>, Stamp)> = HashMap::new();
     while let Some(r) = rows.next()? {
         let peer: i64 = r.get(peer_idx)?;
         let p = row_to_patch(t, peer as u32, r)?;
@@ -291,6 +317,13 @@ pub fn rebuild_clock(conn: &Connection, t: &TableInfo) -> Result<()> {
                 })
                 .collect();
         let key = rmp_serde::to_vec(&pk).unwrap_or_default();
+        if p.columns.last().map(String::as_str) == Some(crate::core::schema::DELETED_COL) {
+            let d = deleted.entry(key).or_insert((pk, stamp));
+            if stamp > d.1 {
+                d.1 = stamp;
+            }
+            continue;
+        }
         let entry = clocks.entry(key).or_insert_with(|| (pk, BTreeMap::new()));
         for c in p.columns.iter() {
             if t.is_pk(c) {
@@ -309,6 +342,15 @@ pub fn rebuild_clock(conn: &Connection, t: &TableInfo) -> Result<()> {
             .iter()
             .map(|v| v as &dyn rusqlite::ToSql)
             .chain(std::iter::once(&blob as &dyn rusqlite::ToSql));
+        st.execute(params_from_iter(params))?;
+    }
+    let mut st = conn.prepare(&t.clock_delete)?;
+    for (_, (pk, d)) in deleted {
+        let d = stamp_bytes(d);
+        let params = pk
+            .iter()
+            .map(|v| v as &dyn rusqlite::ToSql)
+            .chain(std::iter::once(&d as &dyn rusqlite::ToSql));
         st.execute(params_from_iter(params))?;
     }
     Ok(())
@@ -346,8 +388,70 @@ pub fn rename_stamp(
             .iter()
             .map(|v| v as &dyn rusqlite::ToSql)
             .chain(std::iter::once(&blob as &dyn rusqlite::ToSql));
-        conn.prepare_cached(&t.clock_replace)?
+        conn.prepare_cached(&t.clock_set)?
             .execute(params_from_iter(params))?;
     }
     Ok(())
+}
+
+/// Apply a row deletion stamped `stamp` to the row `pk`: columns last
+/// written before it become NULL, the row goes when none was written
+/// after it, and the deletion stamp is kept so that an older write arriving
+/// later does not bring the row back. Returns false when the row was
+/// already deleted at or after `stamp` (nothing changes).
+pub fn apply_delete(conn: &Connection, t: &TableInfo, pk: &[Value], stamp: Stamp) -> Result<bool> {
+    let (stamps, deleted): (Vec<u8>, Option<Vec<u8>>) = conn
+        .prepare_cached(&t.clock_select)?
+        .query_row(params_from_iter(pk.iter()), |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?
+        .unwrap_or_default();
+    let mine = stamp_bytes(stamp);
+    if deleted.as_deref().is_some_and(|d| mine.as_slice() <= d) {
+        return Ok(false);
+    }
+    let entries = clock_entries(&stamps);
+    let newer: Vec<&str> = t
+        .columns
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !t.pk_index.contains(i))
+        .map(|(_, c)| c.as_str())
+        .filter(|c| {
+            let n = c.as_bytes();
+            let n = &n[..n.len().min(255)];
+            entries.iter().any(|e| e.0 == n && e.1 > mine.as_slice())
+        })
+        .collect();
+    let where_pk =
+        t.pk.iter()
+            .map(|c| format!("{}=?", q(c)))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+    if newer.is_empty() {
+        conn.prepare_cached(&format!("DELETE FROM {} WHERE {where_pk}", q(&t.name)))?
+            .execute(params_from_iter(pk.iter()))?;
+    } else {
+        let sets: Vec<String> = t
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(i, c)| !t.pk_index.contains(i) && !newer.contains(&c.as_str()))
+            .map(|(_, c)| format!("{}=NULL", q(c)))
+            .collect();
+        if !sets.is_empty() {
+            conn.prepare_cached(&format!(
+                "UPDATE {} SET {} WHERE {where_pk}",
+                q(&t.name),
+                sets.join(",")
+            ))?
+            .execute(params_from_iter(pk.iter()))?;
+        }
+    }
+    let params = pk
+        .iter()
+        .map(|v| v as &dyn rusqlite::ToSql)
+        .chain(std::iter::once(&mine as &dyn rusqlite::ToSql));
+    conn.prepare_cached(&t.clock_delete)?
+        .execute(params_from_iter(params))?;
+    Ok(true)
 }

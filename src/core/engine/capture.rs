@@ -633,23 +633,8 @@ impl Engine {
     /// row of a primary-key change, and a row `INSERT OR REPLACE` removes
     /// for good): `pk` is the deleted row's key, `(column, value)` in key
     /// order, and the row is already gone from the base table (inside the
-    /// open unit). Row deletions are not replicated yet (storage-layer
-    /// tombstones land separately), so for now the statement is refused and
-    /// its unit rolls back: nothing changes.
+    /// open unit). It becomes a row deletion (write.rs `write_deletion`).
     pub(super) fn record_delete(&mut self, table: &str, pk: Vec<(String, Value)>) -> Result<()> {
-        let key: Vec<String> = pk
-            .iter()
-            .map(|(c, v)| match v {
-                Value::Int(i) => format!("{c}={i}"),
-                Value::Real(f) => format!("{c}={f}"),
-                Value::Text(s) => format!("{c}='{s}'"),
-                Value::Null => format!("{c}=NULL"),
-                Value::Blob(b) => format!("{c}=<{} bytes>", b.len()),
-            })
-            .collect();
-        Err(schema_err(format!(
-            "deleting rows of replicated table {table} through SQL is not captured yet (row {}); use replicator.delete(table, pk) (a deletedAt tombstone). Nothing was changed.",
-            key.join(", ")
-        )))
+        self.write_deletion(table, pk)
     }
 }

@@ -25,10 +25,9 @@ impl Engine {
         let Some(t) = self.tables.get(&*k.patch.table) else {
             return false;
         };
-        k.patch
-            .columns
-            .iter()
-            .all(|c| t.has(&self.map_column(&k.patch.table, c, k.schema_version)))
+        k.patch.columns.iter().all(|c| {
+            c == schema::DELETED_COL || t.has(&self.map_column(&k.patch.table, c, k.schema_version))
+        })
     }
 
     /// Map a column name written at schema `from` to the local schema,
@@ -266,9 +265,18 @@ impl Engine {
         };
         // The patch row holds what the schema can hold now; a patch the
         // schema holds whole leaves the kept table.
+        let is_delete = k.patch.columns.last().map(String::as_str) == Some(schema::DELETED_COL);
         let mut runs = self.runs.borrow_mut();
         patches::delete_patch(&self.conn, &mut runs, t, stamp.peer, stamp.seq)?;
-        store::insert_patch_row(&self.conn, t, &store::patch_insert_sql(t, &cols), &rp)?;
+        if is_delete {
+            let mut st = self
+                .conn
+                .prepare_cached(&store::patch_insert_sql(t, &cols))?;
+            store::bind_patch_row(&mut st, stamp, Some(schema::DELETE_MARK), &vals)?;
+            st.raw_execute()?;
+        } else {
+            store::insert_patch_row(&self.conn, t, &store::patch_insert_sql(t, &cols), &rp)?;
+        }
         if t.rowid {
             runs.note(
                 &t.name_arc,
@@ -278,8 +286,18 @@ impl Engine {
             );
         }
         drop(runs);
-        store::apply_remote(&self.conn, t, &rp, None)?;
-        if cols.len() == k.patch.columns.len() {
+        if is_delete {
+            let pk: Vec<Value> = t
+                .pk_index
+                .iter()
+                .filter_map(|i| cols.iter().position(|c| c == i))
+                .map(|p| vals[p].clone())
+                .collect();
+            store::apply_delete(&self.conn, t, &pk, stamp)?;
+        } else {
+            store::apply_remote(&self.conn, t, &rp, None)?;
+        }
+        if cols.len() + usize::from(is_delete) == k.patch.columns.len() {
             self.conn
                 .prepare_cached("DELETE FROM _quilt_kept WHERE origin = ?1 AND seq = ?2")?
                 .execute(rusqlite::params![stamp.peer as i64, stamp.seq as i64])?;

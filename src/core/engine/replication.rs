@@ -276,8 +276,18 @@ impl Engine {
             .filter(|(_, i)| i.is_some())
             .map(|(k, _)| k)
             .collect();
-        let whole = local_table.is_some() && known.len() == g.columns.len();
+        // A row deletion: the key, then the reserved deletion column.
+        let is_delete = g.columns.last().map(String::as_str) == Some(schema::DELETED_COL);
+        let whole =
+            local_table.is_some() && known.len() + usize::from(is_delete) == g.columns.len();
         let cols: Vec<usize> = known.iter().filter_map(|&k| idx[k]).collect();
+        if is_delete
+            && local_table
+                .as_ref()
+                .is_some_and(|t| cols.len() != t.pk.len())
+        {
+            return Err(frame_err("a row deletion names only the primary key"));
+        }
         if let Some(t) = &local_table {
             if let Some(pk) = t.pk.iter().find(|p| !cols.contains(&t.index[*p])) {
                 return Err(frame_err(format!(
@@ -351,7 +361,7 @@ impl Engine {
             };
             if let (Some(t), Some((ins, ups))) = (target, sqls.as_ref()) {
                 let picked: Vec<Value>;
-                let vals: &[Value] = if whole {
+                let vals: &[Value] = if whole && !is_delete {
                     &r.2
                 } else {
                     picked = known.iter().map(|&k| r.2[k].clone()).collect();
@@ -383,10 +393,20 @@ impl Engine {
                 };
                 let mut rowid = 0;
                 let mut write = || -> Result<usize> {
-                    let nulls = store::nulls_marker(t, rp.cols, rp.values);
+                    let nulls = if is_delete {
+                        Some(schema::DELETE_MARK.to_string())
+                    } else {
+                        store::nulls_marker(t, rp.cols, rp.values)
+                    };
                     store::bind_patch_row(ins_st, rp.stamp, nulls.as_deref(), rp.values)?;
                     ins_st.raw_execute()?;
                     rowid = self.conn.last_insert_rowid();
+                    if is_delete {
+                        let pk: Vec<Value> = pk_pos.iter().map(|&i| rp.values[i].clone()).collect();
+                        return Ok(usize::from(store::apply_delete(
+                            &self.conn, t, &pk, rp.stamp,
+                        )?));
+                    }
                     store::apply_remote_with(&self.conn, rem, t, &rp)
                 };
                 let mut won = 0;
@@ -409,7 +429,11 @@ impl Engine {
                     won = write()?;
                 }
                 if won > 0 && self.collecting_changes() {
-                    st.changes.push(self.remote_change(t, &rp)?);
+                    st.changes.push(if is_delete {
+                        Change::deletion(t, g.origin, &rp)
+                    } else {
+                        self.remote_change(t, &rp)?
+                    });
                 }
                 if !kept_whole {
                     st.res.applied += 1;

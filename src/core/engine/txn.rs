@@ -70,6 +70,13 @@ impl Change {
             deleted,
         }
     }
+
+    /// A row deletion of `t` by `origin` (key only).
+    pub(super) fn deletion(t: &TableInfo, origin: u32, p: &RowPatch) -> Change {
+        let mut c = Change::of_row(t, origin, p.cols, p.values, |_| false);
+        c.deleted = true;
+        c
+    }
 }
 
 /// What an open unit restores when it rolls back.

@@ -324,6 +324,84 @@ impl Engine {
         Ok(())
     }
 
+    /// A row deletion (captured SQL `DELETE`), inside the open unit: a
+    /// patch naming the key and the deletion column, stamped and queued
+    /// like any write; the clock keeps its stamp so older writes arriving
+    /// later do not bring the row back (store.rs `apply_delete`).
+    pub(super) fn write_deletion(&mut self, table: &str, key: Vec<(String, Value)>) -> Result<()> {
+        let t = self.table(table)?.clone();
+        let mut cols = Vec::with_capacity(t.pk.len());
+        let mut vals = Vec::with_capacity(t.pk.len());
+        for (pk, &i) in t.pk.iter().zip(&t.pk_index) {
+            let v = key
+                .iter()
+                .find(|(c, _)| c == pk)
+                .map(|(_, v)| v.clone())
+                .ok_or_else(|| {
+                    Error::Type(format!("deleting from {table} needs key column {pk}"))
+                })?;
+            cols.push(i);
+            vals.push(v);
+        }
+        if self.seq.checked_add(1).is_none_or(|s| s >= SHADOW_STEP) {
+            return Err(Error::Range(format!(
+                "peer {} has used up its sequence space (2^50 writes)",
+                self.peer_id
+            )));
+        }
+        let at = self.hlc.tick(hlc::wall_ms());
+        self.seq += 1;
+        let stamp = Stamp {
+            at,
+            peer: self.peer_id,
+            seq: self.seq,
+        };
+        {
+            let mut st = self
+                .conn
+                .prepare_cached(&store::patch_insert_sql(&t, &cols))?;
+            store::bind_patch_row(&mut st, stamp, Some(schema::DELETE_MARK), &vals)?;
+            st.raw_execute()?;
+        }
+        if t.rowid {
+            self.runs.borrow_mut().note(
+                &t.name_arc,
+                self.peer_id,
+                self.seq,
+                self.conn.last_insert_rowid(),
+            );
+            self.runs.borrow_mut().flush(&self.conn)?;
+        }
+        store::apply_delete(&self.conn, &t, &vals, stamp)?;
+        self.units.held.push((self.seq, at));
+        if self.collecting_changes() {
+            let rp = RowPatch {
+                stamp,
+                cols: &cols,
+                values: &vals,
+            };
+            self.units
+                .changes
+                .push(super::txn::Change::deletion(&t, self.peer_id, &rp));
+        }
+        if self.peers.values().any(|p| p.connected) {
+            let mut columns = t.pk.clone();
+            columns.push(schema::DELETED_COL.to_string());
+            let mut values = vals;
+            values.push(Value::Int(1));
+            self.units.staged.push(Patch {
+                table: t.name_arc.clone(),
+                origin: self.peer_id,
+                seq: self.seq,
+                at,
+                columns: Arc::new(columns),
+                values,
+            });
+        }
+        self.counters.local_writes += 1;
+        Ok(())
+    }
+
     /// A tombstone: sets `deletedAt` to now.
     pub fn delete(&mut self, table: &str, pk: Vec<(String, Value)>) -> Result<String> {
         self.check_open()?;
