@@ -173,3 +173,29 @@ fn a_third_peer_learns_the_group_from_a_relay() {
     assert!(dropped);
     assert_eq!(count(&c, 1, 12), 12);
 }
+
+#[test]
+fn the_frame_that_completes_a_group_reports_all_of_it_as_one_change_batch() {
+    let d = dir("changes");
+    let mut a = open(&d.join("a.db"), 1, 400);
+    let mut b = open(&d.join("b.db"), 2, 400);
+    a.add_peer(2).unwrap();
+    b.add_peer(1).unwrap();
+    b.collect_changes(true);
+    let frames = frames_of(&mut a, |a| batch(a, 1..13, "g"));
+    assert!(frames.len() >= 2);
+    for f in frames.iter().rev() {
+        b.apply_frame(f).unwrap();
+    }
+    let batches = b.take_changes();
+    assert_eq!(batches.len(), 1, "one batch, from the completing frame");
+    let mut ids: Vec<i64> = batches[0]
+        .iter()
+        .filter_map(|c| match c.key.first() {
+            Some((_, Value::Int(i))) => Some(*i),
+            _ => None,
+        })
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (1..13).collect::<Vec<_>>());
+}

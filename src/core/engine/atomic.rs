@@ -13,6 +13,7 @@
 //! from whoever repairs its gap.
 
 use super::replication::Stored;
+use super::txn::Change;
 use super::*;
 use crate::core::atomic::{self, Atomic};
 
@@ -61,7 +62,7 @@ impl Engine {
         &mut self,
         body: &Body,
         st: &Stored,
-    ) -> Result<(Vec<Atomic>, bool)> {
+    ) -> Result<(Vec<Atomic>, bool, Vec<Change>)> {
         for &u in &body.atomic {
             atomic::record(&self.conn, u)?;
         }
@@ -78,6 +79,7 @@ impl Engine {
         }
         let empty = RangeSet::new();
         let mut applied = false;
+        let mut changes = Vec::new();
         let mut still = Vec::with_capacity(waiting.len());
         for u in waiting {
             let (o, a, b) = u;
@@ -94,11 +96,11 @@ impl Engine {
                 still.push(u);
                 continue;
             }
-            self.replay_group(u)?;
+            self.replay_group(u, &mut changes)?;
             atomic::remove_waiting(&self.conn, u)?;
             applied = true;
         }
-        Ok((still, applied))
+        Ok((still, applied, changes))
     }
 
     /// Patches `[a, b]` of `origin` are gone everywhere: a group waiting
@@ -115,8 +117,9 @@ impl Engine {
             return Ok(());
         }
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        let mut changes = Vec::new();
         let done = hit.iter().try_for_each(|&u| {
-            self.replay_group(u)?;
+            self.replay_group(u, &mut changes)?;
             atomic::remove_waiting(&self.conn, u)
         });
         let done = done.and_then(|_| {
@@ -130,12 +133,13 @@ impl Engine {
             return Err(e);
         }
         self.waiting.retain(|u| !hit.contains(u));
+        self.note_remote_changes(changes);
         self.recount_pending()?;
         self.load_kept_bytes()
     }
 
     /// Apply the kept patches of group `u` (inside a transaction).
-    fn replay_group(&mut self, u: Atomic) -> Result<()> {
+    fn replay_group(&mut self, u: Atomic, changes: &mut Vec<Change>) -> Result<()> {
         let (o, a, b) = u;
         for k in store::read_kept(&self.conn, Some((o, a, b)))? {
             // A patch the local tables refuse stays kept (pending), as in
@@ -143,7 +147,10 @@ impl Engine {
             self.conn.execute_batch("SAVEPOINT quilt_group")?;
             let mark = self.runs.borrow().pending_len();
             match self.replay_one(k) {
-                Ok(()) => self.conn.execute_batch("RELEASE quilt_group")?,
+                Ok(c) => {
+                    changes.extend(c);
+                    self.conn.execute_batch("RELEASE quilt_group")?
+                }
                 Err(e) if super::replication::is_constraint(&e) => {
                     self.conn
                         .execute_batch("ROLLBACK TO quilt_group; RELEASE quilt_group")?;

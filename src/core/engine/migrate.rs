@@ -2,6 +2,7 @@
 //! values a migration drops, following renames, and re-merging kept patches
 //! once the schema can hold them (API.md guarantee 3).
 
+use super::txn::Change;
 use super::*;
 
 impl Engine {
@@ -231,16 +232,18 @@ impl Engine {
             for k in page {
                 // A part of an atomic unit waits for the rest (units.rs).
                 if !self.in_waiting_group(k.patch.origin, k.patch.seq) {
-                    self.replay_one(k)?;
+                    let _ = self.replay_one(k)?;
                 }
             }
         }
         Ok(())
     }
 
-    pub(super) fn replay_one(&mut self, k: store::Kept) -> Result<()> {
+    /// Apply a kept patch as far as the schema holds it; the change it made
+    /// when someone listens to `'change'`.
+    pub(super) fn replay_one(&mut self, k: store::Kept) -> Result<Option<Change>> {
         let Some(t) = self.tables.get(&*k.patch.table) else {
-            return Ok(());
+            return Ok(None);
         };
         let mut cols = Vec::new();
         let mut vals = Vec::new();
@@ -251,7 +254,7 @@ impl Engine {
             }
         }
         if !t.pk_index.iter().all(|p| cols.contains(p)) {
-            return Ok(());
+            return Ok(None);
         }
         let stamp = Stamp {
             at: k.patch.at,
@@ -286,23 +289,28 @@ impl Engine {
             );
         }
         drop(runs);
-        if is_delete {
+        let won = if is_delete {
             let pk: Vec<Value> = t
                 .pk_index
                 .iter()
                 .filter_map(|i| cols.iter().position(|c| c == i))
                 .map(|p| vals[p].clone())
                 .collect();
-            store::apply_delete(&self.conn, t, &pk, stamp)?;
+            usize::from(store::apply_delete(&self.conn, t, &pk, stamp)?)
         } else {
-            store::apply_remote(&self.conn, t, &rp, None)?;
-        }
+            store::apply_remote(&self.conn, t, &rp, None)?
+        };
+        let change = match (won > 0 && self.collecting_changes(), is_delete) {
+            (false, _) => None,
+            (true, true) => Some(Change::deletion(t, stamp.peer, &rp)),
+            (true, false) => Some(self.remote_change(t, &rp)?),
+        };
         if cols.len() + usize::from(is_delete) == k.patch.columns.len() {
             self.conn
                 .prepare_cached("DELETE FROM _quilt_kept WHERE origin = ?1 AND seq = ?2")?
                 .execute(rusqlite::params![stamp.peer as i64, stamp.seq as i64])?;
         }
-        Ok(())
+        Ok(change)
     }
 }
 

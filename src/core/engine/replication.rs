@@ -218,8 +218,9 @@ impl Engine {
                 self.conn.execute_batch("COMMIT")?;
                 Ok(x)
             }) {
-                Ok((waiting, applied)) => {
+                Ok((waiting, applied, changes)) => {
                     self.waiting = waiting;
+                    st.changes.extend(changes);
                     if applied {
                         self.recount_pending()?;
                         self.load_kept_bytes()?;
