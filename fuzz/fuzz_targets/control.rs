@@ -239,6 +239,8 @@ struct DataIn {
     origin: u8,
     /// `(seq, level, id, stamp offset)`.
     rows: Vec<(u8, u8, u8, u8)>,
+    /// Row deletions (key + `_quiltDeleted`) instead of writes.
+    deletion: bool,
 }
 
 impl DataIn {
@@ -252,12 +254,14 @@ impl DataIn {
             .map(|&(s, l, id, off)| {
                 let seq = ((l % 8) as u64 * STEP + (s % 64) as u64 + 1) as i64;
                 let at = (now - (off as u64) * 97 * 8192) as i64;
-                let r = WireRow(at - at0, seq - seq0, vec![Value::Int(id as i64 % 8), Value::Int(1), Value::Text(format!("v{s}"))]);
+                let third = if self.deletion { Value::Int(1) } else { Value::Text(format!("v{s}")) };
+                let r = WireRow(at - at0, seq - seq0, vec![Value::Int(id as i64 % 8), Value::Int(1), third]);
                 (at0, seq0) = (at, seq);
                 r
             })
             .collect();
-        PatchGroup { table: "t".into(), origin, columns: vec!["id".into(), "k".into(), "a".into()], rows }
+        let last = if self.deletion { "_quiltDeleted" } else { "a" };
+        PatchGroup { table: "t".into(), origin, columns: vec!["id".into(), "k".into(), last.into()], rows }
     }
 }
 
@@ -268,6 +272,8 @@ struct BodyIn {
     requests: Vec<(O, RangeList)>,
     gone: Vec<(O, RangeList)>,
     data: Option<DataIn>,
+    /// Atomic groups `(origin, first, span)`.
+    atomic: Vec<(u8, S, u16)>,
 }
 
 impl BodyIn {
@@ -284,6 +290,12 @@ impl BodyIn {
             ping: self.ping.as_ref().map(|p| p.build()),
             requests: self.requests.iter().map(|(o, r)| Ranges { origin: o.0, ranges: r.build() }).collect(),
             gone: self.gone.iter().map(|(o, r)| Ranges { origin: o.0, ranges: r.build() }).collect(),
+            atomic: self
+                .atomic
+                .iter()
+                .take(64)
+                .map(|&(o, first, span)| ([ME, 2, 3, 4, 5][o as usize % 5], first.0, first.0.saturating_add(span as u64)))
+                .collect(),
         }
     }
 }

@@ -18,14 +18,45 @@ pub struct Stamp {
 
 pub const STAMP_LEN: usize = 20;
 
+/// Append a column name: one length byte below 255, else 255 and a
+/// big-endian u16 length (names up to 65535 bytes; SQLite has no limit
+/// that small, the wire caps names at `protocol::MAX_NAME_LEN`).
+fn put_name(out: &mut Vec<u8>, n: &[u8]) {
+    let n = &n[..n.len().min(u16::MAX as usize)];
+    if n.len() < 255 {
+        out.push(n.len() as u8);
+    } else {
+        out.push(255);
+        out.extend_from_slice(&(n.len() as u16).to_be_bytes());
+    }
+    out.extend_from_slice(n);
+}
+
+/// Split one `(name, stamp)` entry off a clock BLOB; `None` at the end or
+/// on a damaged tail (never trusted).
+fn take_entry(b: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
+    let (&len, rest) = b.split_first()?;
+    let (len, rest) = if len == 255 {
+        let l = rest.get(..2)?;
+        (u16::from_be_bytes([l[0], l[1]]) as usize, &rest[2..])
+    } else {
+        (len as usize, rest)
+    };
+    if rest.len() < len + STAMP_LEN {
+        return None;
+    }
+    Some((
+        &rest[..len],
+        &rest[len..len + STAMP_LEN],
+        &rest[len + STAMP_LEN..],
+    ))
+}
+
 /// Pack `(column, stamp)` pairs given in column-name order.
 fn pack_clock<'a>(entries: impl Iterator<Item = (&'a str, Stamp)>, capacity: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(capacity * 28);
     for (name, s) in entries {
-        let n = name.as_bytes();
-        let len = n.len().min(255);
-        out.push(len as u8);
-        out.extend_from_slice(&n[..len]);
+        put_name(&mut out, name.as_bytes());
         out.extend_from_slice(&s.at.to_be_bytes());
         out.extend_from_slice(&s.peer.to_be_bytes());
         out.extend_from_slice(&s.seq.to_be_bytes());
@@ -41,18 +72,13 @@ pub fn encode_clock(entries: &BTreeMap<String, Stamp>) -> Vec<u8> {
 /// Unpack a clock BLOB; a damaged tail is ignored rather than trusted.
 pub fn decode_clock(mut b: &[u8]) -> BTreeMap<String, Stamp> {
     let mut out = BTreeMap::new();
-    while let Some((&len, rest)) = b.split_first() {
-        let len = len as usize;
-        if rest.len() < len + STAMP_LEN {
-            break;
-        }
-        let name = String::from_utf8_lossy(&rest[..len]).into_owned();
-        let s = &rest[len..len + STAMP_LEN];
+    while let Some((name, s, rest)) = take_entry(b) {
+        let name = String::from_utf8_lossy(name).into_owned();
         let at = u64::from_be_bytes(s[0..8].try_into().unwrap_or_default());
         let peer = u32::from_be_bytes(s[8..12].try_into().unwrap_or_default());
         let seq = u64::from_be_bytes(s[12..20].try_into().unwrap_or_default());
         out.insert(name, Stamp { at, peer, seq });
-        b = &rest[len + STAMP_LEN..];
+        b = rest;
     }
     out
 }
@@ -61,13 +87,9 @@ pub fn decode_clock(mut b: &[u8]) -> BTreeMap<String, Stamp> {
 /// a damaged tail is ignored rather than trusted.
 pub fn clock_entries(mut b: &[u8]) -> Vec<(&[u8], &[u8])> {
     let mut out = Vec::new();
-    while let Some((&len, rest)) = b.split_first() {
-        let len = len as usize;
-        if rest.len() < len + STAMP_LEN {
-            break;
-        }
-        out.push((&rest[..len], &rest[len..len + STAMP_LEN]));
-        b = &rest[len + STAMP_LEN..];
+    while let Some((name, stamp, rest)) = take_entry(b) {
+        out.push((name, stamp));
+        b = rest;
     }
     out
 }
@@ -80,8 +102,7 @@ pub fn merge_clock(old: &[u8], new: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(old.len().max(new.len()) + new.len());
     let (mut i, mut j) = (0, 0);
     let mut push = |name: &[u8], stamp: &[u8]| {
-        out.push(name.len() as u8);
-        out.extend_from_slice(name);
+        put_name(&mut out, name);
         out.extend_from_slice(stamp);
     };
     while i < a.len() || j < b.len() {
@@ -142,6 +163,17 @@ pub fn nulls_marker(t: &TableInfo, cols: &[usize], values: &[Value]) -> Option<S
     }
     nulls.sort_unstable();
     let mut s = String::new();
+    // Names joined by commas (replic-era files read the same); when a name
+    // holds a comma, NUL-separated after a 0x01 tag (no name holds a NUL).
+    if nulls.iter().any(|&i| t.columns[i].contains(',')) {
+        s.push_str(NULLS_TAG);
+        for i in nulls {
+            s.push('\0');
+            s.push_str(&t.columns[i]);
+        }
+        s.push('\0');
+        return Some(s);
+    }
     for i in nulls {
         if !s.is_empty() {
             s.push(',');
@@ -151,16 +183,24 @@ pub fn nulls_marker(t: &TableInfo, cols: &[usize], values: &[Value]) -> Option<S
     Some(s)
 }
 
+/// First character of a NUL-separated explicit-NULL marker.
+pub const NULLS_TAG: &str = "\u{1}";
+
+/// The column names an explicit-NULL marker lists.
+pub fn parse_nulls(marker: &str) -> Vec<&str> {
+    match marker.strip_prefix(NULLS_TAG) {
+        Some(rest) => rest.split('\0').filter(|n| !n.is_empty()).collect(),
+        None => marker.split(',').collect(),
+    }
+}
+
 /// A clock BLOB for `names` (sorted) with room for one stamp each, and the
 /// offset of each stamp: local writes copy it and fill the stamps in.
 pub fn clock_template(names: &[&str]) -> (Vec<u8>, Vec<usize>) {
     let mut out = Vec::with_capacity(names.len() * 28);
     let mut slots = Vec::with_capacity(names.len());
     for name in names {
-        let n = name.as_bytes();
-        let len = n.len().min(255);
-        out.push(len as u8);
-        out.extend_from_slice(&n[..len]);
+        put_name(&mut out, name.as_bytes());
         slots.push(out.len());
         out.extend_from_slice(&[0u8; STAMP_LEN]);
     }

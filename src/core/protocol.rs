@@ -22,7 +22,7 @@ pub const HEADER_LEN: usize = 9;
 pub const TAG_LEN: usize = 32;
 /// Caps applied while validating a decoded body.
 pub const MAX_COLUMNS: usize = 2000;
-pub const MAX_NAME_LEN: usize = 255;
+pub const MAX_NAME_LEN: usize = 4096;
 
 /// A run of patches of one table from one origin that all set the same
 /// columns. Stamps and sequence numbers are delta-coded against the previous

@@ -178,7 +178,6 @@ pub fn apply_remote_with(
             continue;
         }
         let name = t.columns[i].as_bytes();
-        let name = &name[..name.len().min(255)];
         let wins = entries
             .iter()
             .find(|e| e.0 == name)
@@ -260,10 +259,7 @@ pub(crate) fn row_to_patch(
             values,
         });
     }
-    let listed: Vec<&str> = nulls
-        .as_deref()
-        .map(|s| s.split(',').collect())
-        .unwrap_or_default();
+    let listed: Vec<&str> = nulls.as_deref().map(parse_nulls).unwrap_or_default();
     let mut columns = Vec::new();
     let mut values = Vec::new();
     for (i, c) in t.columns.iter().enumerate() {
@@ -418,7 +414,6 @@ pub fn apply_delete(conn: &Connection, t: &TableInfo, pk: &[Value], stamp: Stamp
         .map(|(_, c)| c.as_str())
         .filter(|c| {
             let n = c.as_bytes();
-            let n = &n[..n.len().min(255)];
             entries.iter().any(|e| e.0 == n && e.1 > mine.as_slice())
         })
         .collect();

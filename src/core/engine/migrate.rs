@@ -175,7 +175,7 @@ impl Engine {
                     .iter()
                     .map(|c| {
                         format!(
-                            "{0} IS NOT NULL OR instr(','||ifnull({1},'')||',', ','||'{2}'||',')>0",
+                            "{0} IS NOT NULL OR instr(','||ifnull({1},'')||',', ','||'{2}'||',')>0 OR instr(ifnull({1},''), char(0)||'{2}'||char(0))>0",
                             q(c),
                             schema::NULLS_COL,
                             c.replace('\'', "''")
