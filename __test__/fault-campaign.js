@@ -110,11 +110,17 @@ async function campaign ({ seed = 1, peers = 4, steps = 400, drop = 0.2, dup = 0
     const live = slots.map((s, i) => i).filter((i) => slots[i].r)
     const i = live[R.int(live.length)]
     const roll = R.next()
-    if (roll < 0.6) {
+    if (roll < 0.45) {
       const id = `w${step}`
       slots[i].r.upsert('t', { id, v: `${slots[i].id}:${step}` })
       written.set(id, { slot: i, step })
       stats.writes++
+    } else if (roll < 0.6) {
+      // A batch: one atomic group (it meets rollbacks, clones and restarts).
+      const ids = ['a', 'b', 'c'].slice(0, 2 + R.int(2)).map((x) => `w${step}${x}`)
+      slots[i].r.upsertMany('t', ids.map((id) => ({ id, v: `${slots[i].id}:${step}` })))
+      for (const id of ids) written.set(id, { slot: i, step })
+      stats.writes += ids.length
     } else if (roll < 0.64) {
       // Back up this file (closed, so the WAL is in it).
       await slots[i].r.close({ timeoutMs: 0 })
@@ -171,7 +177,7 @@ async function campaign ({ seed = 1, peers = 4, steps = 400, drop = 0.2, dup = 0
       for (const s of slots) {
         if (!s.r) continue
         for (const row of s.r.all('SELECT id, v FROM t')) {
-          if (!/^w\d+$/.test(row.id)) throw new Error(`phantom row ${row.id}`)
+          if (!/^w\d+[abc]?$/.test(row.id)) throw new Error(`phantom row ${row.id}`)
         }
       }
     }

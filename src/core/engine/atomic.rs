@@ -141,7 +141,14 @@ impl Engine {
     /// Apply the kept patches of group `u` (inside a transaction).
     fn replay_group(&mut self, u: Atomic, changes: &mut Vec<Change>) -> Result<()> {
         let (o, a, b) = u;
-        for k in store::read_kept(&self.conn, Some((o, a, b)))? {
+        // Versions re-issued by an identity clash (seq + k * 2^50) are
+        // applied with their group too, so nothing is left behind in kept.
+        let mut kept = Vec::new();
+        for k in 0..=crate::core::sync::MAX_LEVEL {
+            let off = k * crate::core::sync::SHADOW_STEP;
+            kept.extend(store::read_kept(&self.conn, Some((o, a + off, b + off)))?);
+        }
+        for k in kept {
             // A patch the local tables refuse stays kept (pending), as in
             // the frame path; the rest of the group applies.
             self.conn.execute_batch("SAVEPOINT quilt_group")?;

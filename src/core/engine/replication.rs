@@ -341,10 +341,13 @@ impl Engine {
                 };
             // Part of an atomic group this peer does not hold whole yet:
             // kept unapplied until the rest arrives (atomic.rs).
-            let held_back = st
-                .hold
-                .iter()
-                .any(|&(o, a, b)| o == g.origin && a <= seq && seq <= b);
+            // (A version placed elsewhere by an identity clash applies at
+            // once: clashing histories give up atomicity, never data.)
+            let held_back = seq == wire_seq
+                && st
+                    .hold
+                    .iter()
+                    .any(|&(o, a, b)| o == g.origin && a <= seq && seq <= b);
             if (!whole || held_back)
                 && !self.kept_room(g.origin, protocol::estimate_row(r.2.iter()))
             {
