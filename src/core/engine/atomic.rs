@@ -17,6 +17,9 @@ use super::txn::Change;
 use super::*;
 use crate::core::atomic::{self, Atomic};
 
+/// Most patches one commit may hold and still travel as an atomic group.
+pub const MAX_ATOMIC: u64 = 16_384;
+
 impl Engine {
     /// The groups of `body` this peer would hold only in part after storing
     /// it: their patches in this frame wait instead of being applied.
@@ -41,6 +44,10 @@ impl Engine {
             .iter()
             .copied()
             .filter(|&(o, a, b)| {
+                // Over the cap (an older or forged sender): applied as it comes.
+                if b - a >= MAX_ATOMIC {
+                    return false;
+                }
                 let missing = match self.vector.origins.get(&o) {
                     Some(st) => st.held.subtract_from(vec![(a, b)]),
                     None => vec![(a, b)],
@@ -186,7 +193,9 @@ impl Engine {
 
     /// A local commit of patches `first..=last`: one group when more than one.
     pub(super) fn record_local_atomic(&mut self, first: u64, last: u64) -> Result<()> {
-        if last > first {
+        // A bigger commit is applied as it arrives: held-back parts wait
+        // in the kept table, which is no place for hundreds of thousands.
+        if last > first && last - first < MAX_ATOMIC {
             let u = (self.peer_id, first, last);
             atomic::record(&self.conn, u)?;
             self.out_atomic.push(u);
