@@ -61,11 +61,18 @@ pub struct Span {
 /// common case (the next seq at the next rowid) extends a run in memory.
 #[derive(Default)]
 pub struct Runs {
-    pending: Vec<(Arc<str>, u32, u64, i64)>,
+    pending: Vec<(Arc<str>, u32, Run)>,
     /// Last run written per (table, origin), as it is on disk.
     last: HashMap<(Arc<str>, u32), Run>,
     /// Rows parked at a negative seq while versions are reshuffled.
     parked: HashMap<(Arc<str>, u32, i64), i64>,
+    /// Pending entries below this index belong to an enclosing savepoint:
+    /// new rows never fold into them (a rollback to the mark drops whole
+    /// entries).
+    floor: usize,
+    /// Entries ever flushed: marks count from the start, so a flush inside
+    /// a savepoint does not shift them.
+    flushed: usize,
 }
 
 const UPSERT: &str =
@@ -119,7 +126,25 @@ fn delete_run(conn: &Connection, tbl: &str, origin: u32, seq0: u64) -> Result<()
 impl Runs {
     /// A row `(origin, seq)` was inserted at `rowid` in the open transaction.
     pub fn note(&mut self, tbl: &Arc<str>, origin: u32, seq: u64, rowid: i64) {
-        self.pending.push((tbl.clone(), origin, seq, rowid));
+        // Consecutive rows of one origin fold into the last pending run.
+        if self.pending.len() > self.floor {
+            let Some(last) = self.pending.last_mut() else {
+                return;
+            };
+            if Arc::ptr_eq(&last.0, tbl) && last.1 == origin && last.2.continues(seq, rowid) {
+                last.2.n += 1;
+                return;
+            }
+        }
+        self.pending.push((
+            tbl.clone(),
+            origin,
+            Run {
+                seq0: seq,
+                rowid0: rowid,
+                n: 1,
+            },
+        ));
     }
 
     /// Write the pending rows' runs (inside the transaction, before COMMIT).
@@ -128,25 +153,26 @@ impl Runs {
             return Ok(());
         }
         let pending = std::mem::take(&mut self.pending);
+        self.flushed += pending.len();
+        self.floor = 0;
         let mut dirty: Vec<(Arc<str>, u32)> = Vec::new();
-        for (tbl, origin, seq, rowid) in pending {
+        for (tbl, origin, run) in pending {
             let key = (tbl, origin);
             let prev = match self.last.get(&key) {
                 Some(r) => Some(*r),
-                None => containing(conn, &key.0, origin, seq.saturating_sub(1))?,
+                None => containing(conn, &key.0, origin, run.seq0.saturating_sub(1))?,
             };
             let next = match prev {
-                Some(r) if r.continues(seq, rowid) => Run { n: r.n + 1, ..r },
+                Some(r) if r.continues(run.seq0, run.rowid0) => Run {
+                    n: r.n + run.n,
+                    ..r
+                },
                 _ => {
                     // The run in memory ends here: write it before it is replaced.
                     if let (Some(r), true) = (prev, dirty.contains(&key)) {
                         write_run(conn, &key.0, origin, r)?;
                     }
-                    Run {
-                        seq0: seq,
-                        rowid0: rowid,
-                        n: 1,
-                    }
+                    run
                 }
             };
             if !dirty.contains(&key) {
@@ -166,6 +192,7 @@ impl Runs {
     /// cached (the cache may hold runs the rollback undid).
     pub fn discard(&mut self) {
         self.pending.clear();
+        self.floor = 0;
         self.last.clear();
         self.parked.clear();
     }
@@ -186,14 +213,19 @@ impl Runs {
     }
 
     /// Rows noted so far in the open transaction (a savepoint's mark).
-    pub fn pending_len(&self) -> usize {
-        self.pending.len()
+    pub fn pending_len(&mut self) -> usize {
+        self.floor = self.pending.len();
+        self.flushed + self.pending.len()
     }
 
     /// A savepoint rolled back: forget what was noted after `mark`, and
     /// the cache (it may hold runs written inside the savepoint).
     pub fn rollback_to(&mut self, mark: usize) {
-        self.pending.truncate(mark);
+        // Entries flushed after the mark were written inside the savepoint
+        // and SQLite undid them; pending ones after it are dropped here.
+        let keep = mark.saturating_sub(self.flushed);
+        self.pending.truncate(keep);
+        self.floor = self.floor.min(keep);
         self.last.clear();
         self.parked.clear();
     }

@@ -159,7 +159,7 @@ impl Engine {
             // A patch the local tables refuse stays kept (pending), as in
             // the frame path; the rest of the group applies.
             self.conn.execute_batch("SAVEPOINT quilt_group")?;
-            let mark = self.runs.borrow().pending_len();
+            let mark = self.runs.borrow_mut().pending_len();
             match self.replay_one(k) {
                 Ok(c) => {
                     changes.extend(c);

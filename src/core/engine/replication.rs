@@ -350,9 +350,7 @@ impl Engine {
                     .any(|&(o, a, b)| o == g.origin && a <= seq && seq <= b);
             // (Parts of atomic groups are bounded by their size cap, not
             // by the kept cap: refusing them would stall the group.)
-            if !whole
-                && !held_back
-                && !self.kept_room(g.origin, protocol::estimate_row(r.2.iter()))
+            if !whole && !held_back && !self.kept_room(g.origin, protocol::estimate_row(r.2.iter()))
             {
                 // Over the kept cap: not stored, not held; the gap protocol
                 // asks for it again later (after migrate() frees room).

@@ -151,7 +151,7 @@ impl Engine {
             staged: self.units.staged.len(),
             held: self.units.held.len(),
             changes: self.units.changes.len(),
-            runs: self.runs.borrow().pending_len(),
+            runs: self.runs.borrow_mut().pending_len(),
         });
         Ok(())
     }
