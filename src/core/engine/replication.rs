@@ -487,6 +487,17 @@ impl Engine {
         self.counters.patches_applied += res.applied;
         self.counters.duplicates += res.duplicates;
         let mut touched: HashSet<u32> = HashSet::new();
+        // An atomic group says its last seq exists: the rest is fetched
+        // like any gap (and released if it is gone everywhere).
+        for &(o, _, b) in &body.atomic {
+            if b < SHADOW_STEP && self.waiting.iter().any(|w| w.0 == o && w.2 == b) {
+                let os = self.vector.origin(o);
+                if b > os.max_seen {
+                    os.max_seen = b;
+                    touched.insert(o);
+                }
+            }
+        }
         // Every source first: a move may land where another one left.
         for &(o, from, _, at) in &st.moves {
             self.vector.unhold(o, from, at);
