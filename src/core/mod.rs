@@ -7,6 +7,7 @@ pub mod error;
 pub mod hlc;
 pub mod kept;
 pub mod metrics;
+pub mod ordinals;
 pub mod protocol;
 pub mod ranges;
 pub mod schema;

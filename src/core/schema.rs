@@ -3,7 +3,7 @@
 //! what it needs under a `_quilt` prefix: a `_quiltNulls` column on each
 //! patches table (explicit NULL writes), an index on `(_peerId,
 //! _sequenceId)`, and one `_quilt_clock_<t>` table holding the winning stamp
-//! of every column of every row.
+//! of every column of every row (slots by column ordinal: ordinals.rs).
 
 use crate::core::error::{schema_err, Result};
 use rusqlite::Connection;
@@ -28,10 +28,12 @@ pub struct TableInfo {
     pub index: HashMap<String, usize>,
     /// Index in `columns` of each primary-key column.
     pub pk_index: Vec<usize>,
-    /// Prepared-statement SQL of the clock table: select, replace, merge.
+    /// Stable ordinal of each column (its clock slot and null bit; see
+    /// ordinals.rs): 0 for key columns, which have neither.
+    pub ordinals: Vec<u16>,
+    /// Prepared-statement SQL of the clock table: select, replace.
     pub clock_select: String,
     pub clock_replace: String,
-    pub clock_merge: String,
     /// Shared name, for patches.
     pub name_arc: std::sync::Arc<str>,
 }
@@ -202,15 +204,16 @@ pub fn load_tables(conn: &Connection) -> Result<BTreeMap<String, TableInfo>> {
             base.to_string(),
             TableInfo {
                 name: base.to_string(),
+                // Set by ordinals::assign (or carry) once the schema is known.
+                ordinals: vec![0; columns.len()],
                 columns,
                 pk_types: pk.iter().map(|p| p.2.clone()).collect(),
                 pk: pk_names,
                 index,
                 pk_index,
                 clock_select: format!("SELECT _stamps FROM {clock} WHERE {where_pk}"),
-                clock_replace: format!("INSERT OR REPLACE INTO {clock}({pkc},_stamps) VALUES({ph},?)"),
-                clock_merge: format!(
-                    "INSERT INTO {clock}({pkc},_stamps) VALUES({ph},?) ON CONFLICT({pkc}) DO UPDATE SET _stamps=quilt_clock_merge(_stamps, excluded._stamps)"
+                clock_replace: format!(
+                    "INSERT OR REPLACE INTO {clock}({pkc},_stamps) VALUES({ph},?)"
                 ),
                 name_arc: std::sync::Arc::from(base),
             },

@@ -344,7 +344,7 @@ impl Engine {
                     return Err(frame_err("internal: no prepared statements"));
                 };
                 let mut write = || -> Result<()> {
-                    let nulls = store::nulls_marker(t, rp.cols, rp.values);
+                    let nulls = store::nulls_bitmap(t, rp.cols, rp.values);
                     store::bind_patch_row(ins_st, rp.stamp, nulls.as_deref(), rp.values)?;
                     ins_st.raw_execute()?;
                     store::apply_remote_with(&self.conn, rem, t, &rp)?;
