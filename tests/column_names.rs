@@ -56,7 +56,10 @@ fn odd_names_replicate() {
     let ly = format!("{l}y");
     let mut one = engine(1);
     let row = |pairs: &[(&str, Value)]| -> Vec<(String, Value)> {
-        pairs.iter().map(|(c, v)| (c.to_string(), v.clone())).collect()
+        pairs
+            .iter()
+            .map(|(c, v)| (c.to_string(), v.clone()))
+            .collect()
     };
     one.upsert(
         "t",
@@ -82,8 +85,14 @@ fn odd_names_replicate() {
     )
     .unwrap();
     // A partial write of the other long name (merges the clock row).
-    one.upsert("t", vec![row(&[("id", Value::Int(1)), (&ly, Value::Text("z".into()))])])
-        .unwrap();
+    one.upsert(
+        "t",
+        vec![row(&[
+            ("id", Value::Int(1)),
+            (&ly, Value::Text("z".into())),
+        ])],
+    )
+    .unwrap();
     let want = vec![vec![
         Value::Int(1),
         Value::Null,

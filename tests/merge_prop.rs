@@ -278,7 +278,10 @@ fn vbuild(specs: &[VSpec]) -> Vec<(u32, Patch)> {
         .iter()
         .map(|(o, id, off, v, set, vals)| {
             let seq = *seqs.entry(*o).and_modify(|s| *s += 1).or_insert(1);
-            let at = *ats.entry(*o).and_modify(|a| *a += off).or_insert(1000 + off);
+            let at = *ats
+                .entry(*o)
+                .and_modify(|a| *a += off)
+                .or_insert(1000 + off);
             let mut columns = vec!["id".to_string()];
             let mut values = vec![Value::Int(*id)];
             for (i, n) in names_at(*v).iter().enumerate() {
