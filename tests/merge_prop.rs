@@ -256,6 +256,9 @@ fn names_at(v: u32) -> Vec<&'static str> {
     }
 }
 
+/// A column's winning (stamp, value) in the reference fold.
+type Won = ((u64, u32, u64), Value);
+
 /// (origin, row id, at offset, schema version of the writer, columns set, values)
 type VSpec = (u32, i64, u64, u32, [bool; 4], [Value; 4]);
 
@@ -381,7 +384,7 @@ proptest! {
         let patches = vbuild(&specs);
         // The fold: per row, per logical column (b and bb are one), the
         // value of the greatest stamp.
-        let mut expect: BTreeMap<i64, [Option<((u64, u32, u64), Value)>; 4]> = BTreeMap::new();
+        let mut expect: BTreeMap<i64, [Option<Won>; 4]> = BTreeMap::new();
         for (_, p) in &patches {
             let Value::Int(id) = p.values[0] else { unreachable!() };
             let row = expect.entry(id).or_default();
