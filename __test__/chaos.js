@@ -131,6 +131,17 @@ function normRow (row) {
   return out
 }
 
+// `_quiltNulls` of a stored patch as column names joined by commas: a
+// bitmap by column ordinal (bit k = ordinal k, see docs/design.md), whose
+// ordinals are this peer's own, or the first format's TEXT list.
+function nullNames (rep, table, nulls) {
+  if (nulls == null || typeof nulls === 'string') return nulls
+  const ords = rep.all(`SELECT name, ordinal FROM _quilt_columns WHERE tbl = ? AND version =
+    (SELECT value FROM _quilt_meta WHERE key = 'columns_at') ORDER BY name`, [table])
+  const names = ords.filter((o) => (nulls[o.ordinal >> 3] || 0) & (1 << (o.ordinal & 7))).map((o) => o.name)
+  return names.length ? names.join(',') : null
+}
+
 const pkKey = (row) => `${row.id}/${row.g}`
 const stampCmp = (x, y) => (x.at - y.at) || (x.peer - y.peer) || (x.seq - y.seq)
 
@@ -542,6 +553,7 @@ async function runChaos (options = {}) {
     const union = new Map()
     for (const i of openPeers()) {
       for (const p of reps[i].all('SELECT * FROM t_patches')) {
+        p._quiltNulls = nullNames(reps[i], 't', p._quiltNulls)
         const k = `${p._peerId}.${p._sequenceId}`
         const prev = union.get(k)
         if (prev) {

@@ -61,6 +61,33 @@ test('a quilt v1 file opens in place: rows, state, kept patches', async () => {
   assert.deepEqual(st.peers.filter((p) => p.peerId !== 7).map((p) => [p.peerId, p.contiguousSeq]).sort(), [[8, 1], [9, 2]])
   assert.deepEqual(notes(r), NOTES)
   assert.deepEqual(items(r), ITEMS)
+  // The clock rows were converted in place to slots by column ordinal
+  // (header byte 2, then 20-byte slots), recorded in _quilt_meta.
+  assert.equal(r.get("SELECT value FROM _quilt_meta WHERE key = 'clock_format'").value, 2)
+  for (const t of ['note', 'item']) {
+    const clocks = r.all(`SELECT _stamps AS s FROM _quilt_clock_${t}`)
+    assert.ok(clocks.length >= 3)
+    for (const { s } of clocks) {
+      assert.equal(s[0], 2, `${t}: format byte`)
+      assert.equal((s.length - 1) % 20, 0, `${t}: whole slots`)
+    }
+  }
+  const ords = r.all("SELECT tbl, name, ordinal FROM _quilt_columns WHERE version = 2 ORDER BY tbl, ordinal")
+  assert.deepEqual(ords.map((o) => `${o.tbl}.${o.name}=${o.ordinal}`),
+    ['item.name=1', 'item.qty=2', 'item.deletedAt=3', 'note.title=1', 'note.text=2', 'note.deletedAt=3'])
+  // Each stamp moved to its column's slot: note 1's title (ordinal 1) was
+  // last written by 7.8, its text (ordinal 2, `body` then) by 9.1.
+  const slot = (buf, k) => {
+    const b = Buffer.from(buf).subarray(1 + (k - 1) * 20, 1 + k * 20)
+    return b.length === 20 ? `${b.readBigUInt64BE(0)}/${b.readUInt32BE(8)}.${b.readBigUInt64BE(12)}` : null
+  }
+  const c1 = r.get('SELECT _stamps AS s FROM _quilt_clock_note WHERE id = 1').s
+  const at = (o, s) => String(r.get('SELECT _patchedAt AS at FROM note_patches WHERE _peerId = ? AND _sequenceId = ?', [o, s]).at)
+  assert.equal(slot(c1, 1), `${at(7, 8)}/7.8`)
+  assert.equal(slot(c1, 2), `${at(9, 1)}/9.1`)
+  assert.equal(slot(c1, 3), null)
+  // The explicit NULL written in the first format still reads as one.
+  assert.equal(typeof r.get("SELECT _quiltNulls AS n FROM note_patches WHERE _quiltNulls IS NOT NULL LIMIT 1").n, 'string')
   assert.deepEqual(r.migrate(MIGRATIONS.slice(0, 2)), { from: 2, to: 2 })
   // Writes continue the file's seq and clock; the explicit NULL still wins
   // over nothing, a partial write keeps the other columns.
@@ -105,6 +132,7 @@ test('a quilt v1 file replicates with fresh peers on every version', async () =>
     assert.deepEqual(notes(r), expectNotes, `peer ${r.peerId}`)
     assert.deepEqual(items(r), expectItems, `peer ${r.peerId}`)
   }
+
   // The v1 peer has not seen the v2 rename: it keeps the fresh peer's `text`
   // (and `stars`) whole, and has the rest.
   assert.deepEqual(older.all('SELECT id, title, body AS text, deletedAt FROM note ORDER BY id'),

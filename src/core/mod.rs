@@ -8,6 +8,7 @@ pub mod error;
 pub mod hlc;
 pub mod kept;
 pub mod metrics;
+pub mod ordinals;
 pub mod patches;
 pub mod protocol;
 pub mod ranges;
@@ -16,5 +17,4 @@ pub mod schema;
 pub mod snapshot;
 pub mod store;
 pub mod sync;
-
 pub mod value;

@@ -2,8 +2,9 @@
 //! a `<table>_patches` twin exists (replic-sqlite's layout). The library adds
 //! what it needs under a `_quilt` prefix: a `_quiltNulls` column on each
 //! patches table (explicit NULL writes), a run map (`runs.rs`) finding
-//! patch rows by `(_peerId, _sequenceId)`, and one `_quilt_clock_<t>` table holding the winning stamp
-//! of every column of every row.
+//! patch rows by `(_peerId, _sequenceId)`, and one `_quilt_clock_<t>` table
+//! holding the winning stamp of every column of every row (slots by column
+//! ordinal: ordinals.rs) and the row's deletion stamp.
 
 use crate::core::error::{schema_err, Result};
 use rusqlite::Connection;
@@ -34,10 +35,12 @@ pub struct TableInfo {
     pub index: HashMap<String, usize>,
     /// Index in `columns` of each primary-key column.
     pub pk_index: Vec<usize>,
-    /// Prepared-statement SQL of the clock table: select, replace, merge.
+    /// Stable ordinal of each column (its clock slot and null bit; see
+    /// ordinals.rs): 0 for key columns, which have neither.
+    pub ordinals: Vec<u16>,
+    /// Prepared-statement SQL of the clock table: select, replace.
     pub clock_select: String,
     pub clock_replace: String,
-    pub clock_merge: String,
     /// Set the stamps of a row, keeping its deletion stamp.
     pub clock_set: String,
     /// Set the deletion stamp of a row, keeping its column stamps.
@@ -237,6 +240,8 @@ pub fn load_tables(conn: &Connection) -> Result<BTreeMap<String, TableInfo>> {
             base.to_string(),
             TableInfo {
                 name: base.to_string(),
+                // Set by ordinals::assign (or carry) once the schema is known.
+                ordinals: vec![0; columns.len()],
                 columns,
                 pk_types: pk.iter().map(|p| p.2.clone()).collect(),
                 pk: pk_names,
@@ -247,11 +252,10 @@ pub fn load_tables(conn: &Connection) -> Result<BTreeMap<String, TableInfo>> {
                     "INSERT INTO {clock}({pkc},_stamps) VALUES({ph},?) ON CONFLICT({pkc}) DO UPDATE SET _stamps=excluded._stamps"
                 ),
                 clock_delete: format!(
-                    "INSERT INTO {clock}({pkc},_stamps,_deleted) VALUES({ph},x'',?) ON CONFLICT({pkc}) DO UPDATE SET _deleted=excluded._deleted"
+                    "INSERT INTO {clock}({pkc},_stamps,_deleted) VALUES({ph},x'02',?) ON CONFLICT({pkc}) DO UPDATE SET _deleted=excluded._deleted"
                 ),
-                clock_replace: format!("INSERT OR REPLACE INTO {clock}({pkc},_stamps) VALUES({ph},?)"),
-                clock_merge: format!(
-                    "INSERT INTO {clock}({pkc},_stamps) VALUES({ph},?) ON CONFLICT({pkc}) DO UPDATE SET _stamps=quilt_clock_merge(_stamps, excluded._stamps)"
+                clock_replace: format!(
+                    "INSERT OR REPLACE INTO {clock}({pkc},_stamps) VALUES({ph},?)"
                 ),
                 name_arc: std::sync::Arc::from(base),
                 rowid: conn

@@ -1,8 +1,8 @@
 //! Patch storage and the column-level last-writer-wins merge.
 //!
 //! Every row of a replicated table has one row in `_quilt_clock_<t>`: its
-//! primary key plus a BLOB of `(column, stamp)` pairs holding the winning
-//! stamp of each column. Applying a patch is one point read of that row, a
+//! primary key plus a BLOB of fixed 20-byte slots, one per column ordinal,
+//! holding the winning stamp of each column (clock.rs). Applying a patch is one point read of that row, a
 //! compare per column, one upsert of the base row and one write of the clock
 //! row, so the cost grows with the rows touched, never with history (the
 //! replic-sqlite re-merge trap), and one clock row per row instead of one per
@@ -14,7 +14,7 @@ use crate::core::protocol::Patch;
 use crate::core::schema::{q, TableInfo, NULLS_COL};
 use crate::core::value::Value;
 use rusqlite::{params_from_iter, Connection, OptionalExtension};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 pub use crate::core::kept::{
@@ -87,7 +87,7 @@ pub fn patch_insert_sql(t: &TableInfo, cols: &[usize]) -> String {
 pub fn bind_patch_row(
     st: &mut rusqlite::Statement,
     stamp: Stamp,
-    nulls: Option<&str>,
+    nulls: Option<&[u8]>,
     values: &[Value],
 ) -> Result<()> {
     st.raw_bind_parameter(1, stamp.at as i64)?;
@@ -100,10 +100,23 @@ pub fn bind_patch_row(
     Ok(())
 }
 
+/// Bind a row deletion's patch row: its key values, and `_quiltNulls`
+/// = `DELETE_MARK` (TEXT, never a bitmap).
+pub fn bind_deletion_row(st: &mut rusqlite::Statement, stamp: Stamp, key: &[Value]) -> Result<()> {
+    st.raw_bind_parameter(1, stamp.at as i64)?;
+    st.raw_bind_parameter(2, stamp.seq as i64)?;
+    st.raw_bind_parameter(3, stamp.peer as i64)?;
+    st.raw_bind_parameter(4, crate::core::schema::DELETE_MARK)?;
+    for (i, v) in key.iter().enumerate() {
+        st.raw_bind_parameter(i + 5, v)?;
+    }
+    Ok(())
+}
+
 /// Store the patch row in `<t>_patches`.
 pub fn insert_patch_row(conn: &Connection, t: &TableInfo, sql: &str, p: &RowPatch) -> Result<()> {
     let mut st = conn.prepare_cached(sql)?;
-    let nulls = nulls_marker(t, p.cols, p.values);
+    let nulls = nulls_bitmap(t, p.cols, p.values);
     bind_patch_row(&mut st, p.stamp, nulls.as_deref(), p.values)?;
     st.raw_execute()?;
     Ok(())
@@ -142,7 +155,7 @@ impl<'c> RemoteStatements<'c> {
 }
 
 /// `apply_remote` with prepared statements. The clock is compared as it is
-/// stored (names and big-endian stamps), without decoding it into a map.
+/// stored (big-endian stamps in slots by column ordinal), without decoding.
 pub fn apply_remote_with(
     conn: &Connection,
     st: &mut RemoteStatements,
@@ -169,7 +182,7 @@ pub fn apply_remote_with(
         return Ok(0);
     }
     let mine = stamp_bytes(p.stamp);
-    let entries = current.as_deref().map(clock_entries).unwrap_or_default();
+    let old: &[u8] = current.as_deref().unwrap_or_default();
     let mut win: Vec<bool> = Vec::with_capacity(p.cols.len());
     let mut won = 0;
     for &i in p.cols {
@@ -177,11 +190,8 @@ pub fn apply_remote_with(
             win.push(true);
             continue;
         }
-        let name = t.columns[i].as_bytes();
-        let wins = entries
-            .iter()
-            .find(|e| e.0 == name)
-            .is_none_or(|e| mine.as_slice() >= e.1);
+        let k = t.ordinals.get(i).copied().unwrap_or(ROW_SLOT);
+        let wins = k == ROW_SLOT || slot(old, k).is_none_or(|s| mine.as_slice() >= s);
         if wins {
             won += 1;
         }
@@ -207,20 +217,14 @@ pub fn apply_remote_with(
         conn.prepare_cached(&upsert_sql(t, &cols))?
             .execute(params_from_iter(vals))?;
     }
-    let mut names: Vec<&str> = p
-        .cols
-        .iter()
-        .zip(&win)
-        .filter(|(i, w)| **w && !t.pk_index.contains(i))
-        .map(|(&i, _)| t.columns[i].as_str())
-        .collect();
-    names.sort_unstable();
-    let (mut fresh, slots) = clock_template(&names);
-    fill_clock(&mut fresh, &slots, p.stamp);
-    let blob = match &current {
-        Some(old) => merge_clock(old, &fresh),
-        None => fresh,
-    };
+    // The merge with this patch's clock: each slot it won rises to its stamp.
+    let mut blob = current.unwrap_or_else(empty_clock);
+    for (&i, _) in p.cols.iter().zip(&win).filter(|x| *x.1) {
+        let k = t.ordinals.get(i).copied().unwrap_or(ROW_SLOT);
+        if k != ROW_SLOT {
+            raise_slot(&mut blob, k, &mine);
+        }
+    }
     let mut k = 1;
     for v in &pk {
         st.replace.raw_bind_parameter(k, *v)?;
@@ -232,17 +236,21 @@ pub fn apply_remote_with(
 }
 
 /// Turn a stored patch row into the columns it set: non-NULL values, plus
-/// NULLs listed in `_quiltNulls`. (A NULL not listed means "not set", which
-/// is also how replic-sqlite files read.) Primary-key columns always count.
+/// NULLs marked in `_quiltNulls` (a BLOB bitmap by column ordinal, or in
+/// files written before it, TEXT: names joined by commas). A NULL not
+/// marked means "not set", which is also how replic-sqlite files read.
+/// Primary-key columns always count. A row deletion (`_quiltNulls` =
+/// `DELETE_MARK`) reads as the key plus the deletion column.
 pub(crate) fn row_to_patch(
     t: &TableInfo,
     origin: u32,
     r: &rusqlite::Row,
 ) -> rusqlite::Result<Patch> {
+    use rusqlite::types::ValueRef;
     let at: i64 = r.get(0)?;
     let seq: i64 = r.get(1)?;
-    let nulls: Option<String> = r.get(2)?;
-    if nulls.as_deref() == Some(crate::core::schema::DELETE_MARK) {
+    let nulls = r.get_ref(2)?;
+    if matches!(nulls, ValueRef::Text(s) if s == crate::core::schema::DELETE_MARK.as_bytes()) {
         let mut columns: Vec<String> = t.pk.clone();
         let mut values = Vec::with_capacity(columns.len() + 1);
         for &i in &t.pk_index {
@@ -259,12 +267,16 @@ pub(crate) fn row_to_patch(
             values,
         });
     }
-    let listed: Vec<&str> = nulls.as_deref().map(parse_nulls).unwrap_or_default();
+    let marked = |i: usize, c: &str| match nulls {
+        ValueRef::Blob(b) => bitmap_has(b, t.ordinals.get(i).copied().unwrap_or(ROW_SLOT)),
+        ValueRef::Text(s) => s.split(|&b| b == b',').any(|n| n == c.as_bytes()),
+        _ => false,
+    };
     let mut columns = Vec::new();
     let mut values = Vec::new();
     for (i, c) in t.columns.iter().enumerate() {
         let v: Value = r.get(3 + i)?;
-        if !v.is_null() || listed.contains(&c.as_str()) || t.is_pk(c) {
+        if !v.is_null() || t.is_pk(c) || marked(i, c) {
             columns.push(c.clone());
             values.push(v);
         }
@@ -279,8 +291,8 @@ pub(crate) fn row_to_patch(
     })
 }
 
-/// A row's primary key and its winning stamp per column.
-type RowClock = (Vec<Value>, BTreeMap<String, Stamp>);
+/// A row's primary key and its clock BLOB.
+type RowClock = (Vec<Value>, Vec<u8>);
 
 /// Every stored patch of a table (used to rebuild a missing clock table).
 pub fn rebuild_clock(conn: &Connection, t: &TableInfo) -> Result<()> {
@@ -320,20 +332,17 @@ pub fn rebuild_clock(conn: &Connection, t: &TableInfo) -> Result<()> {
             }
             continue;
         }
-        let entry = clocks.entry(key).or_insert_with(|| (pk, BTreeMap::new()));
+        let entry = clocks.entry(key).or_insert_with(|| (pk, empty_clock()));
+        let b = stamp_bytes(stamp);
         for c in p.columns.iter() {
-            if t.is_pk(c) {
-                continue;
-            }
-            let e = entry.1.entry(c.clone()).or_insert(stamp);
-            if stamp > *e {
-                *e = stamp;
+            let k = t.index.get(c).and_then(|&i| t.ordinals.get(i).copied());
+            if let Some(k) = k.filter(|&k| k != ROW_SLOT) {
+                raise_slot(&mut entry.1, k, &b);
             }
         }
     }
     let mut st = conn.prepare(&t.clock_replace)?;
-    for (_, (pk, clock)) in clocks {
-        let blob = encode_clock(&clock);
+    for (_, (pk, blob)) in clocks {
         let params = pk
             .iter()
             .map(|v| v as &dyn rusqlite::ToSql)
@@ -367,19 +376,10 @@ pub fn rename_stamp(
         .prepare_cached(&t.clock_select)?
         .query_row(params_from_iter(pk.iter()), |r| r.get(0))
         .optional()?;
-    let Some(blob) = current else {
+    let Some(mut blob) = current else {
         return Ok(());
     };
-    let mut clock = decode_clock(&blob);
-    let mut changed = false;
-    for s in clock.values_mut() {
-        if *s == old {
-            *s = new;
-            changed = true;
-        }
-    }
-    if changed {
-        let blob = encode_clock(&clock);
+    if rename_in_clock(&mut blob, old, new) {
         let params = pk
             .iter()
             .map(|v| v as &dyn rusqlite::ToSql)
@@ -405,17 +405,16 @@ pub fn apply_delete(conn: &Connection, t: &TableInfo, pk: &[Value], stamp: Stamp
     if deleted.as_deref().is_some_and(|d| mine.as_slice() <= d) {
         return Ok(false);
     }
-    let entries = clock_entries(&stamps);
     let newer: Vec<&str> = t
         .columns
         .iter()
         .enumerate()
         .filter(|(i, _)| !t.pk_index.contains(i))
-        .map(|(_, c)| c.as_str())
-        .filter(|c| {
-            let n = c.as_bytes();
-            entries.iter().any(|e| e.0 == n && e.1 > mine.as_slice())
+        .filter(|(i, _)| {
+            let k = t.ordinals.get(*i).copied().unwrap_or(ROW_SLOT);
+            k != ROW_SLOT && slot(&stamps, k).is_some_and(|s| s > mine.as_slice())
         })
+        .map(|(_, c)| c.as_str())
         .collect();
     let where_pk =
         t.pk.iter()

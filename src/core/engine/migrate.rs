@@ -127,7 +127,21 @@ impl Engine {
         for (v, sql) in &steps {
             // Names in the patch tables are those of the version before the step.
             let before = if to > from { v - 1 } else { v + 1 };
-            self.keep_dropped(sql, before)?;
+            // The step's renames, as (table, name before, name after).
+            let path: Vec<(String, String, String)> = if to > from {
+                migrations
+                    .get(*v as usize - 1)
+                    .map(|m| m.renames.clone())
+                    .unwrap_or_default()
+            } else {
+                self.renames
+                    .iter()
+                    .rev()
+                    .filter(|r| r.0 == before)
+                    .map(|r| (r.1.clone(), r.3.clone(), r.2.clone()))
+                    .collect()
+            };
+            self.keep_dropped(sql, before, &path)?;
             self.conn
                 .execute_batch(sql)
                 .map_err(|e| schema_err(format!("migration to version {v} failed: {e}")))?;
@@ -146,7 +160,12 @@ impl Engine {
     /// leaves them, so the next step of the same `migrate()` compares with
     /// what is really there (a column a previous step dropped is not read:
     /// `"col"` of a missing column would read as the text 'col').
-    pub(super) fn keep_dropped(&mut self, sql: &str, version: u32) -> Result<()> {
+    pub(super) fn keep_dropped(
+        &mut self,
+        sql: &str,
+        version: u32,
+        renames: &[(String, String, String)],
+    ) -> Result<()> {
         if self.tables.is_empty() {
             return Ok(());
         }
@@ -158,7 +177,7 @@ impl Engine {
             .and_then(|_| schema::load_tables(&self.conn));
         self.conn
             .execute_batch("ROLLBACK TO quilt_probe; RELEASE quilt_probe")?;
-        let after = match probe {
+        let mut after = match probe {
             Ok(t) => t,
             Err(_) => return Ok(()), // the real run reports the error
         };
@@ -171,16 +190,15 @@ impl Engine {
                 continue;
             }
             let cond = if after.contains_key(&t.name) {
+                // Any explicit NULL may be one of the dropped columns: the
+                // patches read below are checked one by one.
                 dropped
                     .iter()
-                    .map(|c| {
-                        format!(
-                            "{0} IS NOT NULL OR instr(','||ifnull({1},'')||',', ','||'{2}'||',')>0 OR instr(ifnull({1},''), char(0)||'{2}'||char(0))>0",
-                            q(c),
-                            schema::NULLS_COL,
-                            c.replace('\'', "''")
-                        )
-                    })
+                    .map(|c| format!("{} IS NOT NULL", q(c)))
+                    .chain(std::iter::once(format!(
+                        "{} IS NOT NULL",
+                        schema::NULLS_COL
+                    )))
                     .collect::<Vec<_>>()
                     .join(" OR ")
             } else {
@@ -210,6 +228,17 @@ impl Engine {
                         store::insert_kept(&self.conn, &p, version)?;
                     }
                 }
+            }
+        }
+        // The next step reads patch rows (their null bitmaps) with the
+        // ordinals the columns have now, following this step's renames.
+        let path: Vec<(&str, &str, &str)> = renames
+            .iter()
+            .map(|(t, a, b)| (t.as_str(), a.as_str(), b.as_str()))
+            .collect();
+        for (name, next) in after.iter_mut() {
+            if let Some(prev) = self.tables.get(name) {
+                crate::core::ordinals::carry(prev, next, &path);
             }
         }
         // Only tables that already have quilt's hidden column and index
@@ -275,7 +304,7 @@ impl Engine {
             let mut st = self
                 .conn
                 .prepare_cached(&store::patch_insert_sql(t, &cols))?;
-            store::bind_patch_row(&mut st, stamp, Some(schema::DELETE_MARK), &vals)?;
+            store::bind_deletion_row(&mut st, stamp, &vals)?;
             st.raw_execute()?;
         } else {
             store::insert_patch_row(&self.conn, t, &store::patch_insert_sql(t, &cols), &rp)?;

@@ -7,6 +7,7 @@
 use crate::core::error::{frame_err, schema_err, Error, Result};
 use crate::core::hlc::{self, Hlc};
 use crate::core::metrics::Counters;
+use crate::core::ordinals;
 use crate::core::patches;
 use crate::core::protocol::{self, Body, FrameBuilder, Patch, Ping, Ranges};
 use crate::core::ranges::RangeSet;
@@ -260,7 +261,6 @@ impl Engine {
         // clock row): checkpoint less often so the WAL is synced less often.
         conn.pragma_update(None, "wal_autocheckpoint", 4000)?;
         conn.set_prepared_statement_cache_capacity(512);
-        store::register_functions(&conn)?;
         read::install(&conn);
         schema::ensure_meta(&conn)?;
         let state: Option<(i64, i64, i64, i64)> = conn
@@ -402,24 +402,51 @@ impl Engine {
         // Cached statements read their column lists before the first step;
         // after a schema change they must be prepared anew.
         self.conn.flush_prepared_statement_cache();
-        let tables = schema::load_tables(&self.conn)?;
+        self.load_renames()?;
+        let mut tables = schema::load_tables(&self.conn)?;
         let rebuild = rebuild_runs || !schema::runs_built(&self.conn)?;
-        if rebuild {
-            self.conn.execute("DELETE FROM _quilt_runs", [])?;
-            self.runs.borrow_mut().discard();
-        }
-        for t in tables.values() {
-            if rebuild && t.rowid {
-                crate::core::patches::rebuild_runs(&self.conn, &mut self.runs.borrow_mut(), t)?;
+        // Ordinals, the one-time clock upgrade, the run map and the
+        // internal tables go together or not at all (a savepoint also works
+        // inside migrate's transaction).
+        self.conn.execute_batch("SAVEPOINT quilt_schema")?;
+        let res = (|| -> Result<()> {
+            ordinals::ensure(&self.conn)?;
+            ordinals::assign(&self.conn, &mut tables, self.schema_version, &self.renames)?;
+            ordinals::upgrade_clocks(&self.conn, &tables)?;
+            if rebuild {
+                self.conn.execute("DELETE FROM _quilt_runs", [])?;
+                self.runs.borrow_mut().discard();
             }
-            if schema::ensure_internal(&self.conn, t)? {
-                store::rebuild_clock(&self.conn, t)?;
+            for t in tables.values() {
+                ordinals::ensure_nulls_column(&self.conn, t)?;
+                if rebuild && t.rowid {
+                    patches::rebuild_runs(&self.conn, &mut self.runs.borrow_mut(), t)?;
+                }
+                if schema::ensure_internal(&self.conn, t)? {
+                    store::rebuild_clock(&self.conn, t)?;
+                }
             }
-        }
-        if rebuild {
-            schema::set_runs_built(&self.conn)?;
+            if rebuild {
+                schema::set_runs_built(&self.conn)?;
+            }
+            Ok(())
+        })();
+        match res {
+            Ok(()) => self.conn.execute_batch("RELEASE quilt_schema")?,
+            Err(e) => {
+                let _ = self
+                    .conn
+                    .execute_batch("ROLLBACK TO quilt_schema; RELEASE quilt_schema");
+                self.runs.borrow_mut().discard();
+                return Err(e);
+            }
         }
         self.tables = tables;
+        Ok(())
+    }
+
+    /// The declared renames of every recorded migration, in version order.
+    fn load_renames(&mut self) -> Result<()> {
         let mut st = self
             .conn
             .prepare("SELECT version, renames FROM _quilt_migrations ORDER BY version")?;

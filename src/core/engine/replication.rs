@@ -398,12 +398,12 @@ impl Engine {
                 };
                 let mut rowid = 0;
                 let mut write = || -> Result<usize> {
-                    let nulls = if is_delete {
-                        Some(schema::DELETE_MARK.to_string())
+                    if is_delete {
+                        store::bind_deletion_row(ins_st, rp.stamp, rp.values)?;
                     } else {
-                        store::nulls_marker(t, rp.cols, rp.values)
-                    };
-                    store::bind_patch_row(ins_st, rp.stamp, nulls.as_deref(), rp.values)?;
+                        let nulls = store::nulls_bitmap(t, rp.cols, rp.values);
+                        store::bind_patch_row(ins_st, rp.stamp, nulls.as_deref(), rp.values)?;
+                    }
                     ins_st.raw_execute()?;
                     rowid = self.conn.last_insert_rowid();
                     if is_delete {

@@ -300,9 +300,11 @@ impl Engine {
                 None => None,
             }
         };
-        let clock = blob.as_deref().map(store::decode_clock).unwrap_or_default();
+        let blob = blob.unwrap_or_default();
+        let mine = store::stamp_bytes(p.stamp);
         Ok(Change::of_row(t, p.stamp.peer, p.cols, p.values, |i| {
-            clock.get(&t.columns[i]) == Some(&p.stamp)
+            let k = t.ordinals.get(i).copied().unwrap_or(store::ROW_SLOT);
+            k != store::ROW_SLOT && store::slot(&blob, k) == Some(&mine[..])
         }))
     }
 }

@@ -7,7 +7,8 @@
 //! place, so a row costs three statement executions and no SQL text
 //! hashing. A local stamp is above every stamp this peer has seen, so it
 //! wins every column it names: a write that names every column replaces the
-//! clock row outright; a partial one merges it with `quilt_clock_merge`.
+//! clock row outright; a partial one reads the clock row and merges it in
+//! Rust (`clock::merge_clock_into`), no SQL function involved.
 
 use super::*;
 use crate::core::runs::Runs;
@@ -19,6 +20,10 @@ struct Run<'c> {
     ins: rusqlite::CachedStatement<'c>,
     ups: rusqlite::CachedStatement<'c>,
     clock: rusqlite::CachedStatement<'c>,
+    /// Partial writes: reads the clock row to merge with.
+    select: Option<rusqlite::CachedStatement<'c>>,
+    /// Partial writes: the merged clock.
+    merged: Vec<u8>,
     names: Arc<Vec<String>>,
     template: Vec<u8>,
     /// Offsets of each stamp in `template`.
@@ -28,25 +33,27 @@ struct Run<'c> {
 
 impl<'c> Run<'c> {
     fn new(conn: &'c Connection, t: &TableInfo, cols: &[usize]) -> Result<Run<'c>> {
-        let mut names: Vec<&str> = cols
+        let ordinals: Vec<u16> = cols
             .iter()
             .filter(|i| !t.pk_index.contains(i))
-            .map(|&i| t.columns[i].as_str())
+            .filter_map(|&i| t.ordinals.get(i).copied())
             .collect();
-        names.sort_unstable();
-        let (template, slots) = store::clock_template(&names);
-        // Every non-key column named: the new clock replaces the old one.
-        let whole = names.len() + t.pk_index.len() == t.columns.len();
-        let clock_sql = if whole {
-            &t.clock_replace
-        } else {
-            &t.clock_merge
-        };
+        let (template, slots) = store::clock_template(&ordinals);
+        // Every non-key column named: the new clock replaces the old one
+        // (its stamp is above every slot it drops; see docs/design.md on
+        // the row slot).
+        let whole = ordinals.len() + t.pk_index.len() == t.columns.len();
         Ok(Run {
             cols: cols.to_vec(),
             ins: conn.prepare_cached(&store::patch_insert_sql(t, cols))?,
             ups: conn.prepare_cached(&store::upsert_sql(t, cols))?,
-            clock: conn.prepare_cached(clock_sql)?,
+            clock: conn.prepare_cached(&t.clock_set)?,
+            select: if whole {
+                None
+            } else {
+                Some(conn.prepare_cached(&t.clock_select)?)
+            },
+            merged: Vec::new(),
             names: Arc::new(cols.iter().map(|&i| t.columns[i].clone()).collect()),
             template,
             slots,
@@ -71,7 +78,7 @@ impl<'c> Run<'c> {
         buf: &mut Vec<u8>,
         base: bool,
     ) -> Result<()> {
-        let nulls = store::nulls_marker(t, &self.cols, values);
+        let nulls = store::nulls_bitmap(t, &self.cols, values);
         store::bind_patch_row(&mut self.ins, stamp, nulls.as_deref(), values)?;
         self.ins.raw_execute()?;
         if t.rowid {
@@ -86,12 +93,26 @@ impl<'c> Run<'c> {
         buf.clear();
         buf.extend_from_slice(&self.template);
         store::fill_clock(buf, &self.slots, stamp);
+        let mut blob: &[u8] = buf;
+        if let Some(sel) = self.select.as_mut() {
+            for (k, &p) in self.pk_pos.iter().enumerate() {
+                sel.raw_bind_parameter(k + 1, &values[p])?;
+            }
+            let mut rows = sel.raw_query();
+            if let Some(r) = rows.next()? {
+                // A clock that is not a BLOB is damaged: merged as empty.
+                let old = r.get_ref(0)?.as_blob_or_null().ok().flatten();
+                let old = old.unwrap_or_default();
+                store::merge_clock_into(&mut self.merged, old, buf);
+                blob = &self.merged;
+            }
+        }
         let mut k = 1;
         for &p in &self.pk_pos {
             self.clock.raw_bind_parameter(k, &values[p])?;
             k += 1;
         }
-        self.clock.raw_bind_parameter(k, &buf[..])?;
+        self.clock.raw_bind_parameter(k, blob)?;
         self.clock.raw_execute()?;
         Ok(())
     }
@@ -360,7 +381,7 @@ impl Engine {
             let mut st = self
                 .conn
                 .prepare_cached(&store::patch_insert_sql(&t, &cols))?;
-            store::bind_patch_row(&mut st, stamp, Some(schema::DELETE_MARK), &vals)?;
+            store::bind_deletion_row(&mut st, stamp, &vals)?;
             st.raw_execute()?;
         }
         if t.rowid {
