@@ -1,9 +1,8 @@
 'use strict'
 // Column names with a comma, and names over 255 bytes, work end to end:
 // written, set to NULL on purpose, replicated, merged, and equal on both
-// peers (issue 11). Clock entries carry names of any length up to 65535
-// bytes (frames cap names at 4096), explicit NULLs of a name with a comma
-// are recorded NUL-separated.
+// peers (issue 11). Clock slots and null bits go by column ordinal, so a
+// name's length or content does not matter (frames cap names at 1024).
 const test = require('node:test')
 const assert = require('node:assert/strict')
 const fs = require('node:fs')
@@ -59,9 +58,9 @@ test('names with a comma and names over 255 bytes replicate and merge', async ()
     c.addPeer(1, (f) => toA.push(Buffer.from(f)))
     for (let i = 0; i < 3; i++) { a.tick(); c.tick(); a.flush(); c.flush(); for (const f of toC.splice(0)) c.applyPatches(f); for (const f of toA.splice(0)) a.applyPatches(f) }
     assert.deepEqual(row(c), row(a))
-    // The patch row of the explicit NULL names the comma column.
+    // The patch row of the explicit NULL records it (a bitmap by ordinal).
     const nulls = a.all('SELECT _quiltNulls AS n FROM w_patches WHERE _quiltNulls IS NOT NULL').map((r) => r.n)
-    assert.ok(nulls.some((n) => n.split('\0').includes('x,y')), JSON.stringify(nulls))
+    assert.ok(nulls.length >= 1 && nulls.every((n) => Buffer.isBuffer(n) && n.some((byte) => byte !== 0)), String(nulls))
     await c.close({ timeoutMs: 0 })
   } finally {
     await a.close({ timeoutMs: 0 }); await b.close({ timeoutMs: 0 })
