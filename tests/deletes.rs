@@ -86,10 +86,37 @@ fn delete_then_older_write_stays_deleted_newer_write_recreates() {
     assert_eq!(rows(&a), want);
 }
 
+#[test]
+fn a_key_only_write_after_a_deletion_recreates_the_row_everywhere() {
+    // Found by the chaos harness: the writer re-created the row, receivers
+    // did not.
+    let mut a = engine(1);
+    let mut b = engine(2);
+    b.exec_sql("INSERT INTO t(id, a) VALUES (1, 'x')").unwrap();
+    for f in frames(&mut b) {
+        a.apply_frame(&f).unwrap();
+    }
+    b.exec_sql("DELETE FROM t WHERE id = 1").unwrap();
+    for f in frames(&mut b) {
+        a.apply_frame(&f).unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    a.upsert("t", vec![vec![("id".into(), Value::Int(1))]])
+        .unwrap();
+    for f in frames(&mut a) {
+        b.apply_frame(&f).unwrap();
+    }
+    let want = vec![vec![Value::Int(1), Value::Null, Value::Null]];
+    assert_eq!(rows(&a), want);
+    assert_eq!(rows(&b), want);
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Set(usize, u8, Option<i64>, Option<String>),
     Del(usize, u8),
+    /// `upsert(t, { id })`: a key-only write.
+    Key(usize, u8),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -102,6 +129,7 @@ fn op() -> impl Strategy<Value = Op> {
         )
             .prop_map(|(w, k, b, a)| Op::Set(w, k, b, a)),
         (0usize..3, 1u8..4).prop_map(|(w, k)| Op::Del(w, k)),
+        (0usize..3, 1u8..4).prop_map(|(w, k)| Op::Key(w, k)),
     ]
 }
 
@@ -124,6 +152,9 @@ proptest! {
                 }
                 Op::Del(w, k) => {
                     writers[*w].exec_sql(&format!("DELETE FROM t WHERE id = {k}")).unwrap();
+                }
+                Op::Key(w, k) => {
+                    writers[*w].upsert("t", vec![vec![("id".into(), Value::Int(*k as i64))]]).unwrap();
                 }
             }
             all.extend(frames(&mut writers[*w_of(o)]));
@@ -148,6 +179,6 @@ proptest! {
 
 fn w_of(o: &Op) -> &usize {
     match o {
-        Op::Set(w, ..) | Op::Del(w, _) => w,
+        Op::Set(w, ..) | Op::Del(w, _) | Op::Key(w, _) => w,
     }
 }

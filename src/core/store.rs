@@ -197,7 +197,11 @@ pub fn apply_remote_with(
         }
         win.push(wins);
     }
-    if won == 0 && current.is_some() {
+    // A key-only write (no other column) still says the row exists at its
+    // stamp: kept in the row slot, so a deletion older than it does not
+    // remove the row, whatever the order (docs/design.md, Row deletions).
+    let key_only = p.cols.iter().all(|i| t.pk_index.contains(i));
+    if won == 0 && current.is_some() && !key_only {
         return Ok(0);
     }
     if win.iter().all(|w| *w) {
@@ -224,6 +228,9 @@ pub fn apply_remote_with(
         if k != ROW_SLOT {
             raise_slot(&mut blob, k, &mine);
         }
+    }
+    if key_only {
+        raise_slot(&mut blob, ROW_SLOT, &mine);
     }
     let mut k = 1;
     for v in &pk {
@@ -334,6 +341,9 @@ pub fn rebuild_clock(conn: &Connection, t: &TableInfo) -> Result<()> {
         }
         let entry = clocks.entry(key).or_insert_with(|| (pk, empty_clock()));
         let b = stamp_bytes(stamp);
+        if p.columns.iter().all(|c| t.is_pk(c)) {
+            raise_slot(&mut entry.1, ROW_SLOT, &b);
+        }
         for c in p.columns.iter() {
             let k = t.index.get(c).and_then(|&i| t.ordinals.get(i).copied());
             if let Some(k) = k.filter(|&k| k != ROW_SLOT) {
@@ -421,7 +431,9 @@ pub fn apply_delete(conn: &Connection, t: &TableInfo, pk: &[Value], stamp: Stamp
             .map(|c| format!("{}=?", q(c)))
             .collect::<Vec<_>>()
             .join(" AND ");
-    if newer.is_empty() {
+    // A key-only write after the deletion keeps the row (all NULL).
+    let kept_by_key = slot(&stamps, ROW_SLOT).is_some_and(|s| s > mine.as_slice());
+    if newer.is_empty() && !kept_by_key {
         conn.prepare_cached(&format!("DELETE FROM {} WHERE {where_pk}", q(&t.name)))?
             .execute(params_from_iter(pk.iter()))?;
     } else {

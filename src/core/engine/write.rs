@@ -93,7 +93,7 @@ impl<'c> Run<'c> {
         buf.clear();
         buf.extend_from_slice(&self.template);
         store::fill_clock(buf, &self.slots, stamp);
-        let mut blob: &[u8] = buf;
+        let mut use_merged = false;
         if let Some(sel) = self.select.as_mut() {
             for (k, &p) in self.pk_pos.iter().enumerate() {
                 sel.raw_bind_parameter(k + 1, &values[p])?;
@@ -104,9 +104,23 @@ impl<'c> Run<'c> {
                 let old = r.get_ref(0)?.as_blob_or_null().ok().flatten();
                 let old = old.unwrap_or_default();
                 store::merge_clock_into(&mut self.merged, old, buf);
-                blob = &self.merged;
+                use_merged = true;
             }
         }
+        if self.slots.is_empty() {
+            // Key-only: the row exists at this stamp (store.rs, row slot).
+            if !use_merged {
+                self.merged.clear();
+                self.merged.extend_from_slice(buf);
+                use_merged = true;
+            }
+            store::raise_slot(
+                &mut self.merged,
+                store::ROW_SLOT,
+                &store::stamp_bytes(stamp),
+            );
+        }
+        let blob: &[u8] = if use_merged { &self.merged } else { buf };
         let mut k = 1;
         for &p in &self.pk_pos {
             self.clock.raw_bind_parameter(k, &values[p])?;
