@@ -175,6 +175,22 @@ const ORDER = { t: 'id, g', orders: 'id', items: 'oid, line' }
 const rowsOf = (r) => Object.keys(TABLES).map((t) => t + ' ' + JSON.stringify(r.all(`SELECT * FROM ${t} ORDER BY ${ORDER[t]}`).map(normRow))).join('\n')
 const patchesOf = (r) => Object.keys(TABLES).flatMap((t) => r.all(`SELECT _peerId AS p, _sequenceId AS s FROM ${t}_patches`).map((x) => `${x.p}.${x.s}`)).sort().join(' ')
 
+// The first row where two rowsOf() texts differ (for failure messages).
+function firstDiff (x, y) {
+  const a = x.split('\n')
+  const b = y.split('\n')
+  for (let t = 0; t < a.length; t++) {
+    if (a[t] === b[t]) continue
+    const name = a[t].slice(0, a[t].indexOf(' '))
+    const ra = JSON.parse(a[t].slice(name.length + 1)).map((r) => JSON.stringify(r))
+    const rb = JSON.parse(b[t].slice(name.length + 1)).map((r) => JSON.stringify(r))
+    const sa = new Set(ra)
+    const sb = new Set(rb)
+    return `${name}: only in the first ${ra.filter((r) => !sb.has(r)).slice(0, 3).join(' ')}; only in the second ${rb.filter((r) => !sa.has(r)).slice(0, 3).join(' ')}`
+  }
+  return ''
+}
+
 // ----- network ---------------------------------------------------------------
 
 class Net {
@@ -751,7 +767,7 @@ async function runChaos (options = {}) {
     const views = openPeers().map((i) => ({ peer: i + 1, rows: rowsOf(reps[i]), patches: patchesOf(reps[i]) }))
     const why = []
     for (const v of views.slice(1)) {
-      if (v.rows !== views[0].rows) why.push(`rows of peer ${v.peer} differ from peer ${views[0].peer}`)
+      if (v.rows !== views[0].rows) why.push(`rows of peer ${v.peer} differ from peer ${views[0].peer}: ${firstDiff(views[0].rows, v.rows)}`)
       if (v.patches !== views[0].patches) {
         const a = new Set(views[0].patches.split(' '))
         const b = new Set(v.patches.split(' '))
