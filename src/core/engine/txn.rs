@@ -141,7 +141,8 @@ impl Engine {
     pub(super) fn begin_unit(&mut self) -> Result<()> {
         self.check_open()?;
         if self.units.marks.is_empty() {
-            self.conn.execute_batch("BEGIN IMMEDIATE")?;
+            // Prepared once: an autocommit write pays for no SQL parsing.
+            self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
         } else {
             self.conn.execute_batch(&format!("SAVEPOINT {SAVEPOINT}"))?;
         }
@@ -174,7 +175,11 @@ impl Engine {
             Some((f, l)) => self.record_local_atomic(f, l),
             None => Ok(()),
         };
-        if let Err(e) = recorded.and_then(|_| self.conn.execute_batch(&sql).map_err(Error::from)) {
+        let end = |conn: &Connection| -> Result<()> {
+            conn.prepare_cached(&sql)?.execute([])?;
+            Ok(())
+        };
+        if let Err(e) = recorded.and_then(|_| end(&self.conn)) {
             self.rollback_unit();
             if group.is_some() {
                 self.out_atomic.pop();
