@@ -45,3 +45,19 @@ function sqlUsage (r: Replicator): void {
 }
 
 void sqlUsage
+
+// The Kysely adapter (quilt-sqlite/kysely).
+import { Kysely, SqliteDialect } from 'kysely'
+import { kyselyDatabase, type KyselySqliteDatabase } from '../../kysely'
+
+interface DB { todo: { id: number, tenantId: number, title: string | null, done: number | null } }
+
+async function ormUsage (r: Replicator): Promise<void> {
+  const database: KyselySqliteDatabase = kyselyDatabase(r)
+  const db = new Kysely<DB>({ dialect: new SqliteDialect({ database }) })
+  await db.insertInto('todo').values({ id: 1, tenantId: 7, title: 'x', done: 0 }).execute()
+  const rows: Array<{ id: number, title: string | null }> = await db.selectFrom('todo').select(['id', 'title']).execute()
+  void rows
+  await db.destroy()
+}
+void ormUsage
