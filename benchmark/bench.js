@@ -144,6 +144,19 @@ async function quiltOneTxn (rows) {
   return ms
 }
 
+// (h) The same upsert statement as better-sqlite3's, through quilt's
+// prepare().run() (captured writes), inside one transaction(fn).
+async function quiltPreparedTxn (rows) {
+  const r = openQuilt()
+  const stmt = r.prepare(UPSERT)
+  const many = r.transaction((rs) => { for (const x of rs) stmt.run(x) })
+  const t0 = now()
+  many(rows)
+  const ms = msSince(t0)
+  await closeQuilt(r)
+  return ms
+}
+
 async function quiltAutocommit (rows) {
   const r = openQuilt()
   const t0 = now()
@@ -288,7 +301,7 @@ async function main () {
   betterOneTxn(warm); betterAutocommit(warm)
   await quiltOneTxn(warm); await quiltAutocommit(warm)
 
-  const m = { qa: [], ba: [], qb: [], bb: [], qc: [], bc: [], qf: [] }
+  const m = { qa: [], ba: [], qb: [], bb: [], qc: [], bc: [], qf: [], qh: [], bh: [] }
   const { w: writer, frames } = capture(rows)
   await closeQuilt(writer)
   const wireBytes = frames.reduce((n, f) => n + f.length, 0)
@@ -297,6 +310,7 @@ async function main () {
   for (let run = 0; run < RUNS; run++) {
     if (process.stderr.isTTY) process.stderr.write(`run ${run + 1}/${RUNS}...\r`)
     m.qa.push(await quiltOneTxn(rows)); m.ba.push(betterOneTxn(rows))
+    m.qh.push(await quiltPreparedTxn(rows)); m.bh.push(betterOneTxn(rows))
     m.bb.push(betterAutocommit(rowsAuto)); m.qb.push(await quiltAutocommit(rowsAuto))
     const rc = await quiltReceive(frames)
     applied = rc.applied
@@ -328,6 +342,11 @@ async function main () {
   table.push([`(e) tick(), ${k(t.held)} patches, 1 gap`, `${t.first.toFixed(0)} us (next ${t.median.toFixed(0)})`, '', '', '< 1000 us', t.first < 1000 && t.median < 1000 ? 'met' : 'MISSED'])
   const fr = median(m.qf) / median(m.bc)
   table.push([`(f) same as (c), 1% frames dropped, healed`, fmtMs(median(m.qf)), fmtMs(median(m.bc)), `${fr.toFixed(2)}x`, '', lossy.healed ? `healed, ${lossy.ticks} tick(s)` : 'NOT HEALED'])
+  {
+    const ra = median(m.qa) / median(m.ba)
+    const rh = median(m.qh) / median(m.bh)
+    table.push([`(h) ${k(N)} prepare().run() captured, one transaction`, fmtMs(median(m.qh)), fmtMs(median(m.bh)), `${rh.toFixed(2)}x`, '<= 1.2 x (a)', rh <= 1.2 * ra ? `met (${(rh / ra).toFixed(2)} x (a))` : `MISSED (${(rh / ra).toFixed(2)} x (a))`])
+  }
   if (floor.json) row(`(g) (a) against quilt's SQL through rusqlite (floor)`, median(m.qa), floor.json.floorMs, '<= 1.15x', 1.15)
   else table.push([`(g) quilt's SQL through rusqlite (floor)`, 'not run', '', '', '<= 1.15x', ''])
 

@@ -144,7 +144,9 @@ impl Engine {
             // Prepared once: an autocommit write pays for no SQL parsing.
             self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
         } else {
-            self.conn.execute_batch(&format!("SAVEPOINT {SAVEPOINT}"))?;
+            self.conn
+                .prepare_cached(&format!("SAVEPOINT {SAVEPOINT}"))?
+                .execute([])?;
         }
         self.units.marks.push(Mark {
             seq: self.seq,
@@ -166,24 +168,30 @@ impl Engine {
         } else {
             format!("RELEASE {SAVEPOINT}")
         };
+        let atomic_before = self.out_atomic.len();
+        // The run map of every row this unit inserted, once, just before
+        // the outermost COMMIT (savepoint rollbacks drop theirs: runs.rs).
+        let flushed = if outer {
+            self.runs.borrow_mut().flush(&self.conn)
+        } else {
+            Ok(())
+        };
         // More than one own patch: they travel as one atomic group.
         let group = match (self.units.held.first(), self.units.held.last()) {
             (Some(f), Some(l)) if outer && l.0 > f.0 => Some((f.0, l.0)),
             _ => None,
         };
-        let recorded = match group {
+        let recorded = flushed.and_then(|_| match group {
             Some((f, l)) => self.record_local_atomic(f, l),
             None => Ok(()),
-        };
+        });
         let end = |conn: &Connection| -> Result<()> {
             conn.prepare_cached(&sql)?.execute([])?;
             Ok(())
         };
         if let Err(e) = recorded.and_then(|_| end(&self.conn)) {
             self.rollback_unit();
-            if group.is_some() {
-                self.out_atomic.pop();
-            }
+            self.out_atomic.truncate(atomic_before);
             return Err(e);
         }
         if self.units.marks.pop().is_none() {

@@ -351,9 +351,8 @@ impl Engine {
             });
         }
         drop(run);
-        // Runs are written inside the unit: a rollback undoes them with the
-        // rows (and `rollback_unit` forgets the cached ones).
-        self.runs.borrow_mut().flush(&self.conn)?;
+        // Runs are written by the outermost commit (txn.rs): a rollback
+        // undoes them with the rows (and `rollback_unit` forgets them).
         // No state row update here: seq and HLC are rebuilt from the patch
         // rows on open (one dirty page less per commit); ticks persist them.
         Ok(())
@@ -405,7 +404,6 @@ impl Engine {
                 self.seq,
                 self.conn.last_insert_rowid(),
             );
-            self.runs.borrow_mut().flush(&self.conn)?;
         }
         store::apply_delete(&self.conn, &t, &vals, stamp)?;
         self.units.held.push((self.seq, at));
