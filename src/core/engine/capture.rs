@@ -599,7 +599,7 @@ impl Engine {
                 (Some(old), Some(new)) => new
                     .into_iter()
                     .enumerate()
-                    .filter(|(i, v)| t.pk_index.contains(i) || old[*i] != *v)
+                    .filter(|(i, v)| t.pk_index.contains(i) || !same_value(&old[*i], v))
                     .unzip(),
             };
             if cols.len() == t.pk_index.len() {
@@ -636,5 +636,15 @@ impl Engine {
     /// open unit). It becomes a row deletion (write.rs `write_deletion`).
     pub(super) fn record_delete(&mut self, table: &str, pk: Vec<(String, Value)>) -> Result<()> {
         self.write_deletion(table, pk)
+    }
+}
+
+/// Old and new image of a column hold the same value. A REAL column stores
+/// an integral value as an integer, so the preupdate hook may show `85`
+/// where a read shows `85.0`: numerically equal numbers are the same.
+fn same_value(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Int(i), Value::Real(f)) | (Value::Real(f), Value::Int(i)) => *f == *i as f64,
+        _ => a == b,
     }
 }
