@@ -209,10 +209,23 @@ test('statements: all/get/iterate, params, reader/readonly, errors', async () =>
     assert.equal(ins.readonly, false)
     assert.throws(() => ins.all({ id: 4, a: 'w' }), TypeError)
     ins.run({ id: 4, a: 'w' })
+    // Named values go over as an array in binding order ($, :, @ alike,
+    // a name used twice bound once); a missing or undefined one is an
+    // error, as in better-sqlite3, and nothing is written.
+    const mixed = a.prepare('INSERT INTO t (id, a, b) VALUES ($id, :a, @b + @b)')
+    assert.deepEqual(mixed.run({ b: 2, a: 'm', id: 5, extra: 'ignored' }), { changes: 1, lastInsertRowid: 5, token: '1.5' })
+    assert.deepEqual(a.get('SELECT a, b FROM t WHERE id = 5'), { a: 'm', b: 4 })
+    assert.throws(() => mixed.run({ id: 6, a: 'n' }), RangeError)
+    assert.throws(() => mixed.run({ id: 6, a: 'n', b: undefined }), RangeError)
+    assert.equal(a.get('SELECT count(*) AS n FROM t WHERE id = 6').n, 0)
+    // Numbered positional parameters take an array.
+    a.prepare('UPDATE t SET a = ?2 WHERE id = ?1').run(5, 'numbered')
+    assert.equal(a.get('SELECT a FROM t WHERE id = 5').a, 'numbered')
+    a.prepare('DELETE FROM t WHERE id = 5').run()
     // RETURNING: rows and a captured write.
     const ret = a.prepare('UPDATE t SET b = b * 10 WHERE id <= ? RETURNING id, b')
     assert.deepEqual(ret.all(2).sort((x, y) => x.id - y.id), [{ id: 1, b: 10 }, { id: 2, b: 20 }])
-    assert.equal(a.status().seq, 6)
+    assert.equal(a.status().seq, 9)
     assert.throws(() => a.prepare('SELECT 1; SELECT 2'), RangeError)
     assert.throws(() => a.prepare('SELEC nope'), { code: 'E_SQLITE' })
     assert.throws(() => sel.all(1, 2), RangeError)

@@ -131,3 +131,88 @@ test('a receiving peer gets all patches of a transaction in one frame, across ta
     await c.close()
   }
 })
+
+// Calls inside transaction(fn) run without a savepoint each (txn.rs, light
+// units). A failed call that left nothing behind keeps the transaction
+// going, as in better-sqlite3; one that left rows behind rolls back all.
+test('a failed statement or upsert that changed nothing keeps the transaction going', async () => {
+  const c = cluster()
+  const a = c.open(1)
+  const b = c.open(2)
+  c.connect()
+  try {
+    a.prepare("INSERT INTO todo (id, tenantId, title) VALUES (1, 1, 'first')").run()
+    a.flush(); c.deliver()
+    const insert = a.prepare('INSERT INTO todo (id, tenantId, title) VALUES (?, ?, ?)')
+    a.transaction(() => {
+      insert.run(2, 1, 'two')
+      // One row, already there: SQLite refuses before writing.
+      assert.throws(() => insert.run(1, 1, 'dup'), (e) => e.code === 'E_SQLITE' && /UNIQUE/.test(e.message))
+      // Several rows, the second collides: SQLite undoes the first.
+      assert.throws(() => a.prepare("INSERT INTO todo (id, tenantId, title) VALUES (3, 1, 'x'), (1, 1, 'y')").run(), /UNIQUE/)
+      // A value of the wrong type for a STRICT column.
+      assert.throws(() => a.upsert('t', { id: 1, b: 'not a number' }), TypeError)
+      // A bad argument.
+      assert.throws(() => a.upsert('t', { id: 1, nope: 1 }), { code: 'E_SCHEMA' })
+      a.upsert('t', { id: 1, a: 'kept' })
+      insert.run(4, 1, 'four')
+      assert.equal(a.inTransaction, true)
+    })()
+    assert.equal(a.inTransaction, false)
+    // Seqs 2, 3, 4: no seq was spent on a failed call.
+    assert.equal(a.status().seq, 4)
+    assert.deepEqual(a.all('SELECT id, title FROM todo ORDER BY id'), [{ id: 1, title: 'first' }, { id: 2, title: 'two' }, { id: 4, title: 'four' }])
+    assert.equal(a.get('SELECT count(*) AS n FROM todo_patches').n, 3)
+    a.flush(); c.deliver()
+    assert.equal(await b.waitFor('1.4', 1000), true)
+    assert.deepEqual(b.all('SELECT id, title FROM todo ORDER BY id'), a.all('SELECT id, title FROM todo ORDER BY id'))
+    assert.deepEqual(b.all('SELECT id, a FROM t'), [{ id: 1, a: 'kept' }])
+  } finally {
+    await c.close()
+  }
+})
+
+test('a failed statement that left rows behind rolls the whole transaction back, loudly', async () => {
+  const c = cluster()
+  const a = c.open(1)
+  const b = c.open(2)
+  c.connect()
+  try {
+    a.prepare("INSERT INTO todo (id, tenantId, title) VALUES (1, 1, 'first')").run()
+    a.flush(); c.deliver()
+    for (const conflict of ['OR FAIL', 'OR ROLLBACK']) {
+      const seq = a.status().seq
+      let later
+      const nested = a.transaction(() => a.upsert('t', { id: 99 }))
+      const tx = a.transaction(() => {
+        a.upsert('t', { id: 1, a: 'lost' })
+        // OR FAIL keeps row 5 and stops at the duplicate; OR ROLLBACK ends
+        // the transaction in SQLite itself.
+        assert.throws(() => a.prepare(`INSERT ${conflict} INTO todo (id, tenantId, title) VALUES (5, 1, 'x'), (1, 1, 'y')`).run(), /UNIQUE/)
+        assert.equal(a.inTransaction, true, 'still inside fn')
+        // Every later write of this fn fails, nothing autocommits.
+        assert.throws(() => a.upsert('t', { id: 2, a: 'after' }), { code: 'E_SQLITE' })
+        assert.throws(() => a.exec("INSERT INTO todo (id, tenantId, title) VALUES (6, 1, 'z')"), { code: 'E_SQLITE' })
+        assert.throws(() => nested(), { code: 'E_SQLITE' })
+        later = a.all('SELECT id FROM todo ORDER BY id')
+      })
+      // fn returned normally: its commit says the transaction is gone.
+      assert.throws(() => tx(), { code: 'E_SQLITE' })
+      assert.equal(a.inTransaction, false, conflict)
+      assert.deepEqual(later, [{ id: 1 }], `${conflict}: reads inside see the rollback`)
+      assert.deepEqual(a.all('SELECT id FROM todo ORDER BY id'), [{ id: 1 }])
+      assert.deepEqual(a.all('SELECT id FROM t'), [])
+      assert.equal(a.status().seq, seq, `${conflict}: no seq spent`)
+      a.flush()
+      assert.equal(c.take(2).filter((f) => b.applyPatches(f.frame).applied > 0).length, 0, 'nothing shipped')
+    }
+    // The replicator goes on: the next writes reuse the seqs and arrive.
+    a.transaction(() => { a.upsert('t', { id: 3, a: 'next' }); a.upsert('t', { id: 4, a: 'next' }) })()
+    a.flush(); c.deliver()
+    assert.equal(await b.waitFor('1.3', 1000), true)
+    assert.deepEqual(b.all('SELECT id, a FROM t ORDER BY id'), [{ id: 3, a: 'next' }, { id: 4, a: 'next' }])
+    assert.deepEqual(b.all('SELECT id FROM todo ORDER BY id'), [{ id: 1 }])
+  } finally {
+    await c.close()
+  }
+})

@@ -8,14 +8,28 @@ const { typeError } = require('./errors.js')
 
 /**
  * Bind parameters the way better-sqlite3 takes them: nothing, one array,
- * one object of named values, or values as separate arguments.
+ * one object of named values, or values as separate arguments. `names` are
+ * the statement's parameter names in binding order (all named), or null:
+ * an object is then handed over as the array of its values in that order,
+ * which crosses into native code without reading the object's keys there.
+ * Anything unusual (a missing or undefined value) goes over as the object,
+ * so the native side reports it.
  */
-function bindArgs (args) {
+function bindArgs (args, names) {
   if (args.length === 0) return undefined
   if (args.length === 1) {
     const p = args[0]
     if (Array.isArray(p)) return p
-    if (p !== null && typeof p === 'object' && !(p instanceof Uint8Array)) return p
+    if (p !== null && typeof p === 'object' && !(p instanceof Uint8Array)) {
+      if (names === null || names === undefined) return p
+      const vals = new Array(names.length)
+      for (let i = 0; i < names.length; i++) {
+        const v = p[names[i]]
+        if (v === undefined) return p
+        vals[i] = v
+      }
+      return vals
+    }
     return [p]
   }
   return args
@@ -24,6 +38,9 @@ function bindArgs (args) {
 class Statement {
   constructor (replicator, source, info) {
     this._r = replicator
+    this._names = info.params ?? null
+    // run()'s results, written natively: [changes, lastInsertRowid, seq].
+    this._out = new Float64Array(3)
     /** The SQL text. */
     this.source = source
     /** True when the statement returns rows. */
@@ -36,16 +53,18 @@ class Statement {
   run (...params) {
     const r = this._r
     r._checkOpen()
-    const out = r._native.run(this.source, bindArgs(params))
-    if (!this.readonly) r._afterWrite()
-    return { changes: out.changes, lastInsertRowid: out.lastInsertRowid, token: out.token }
+    const out = this._out
+    r._native.run(this.source, bindArgs(params, this._names), out)
+    // Inside transaction(fn) the commit does what follows a write.
+    if (!this.readonly && r._txDepth === 0) r._afterWrite()
+    return { changes: out[0], lastInsertRowid: out[1], token: `${r.peerId}.${out[2]}` }
   }
 
   /** Every row, as objects. */
   all (...params) {
     this._checkReader('all')
     const r = this._r
-    const rows = r._native.sqlAll(this.source, bindArgs(params))
+    const rows = r._native.sqlAll(this.source, bindArgs(params, this._names))
     if (!this.readonly) r._afterWrite()
     return rows
   }
@@ -54,7 +73,7 @@ class Statement {
   get (...params) {
     this._checkReader('get')
     const r = this._r
-    const row = r._native.sqlGet(this.source, bindArgs(params))
+    const row = r._native.sqlGet(this.source, bindArgs(params, this._names))
     if (!this.readonly) r._afterWrite()
     return row
   }

@@ -67,7 +67,7 @@ fn insert_update_upsert_become_patches_of_changed_columns() {
         )
         .expect("update");
     assert_eq!(out.changes, 1);
-    assert_eq!(out.token, "1.3");
+    assert_eq!(out.seq, 3);
     a.run_sql(
         "INSERT INTO t(id, a, b) VALUES (2, 'z', 20) ON CONFLICT(id) DO UPDATE SET a = excluded.a, b = excluded.b",
         Params::Positional(&[]),

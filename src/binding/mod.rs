@@ -22,8 +22,8 @@ mod sql;
 mod values;
 
 pub use values::{
-    JsBytes, JsCells, JsKey, JsMigrations, JsParams, JsPeerId, JsRow, JsRowList, JsRows, JsSql,
-    JsTable, NativeOptions, RestoreArgs,
+    JsBytes, JsCells, JsKey, JsMigrations, JsOut, JsParams, JsPeerId, JsRow, JsRowList, JsRows,
+    JsSql, JsTable, NativeOptions, RestoreArgs,
 };
 
 /// The constructor of the JS error class for coded errors, registered once

@@ -2,7 +2,7 @@
 //! `transaction(fn)` and of `'change'` records. `lib/sql.js` builds the
 //! better-sqlite3-shaped `Statement` and `transaction` on top of these.
 
-use super::{JsParams, JsRows, JsSql, NativeReplicator, OrJs};
+use super::{JsOut, JsParams, JsRows, JsSql, NativeReplicator, OrJs};
 use crate::core::engine::{Change, Params, SqlMode};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
@@ -14,14 +14,9 @@ pub struct NativeStatementInfo {
     pub reader: bool,
     /// It writes nothing.
     pub readonly: bool,
-}
-
-/// `run()`'s result.
-#[napi(object)]
-pub struct NativeRunResult {
-    pub changes: f64,
-    pub last_insert_rowid: i64,
-    pub token: String,
+    /// Parameter names in binding order (all named), else null: lets
+    /// `lib/sql.js` pass an object's values as an array.
+    pub params: Option<Vec<String>>,
 }
 
 /// One changed row of a `'change'` event.
@@ -74,26 +69,30 @@ impl NativeReplicator {
         Ok(NativeStatementInfo {
             reader: info.reader,
             readonly: info.readonly,
+            params: info.params,
         })
     }
 
-    /// Run a prepared statement to its end.
-    #[napi(catch_unwind, ts_args_type = "sql: string, params?: unknown")]
+    /// Run a prepared statement to its end; `out` receives `[changes,
+    /// lastInsertRowid, seq]` (no result object to build per call; the
+    /// token is `"<peerId>.<seq>"`).
+    #[napi(
+        catch_unwind,
+        ts_args_type = "sql: string, params: unknown, out: Float64Array"
+    )]
     pub fn run(
         &mut self,
         env: Env,
         sql: JsSql,
         params_: Option<JsParams>,
-    ) -> Result<NativeRunResult> {
-        let out = self
+        out: JsOut,
+    ) -> Result<()> {
+        let r = self
             .e(&env)?
             .run_sql(&sql.0, params(&params_), SqlMode::Run)
             .js(&env)?;
-        Ok(NativeRunResult {
-            changes: out.changes as f64,
-            last_insert_rowid: out.last_insert_rowid,
-            token: out.token,
-        })
+        out.set(&[r.changes as f64, r.last_insert_rowid as f64, r.seq as f64]);
+        Ok(())
     }
 
     /// Every row of a prepared statement (writes are captured).

@@ -730,6 +730,60 @@ impl FromNapiValue for JsParams {
     }
 }
 
+/// A `Float64Array` the native side writes results into (`run()`).
+pub struct JsOut {
+    data: *mut f64,
+    len: usize,
+}
+
+impl JsOut {
+    /// Write `values` from index 0 (as many as fit).
+    pub fn set(&self, values: &[f64]) {
+        for (i, v) in values.iter().enumerate().take(self.len) {
+            // SAFETY: `data` points at `len` f64s of a typed array the JS
+            // caller holds for the whole call; nothing runs JS meanwhile.
+            unsafe { self.data.add(i).write_unaligned(*v) };
+        }
+    }
+}
+
+impl TypeName for JsOut {
+    fn type_name() -> &'static str {
+        "Float64Array"
+    }
+    fn value_type() -> ValueType {
+        ValueType::Object
+    }
+}
+
+impl FromNapiValue for JsOut {
+    unsafe fn from_napi_value(env: sys::napi_env, v: sys::napi_value) -> Result<Self> {
+        let mut is_ta = false;
+        check(env, sys::napi_is_typedarray(env, v, &mut is_ta), "out")?;
+        let mut ty = 0;
+        let mut len = 0usize;
+        let mut data = ptr::null_mut();
+        let mut ab = ptr::null_mut();
+        let mut off = 0usize;
+        if is_ta {
+            check(
+                env,
+                sys::napi_get_typedarray_info(
+                    env, v, &mut ty, &mut len, &mut data, &mut ab, &mut off,
+                ),
+                "out",
+            )?;
+        }
+        if !is_ta || ty != sys::TypedarrayType::float64_array || data.is_null() {
+            return Err(type_err(env, "out must be a Float64Array"));
+        }
+        Ok(JsOut {
+            data: data.cast(),
+            len,
+        })
+    }
+}
+
 /// Bytes of a frame (Buffer or Uint8Array).
 pub struct JsBytes(pub Vec<u8>);
 

@@ -113,6 +113,7 @@ pub fn carry(prev: &TableInfo, next: &mut TableInfo, path: &[(&str, &str, &str)]
         .filter(|(_, &k)| k != ROW_SLOT)
         .map(|(c, &k)| (follow(&prev.name, c, path), k))
         .collect();
+    next.write_sql_clear();
     next.ordinals = next
         .columns
         .iter()
@@ -170,6 +171,7 @@ pub fn assign(
             };
             ordinals.push(k);
         }
+        t.write_sql_clear();
         t.ordinals = ordinals;
         let mut want: Vec<(String, u16)> = t
             .columns

@@ -50,9 +50,45 @@ pub struct TableInfo {
     /// The patches table has rowids (found through the run map, no index);
     /// false for a `WITHOUT ROWID` patches table (searched by key).
     pub rowid: bool,
+    /// Write SQL per column set, built once (store.rs `write_sql`).
+    pub write_sql: WriteSqlCache,
 }
 
+/// What the local write path needs per column set, built once
+/// (store.rs `write_sql`): SQL, column names, clock template.
+#[derive(Debug)]
+pub struct WriteSql {
+    /// The patch-row insert.
+    pub insert: String,
+    /// The base-row upsert.
+    pub upsert: String,
+    /// Column names, shared by every patch of the set.
+    pub names: std::sync::Arc<Vec<String>>,
+    /// A clock BLOB with a slot per non-key column; stamps go in at `slots`.
+    pub template: Vec<u8>,
+    pub slots: Vec<usize>,
+    /// Position of each key column in the set.
+    pub pk_pos: Vec<usize>,
+    /// Every non-key column is in the set.
+    pub whole: bool,
+}
+
+/// [`WriteSql`] by column set (indices into `columns`), at most
+/// [`WRITE_SQL_CACHED`] of them (then it starts over).
+pub type WriteSqlCache =
+    std::sync::Arc<std::sync::Mutex<HashMap<Vec<usize>, std::sync::Arc<WriteSql>>>>;
+
+/// Column sets whose write SQL a table keeps.
+pub const WRITE_SQL_CACHED: usize = 256;
+
 impl TableInfo {
+    /// Forget the built [`WriteSql`]s (the ordinals they used change).
+    pub fn write_sql_clear(&self) {
+        self.write_sql
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
     pub fn has(&self, col: &str) -> bool {
         self.index.contains_key(col)
     }
@@ -261,6 +297,7 @@ pub fn load_tables(conn: &Connection) -> Result<BTreeMap<String, TableInfo>> {
                 rowid: conn
                     .prepare(&format!("SELECT rowid FROM {} LIMIT 0", q(&pname)))
                     .is_ok(),
+                write_sql: Default::default(),
             },
         );
     }

@@ -11,7 +11,7 @@
 pub use crate::core::clock::*;
 use crate::core::error::Result;
 use crate::core::protocol::Patch;
-use crate::core::schema::{q, TableInfo, NULLS_COL};
+use crate::core::schema::{q, TableInfo, WriteSql, NULLS_COL, WRITE_SQL_CACHED};
 use crate::core::value::Value;
 use rusqlite::{params_from_iter, Connection, OptionalExtension};
 use std::collections::HashMap;
@@ -70,6 +70,47 @@ pub fn upsert_sql(t: &TableInfo, cols: &[usize]) -> String {
         pk,
         action
     )
+}
+
+/// The patch-row insert and base-row upsert SQL of `cols`, built once per
+/// column set and table schema.
+pub fn write_sql(t: &TableInfo, cols: &[usize]) -> Arc<WriteSql> {
+    let build = || {
+        let ordinals: Vec<u16> = cols
+            .iter()
+            .filter(|i| !t.pk_index.contains(i))
+            .filter_map(|&i| t.ordinals.get(i).copied())
+            .collect();
+        let (template, slots) = clock_template(&ordinals);
+        Arc::new(WriteSql {
+            insert: patch_insert_sql(t, cols),
+            upsert: upsert_sql(t, cols),
+            names: Arc::new(cols.iter().map(|&i| t.columns[i].clone()).collect()),
+            template,
+            slots,
+            pk_pos: t
+                .pk_index
+                .iter()
+                .filter_map(|i| cols.iter().position(|c| c == i))
+                .collect(),
+            // Every non-key column named: the new clock replaces the old
+            // one (its stamp is above every slot it drops; see
+            // docs/design.md on the row slot).
+            whole: ordinals.len() + t.pk_index.len() == t.columns.len(),
+        })
+    };
+    // A poisoned lock only means another thread panicked mid-insert: the
+    // map holds whole entries either way.
+    let mut cache = t.write_sql.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(w) = cache.get(cols) {
+        return w.clone();
+    }
+    if cache.len() >= WRITE_SQL_CACHED {
+        cache.clear();
+    }
+    let w = build();
+    cache.insert(cols.to_vec(), w.clone());
+    w
 }
 
 /// SQL that stores a patch row.

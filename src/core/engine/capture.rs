@@ -60,19 +60,23 @@ pub struct SqlOutput {
     /// Rows the statement inserted, updated or deleted (`sqlite3_changes`).
     pub changes: u64,
     pub last_insert_rowid: i64,
-    /// Token of the last captured patch, or the current one.
-    pub token: String,
+    /// This peer's seq after the statement: its session token is
+    /// `"<peerId>.<seq>"` (`Engine::token`).
+    pub seq: u64,
     pub names: Vec<String>,
     pub rows: Vec<Vec<Value>>,
 }
 
 /// What `prepare()` learns about a statement.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatementInfo {
     /// It returns rows (`all`/`get`/`iterate` make sense).
     pub reader: bool,
     /// It writes nothing.
     pub readonly: bool,
+    /// The name of each parameter, without its `@`/`:`/`$`, in binding
+    /// order; `None` when one of them is positional (`?`).
+    pub params: Option<Vec<String>>,
 }
 
 /// One row change seen by the preupdate hook.
@@ -405,11 +409,20 @@ impl Engine {
         let _watch = Watch::start(&self.conn, self.fence_names(), false);
         let st = self
             .conn
-            .prepare_cached(&format!("{SQL_TAG}{sql}"))
+            .prepare_cached(&tagged(sql))
             .map_err(|e| user_err(e.into()))?;
+        let params = (1..=st.parameter_count())
+            .map(|i| {
+                st.parameter_name(i)
+                    .filter(|n| !n.starts_with('?'))
+                    .and_then(|n| n.get(1..))
+                    .map(String::from)
+            })
+            .collect();
         Ok(StatementInfo {
             reader: st.column_count() > 0,
             readonly: st.readonly(),
+            params,
         })
     }
 
@@ -437,19 +450,38 @@ impl Engine {
     }
 
     /// `run`/`all`/`get` of a prepared statement. A statement that writes
-    /// runs in its own unit (or a savepoint inside `transaction(fn)`) and
-    /// its changes to replicated tables are captured.
+    /// runs in its own unit (a light one inside `transaction(fn)`: txn.rs)
+    /// and its changes to replicated tables are captured.
     pub fn run_sql(&mut self, sql: &str, params: Params, mode: SqlMode) -> Result<SqlOutput> {
-        let info = self.prepare_sql(sql)?;
-        if info.readonly {
-            return self.step_sql(sql, params, mode, false).map(|r| r.0);
+        self.check_open()?;
+        // Only a statement that may be DDL can change which tables are
+        // replicated; others skip reading the schema cookie.
+        let ddl = maybe_ddl(sql);
+        // Inside a transaction a light unit costs nothing, so a read runs
+        // in one too (the hook sees no change); outside, a read must not
+        // take the write lock of a unit.
+        if !self.units.live() {
+            let readonly = {
+                let _watch = Watch::start(&self.conn, self.fence_names(), false);
+                self.conn
+                    .prepare_cached(&tagged(sql))
+                    .map_err(|e| user_err(e.into()))?
+                    .readonly()
+            };
+            if readonly {
+                let (mut out, _) = self.step_sql(sql, params, mode, false)?;
+                out.seq = self.seq;
+                return Ok(out);
+            }
         }
-        self.in_unit(|e| {
-            let cookie = e.schema_cookie()?;
+        self.light_unit(|e| {
+            let cookie = if ddl { Some(e.schema_cookie()?) } else { None };
             let (mut out, raw) = e.step_sql(sql, params, mode, true)?;
-            e.check_replicated_set(cookie)?;
+            if let Some(c) = cookie {
+                e.check_replicated_set(c)?;
+            }
             e.capture(raw)?;
-            out.token = e.token();
+            out.seq = e.seq;
             Ok(out)
         })
     }
@@ -481,15 +513,17 @@ impl Engine {
     ) -> Result<(SqlOutput, Vec<RawChange>)> {
         let mut watch = Watch::start(&self.conn, self.fence_names(), hook);
         let run = || -> Result<SqlOutput> {
-            let mut st = self.conn.prepare_cached(&format!("{SQL_TAG}{sql}"))?;
+            let mut st = self.conn.prepare_cached(&tagged(sql))?;
             let values = order_params(&st, params)?;
             for (i, v) in values.iter().enumerate() {
                 st.raw_bind_parameter(i + 1, v)?;
             }
-            let names: Vec<String> = st.column_names().into_iter().map(String::from).collect();
-            let n = names.len();
+            let n = st.column_count();
             let readonly = st.readonly();
             let mut out = SqlOutput::default();
+            if mode != SqlMode::Run {
+                out.names = st.column_names().into_iter().map(String::from).collect();
+            }
             {
                 let mut rows = st.raw_query();
                 while let Some(r) = rows.next()? {
@@ -509,12 +543,10 @@ impl Engine {
                     }
                 }
             }
-            out.names = names;
             if !readonly {
                 out.changes = self.conn.changes();
                 out.last_insert_rowid = self.conn.last_insert_rowid();
             }
-            out.token = self.token();
             Ok(out)
         };
         let out = run().map_err(user_err)?;
@@ -526,7 +558,8 @@ impl Engine {
         if raw.is_empty() {
             return Ok(());
         }
-        let mut rows: Vec<Touched> = Vec::new();
+        let single = raw.len() == 1;
+        let mut rows: Vec<Touched> = Vec::with_capacity(raw.len());
         let mut at: HashMap<(String, String), usize> = HashMap::new();
         for r in raw {
             let Some(t) = self.tables.get(&r.table) else {
@@ -549,6 +582,15 @@ impl Engine {
                     t.pk_index.iter().map(|&i| &row[i]).collect::<Vec<_>>()
                 )
             };
+            if single && !matches!((&r.old, &r.new), (Some(o), Some(n)) if key(o) != key(n)) {
+                // One row changed (a one-row statement): no folding to do.
+                rows.push(Touched {
+                    table: r.table,
+                    old: r.old,
+                    new: r.new,
+                });
+                continue;
+            }
             let mut touch = |key: String, old: Option<Vec<Value>>, new: Option<Vec<Value>>| match at
                 .get(&(r.table.clone(), key.clone()))
             {
@@ -639,6 +681,47 @@ impl Engine {
     }
 }
 
+/// The cache key of a user statement.
+fn tagged(sql: &str) -> String {
+    let mut s = String::with_capacity(SQL_TAG.len() + sql.len());
+    s.push_str(SQL_TAG);
+    s.push_str(sql);
+    s
+}
+
+/// `sql` may be DDL: its first keyword, after blanks and comments, is
+/// CREATE, DROP or ALTER (SQLite has no other DDL that could change which
+/// tables are replicated). Unterminated comments count as maybe.
+fn maybe_ddl(sql: &str) -> bool {
+    let b = sql.as_bytes();
+    let mut i = 0;
+    loop {
+        while i < b.len() && b[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if b[i..].starts_with(b"--") {
+            match b[i..].iter().position(|&c| c == b'\n') {
+                Some(n) => i += n + 1,
+                None => return false,
+            }
+        } else if b[i..].starts_with(b"/*") {
+            match b[i + 2..].windows(2).position(|w| w == b"*/") {
+                Some(n) => i += n + 4,
+                None => return true,
+            }
+        } else {
+            break;
+        }
+    }
+    let word = |kw: &[u8]| {
+        b.len() >= i + kw.len()
+            && b[i..i + kw.len()].eq_ignore_ascii_case(kw)
+            && b.get(i + kw.len())
+                .is_none_or(|c| !c.is_ascii_alphanumeric() && *c != b'_')
+    };
+    word(b"create") || word(b"drop") || word(b"alter")
+}
+
 /// Old and new image of a column hold the same value. A REAL column stores
 /// an integral value as an integer, so the preupdate hook may show `85`
 /// where a read shows `85.0`: numerically equal numbers are the same.
@@ -646,5 +729,36 @@ fn same_value(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Int(i), Value::Real(f)) | (Value::Real(f), Value::Int(i)) => *f == *i as f64,
         _ => a == b,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::maybe_ddl;
+
+    #[test]
+    fn ddl_is_found_behind_blanks_and_comments() {
+        for sql in [
+            "CREATE TABLE x (a)",
+            "  drop table t",
+            "-- note\n Alter TABLE t ADD b",
+            "/* a */ /* b */create index i on t(a)",
+            "/* never closed",
+            "\tCREATE\nTABLE y(a)",
+        ] {
+            assert!(maybe_ddl(sql), "{sql}");
+        }
+        for sql in [
+            "INSERT INTO t VALUES (1)",
+            "UPDATE t SET created = 1",
+            "SELECT 'create'",
+            "createdAt",
+            "-- create",
+            "",
+            "   ",
+            "dropped",
+        ] {
+            assert!(!maybe_ddl(sql), "{sql}");
+        }
     }
 }

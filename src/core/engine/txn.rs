@@ -15,6 +15,19 @@
 //!
 //! A unit that rolls back restores seq and HLC and drops what it kept aside,
 //! so nothing of it is ever shipped and its seqs are reused by the next write.
+//!
+//! One call inside an open `transaction(fn)` (an `upsert`, a statement's
+//! `run()`) is a *light* unit ([`Engine::light_unit`]): no SAVEPOINT (one
+//! costs as much as the write itself: SQLite copies every page the call
+//! touches into a sub-journal). SQLite already undoes a failed statement on
+//! its own, so a failed call that leaves no row changed
+//! (`sqlite3_total_changes` did not move) just restores the engine state
+//! and the transaction goes on, as in better-sqlite3. A failed call that
+//! did change rows (an `OR FAIL` statement, a write of quilt's after the
+//! user's) cannot be undone alone: the whole transaction rolls back, the
+//! call's error is thrown, and every later write, `commit` and nested
+//! `transaction` of that `fn` fails with `E_SQLITE` ("the transaction was
+//! rolled back") until `fn` is left, so nothing of it is ever half kept.
 
 use super::*;
 
@@ -105,6 +118,9 @@ pub(super) struct Units {
     pub(super) batches: Vec<Vec<Change>>,
     /// Replicated table names the SQL fence last used (capture.rs).
     pub(super) fence: std::cell::RefCell<Option<Arc<HashSet<String>>>>,
+    /// `transaction(fn)` levels still to leave after a failed light unit
+    /// rolled the whole transaction back (module docs).
+    aborted: usize,
 }
 
 impl Units {
@@ -112,6 +128,20 @@ impl Units {
     pub(super) fn depth(&self) -> usize {
         self.marks.len()
     }
+
+    /// A transaction is open and not rolled back: a call can run as a
+    /// light unit, with no SQL of its own to begin or end.
+    pub(super) fn live(&self) -> bool {
+        !self.marks.is_empty()
+    }
+}
+
+/// SQLite's own "transaction rolled back" error (`E_SQLITE`).
+fn aborted_err(msg: &str) -> Error {
+    Error::Sqlite(rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
+        Some(msg.into()),
+    ))
 }
 
 impl Engine {
@@ -137,9 +167,93 @@ impl Engine {
         self.units.changes.extend(changes);
     }
 
+    /// The engine state a unit restores.
+    fn mark(&self) -> Mark {
+        Mark {
+            seq: self.seq,
+            hlc: self.hlc.clone(),
+            staged: self.units.staged.len(),
+            held: self.units.held.len(),
+            changes: self.units.changes.len(),
+            runs: self.runs.borrow_mut().pending_len(),
+        }
+    }
+
+    /// Put the engine state of `m` back (the SQL side is rolled back by
+    /// the caller).
+    fn restore(&mut self, m: Mark) {
+        // Runs cached or noted may describe rows the rollback undid.
+        self.runs.borrow_mut().rollback_to(m.runs);
+        self.seq = m.seq;
+        self.hlc = m.hlc;
+        self.units.staged.truncate(m.staged);
+        self.units.held.truncate(m.held);
+        self.units.changes.truncate(m.changes);
+    }
+
+    /// Writes are refused while a rolled-back transaction is being left.
+    fn check_not_aborted(&self) -> Result<()> {
+        if self.units.aborted > 0 {
+            return Err(aborted_err(
+                "the transaction was rolled back after an earlier error in it; leave transaction(fn) (throw) before writing again",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Run `f` as one call inside the open transaction, without a
+    /// savepoint (module docs); outside a transaction, in its own unit.
+    pub(super) fn light_unit<T>(&mut self, f: impl FnOnce(&mut Engine) -> Result<T>) -> Result<T> {
+        self.check_open()?;
+        self.check_not_aborted()?;
+        if self.units.marks.is_empty() {
+            let depth = self.units.depth();
+            self.begin_unit()?;
+            return match f(self).and_then(|v| self.commit_unit().map(|()| v)) {
+                Ok(v) => Ok(v),
+                Err(e) => {
+                    // A failed commit already rolled its unit back.
+                    if self.units.depth() > depth {
+                        self.rollback_unit();
+                    }
+                    Err(e)
+                }
+            };
+        }
+        let mark = self.mark();
+        let before = self.conn.total_changes();
+        match f(self) {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                if self.conn.total_changes() == before && !self.conn.is_autocommit() {
+                    // Nothing of the call is left in the database.
+                    self.restore(mark);
+                } else {
+                    self.abort_transaction();
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Roll the whole open transaction back after a light unit failed
+    /// half-way; its levels must still be left (`units.aborted`).
+    fn abort_transaction(&mut self) {
+        let levels = self.units.marks.len();
+        let Some(outer) = self.units.marks.drain(..).next() else {
+            return;
+        };
+        if !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        self.restore(outer);
+        self.units.aborted = levels;
+    }
+
     /// Open a unit: `BEGIN IMMEDIATE`, or a savepoint inside an open one.
     pub(super) fn begin_unit(&mut self) -> Result<()> {
         self.check_open()?;
+        self.check_not_aborted()?;
         if self.units.marks.is_empty() {
             // Prepared once: an autocommit write pays for no SQL parsing.
             self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
@@ -148,14 +262,8 @@ impl Engine {
                 .prepare_cached(&format!("SAVEPOINT {SAVEPOINT}"))?
                 .execute([])?;
         }
-        self.units.marks.push(Mark {
-            seq: self.seq,
-            hlc: self.hlc.clone(),
-            staged: self.units.staged.len(),
-            held: self.units.held.len(),
-            changes: self.units.changes.len(),
-            runs: self.runs.borrow_mut().pending_len(),
-        });
+        let m = self.mark();
+        self.units.marks.push(m);
         Ok(())
     }
 
@@ -216,13 +324,7 @@ impl Engine {
         // A failed ROLLBACK (SQLite already rolled back on its own, e.g.
         // after a full disk) leaves nothing open either way.
         let _ = self.conn.execute_batch(&sql);
-        // Runs cached or noted may describe rows the rollback undid.
-        self.runs.borrow_mut().rollback_to(m.runs);
-        self.seq = m.seq;
-        self.hlc = m.hlc;
-        self.units.staged.truncate(m.staged);
-        self.units.held.truncate(m.held);
-        self.units.changes.truncate(m.changes);
+        self.restore(m);
     }
 
     /// After the outermost commit: hold own seqs, queue the patches, and
@@ -242,9 +344,10 @@ impl Engine {
         }
     }
 
-    /// True while a unit (a `transaction(fn)`) is open.
+    /// True while a unit (a `transaction(fn)`) is open, or a rolled-back
+    /// one is still being left.
     pub fn in_transaction(&self) -> bool {
-        !self.units.marks.is_empty()
+        !self.units.marks.is_empty() || self.units.aborted > 0
     }
 
     /// `transaction(fn)` starts: a unit that spans calls.
@@ -254,6 +357,12 @@ impl Engine {
 
     /// `transaction(fn)` returned: commit its unit.
     pub fn commit_transaction(&mut self) -> Result<()> {
+        if self.units.aborted > 0 {
+            self.units.aborted -= 1;
+            return Err(aborted_err(
+                "the transaction was rolled back after an error in it: nothing of it was committed",
+            ));
+        }
         if !self.in_transaction() {
             return Err(Error::Arg("no transaction is open".into()));
         }
@@ -262,6 +371,10 @@ impl Engine {
 
     /// `transaction(fn)` threw: roll its unit back.
     pub fn rollback_transaction(&mut self) -> Result<()> {
+        if self.units.aborted > 0 {
+            self.units.aborted -= 1;
+            return Ok(());
+        }
         if !self.in_transaction() {
             return Err(Error::Arg("no transaction is open".into()));
         }

@@ -12,62 +12,48 @@
 
 use super::*;
 use crate::core::runs::Runs;
-use crate::core::schema::TableInfo;
+use crate::core::schema::{TableInfo, WriteSql};
 
 /// Statements and clock template for one run of rows with the same columns.
 struct Run<'c> {
     cols: Vec<usize>,
     ins: rusqlite::CachedStatement<'c>,
-    ups: rusqlite::CachedStatement<'c>,
+    /// The base-row upsert (not for captured SQL: it wrote the row).
+    ups: Option<rusqlite::CachedStatement<'c>>,
     clock: rusqlite::CachedStatement<'c>,
     /// Partial writes: reads the clock row to merge with.
     select: Option<rusqlite::CachedStatement<'c>>,
     /// Partial writes: the merged clock.
     merged: Vec<u8>,
-    names: Arc<Vec<String>>,
-    template: Vec<u8>,
-    /// Offsets of each stamp in `template`.
-    slots: Vec<usize>,
-    pk_pos: Vec<usize>,
+    /// Names, clock template and slots, key positions (built once per
+    /// column set: store.rs `write_sql`).
+    plan: Arc<WriteSql>,
 }
 
 impl<'c> Run<'c> {
-    fn new(conn: &'c Connection, t: &TableInfo, cols: &[usize]) -> Result<Run<'c>> {
-        let ordinals: Vec<u16> = cols
-            .iter()
-            .filter(|i| !t.pk_index.contains(i))
-            .filter_map(|&i| t.ordinals.get(i).copied())
-            .collect();
-        let (template, slots) = store::clock_template(&ordinals);
-        // Every non-key column named: the new clock replaces the old one
-        // (its stamp is above every slot it drops; see docs/design.md on
-        // the row slot).
-        let whole = ordinals.len() + t.pk_index.len() == t.columns.len();
+    fn new(conn: &'c Connection, t: &TableInfo, cols: &[usize], base: bool) -> Result<Run<'c>> {
+        let plan = store::write_sql(t, cols);
         Ok(Run {
             cols: cols.to_vec(),
-            ins: conn.prepare_cached(&store::patch_insert_sql(t, cols))?,
-            ups: conn.prepare_cached(&store::upsert_sql(t, cols))?,
+            ins: conn.prepare_cached(&plan.insert)?,
+            ups: if base {
+                Some(conn.prepare_cached(&plan.upsert)?)
+            } else {
+                None
+            },
             clock: conn.prepare_cached(&t.clock_set)?,
-            select: if whole {
+            select: if plan.whole {
                 None
             } else {
                 Some(conn.prepare_cached(&t.clock_select)?)
             },
             merged: Vec::new(),
-            names: Arc::new(cols.iter().map(|&i| t.columns[i].clone()).collect()),
-            template,
-            slots,
-            pk_pos: t
-                .pk_index
-                .iter()
-                .filter_map(|i| cols.iter().position(|c| c == i))
-                .collect(),
+            plan,
         })
     }
 
-    /// Patch row, base row (when `base`: captured SQL already changed it)
-    /// and clock row of one write.
-    #[allow(clippy::too_many_arguments)]
+    /// Base row (unless captured SQL already changed it), patch row and
+    /// clock row of one write.
     fn write(
         &mut self,
         conn: &Connection,
@@ -76,26 +62,27 @@ impl<'c> Run<'c> {
         stamp: Stamp,
         values: &[Value],
         buf: &mut Vec<u8>,
-        base: bool,
     ) -> Result<()> {
+        // The base row first: when the user's row breaks a constraint,
+        // nothing of the write is left (a light unit goes on: txn.rs).
+        if let Some(ups) = self.ups.as_mut() {
+            for (i, v) in values.iter().enumerate() {
+                ups.raw_bind_parameter(i + 1, v)?;
+            }
+            ups.raw_execute()?;
+        }
         let nulls = store::nulls_bitmap(t, &self.cols, values);
         store::bind_patch_row(&mut self.ins, stamp, nulls.as_deref(), values)?;
         self.ins.raw_execute()?;
         if t.rowid {
             runs.note(&t.name_arc, stamp.peer, stamp.seq, conn.last_insert_rowid());
         }
-        if base {
-            for (i, v) in values.iter().enumerate() {
-                self.ups.raw_bind_parameter(i + 1, v)?;
-            }
-            self.ups.raw_execute()?;
-        }
         buf.clear();
-        buf.extend_from_slice(&self.template);
-        store::fill_clock(buf, &self.slots, stamp);
+        buf.extend_from_slice(&self.plan.template);
+        store::fill_clock(buf, &self.plan.slots, stamp);
         let mut use_merged = false;
         if let Some(sel) = self.select.as_mut() {
-            for (k, &p) in self.pk_pos.iter().enumerate() {
+            for (k, &p) in self.plan.pk_pos.iter().enumerate() {
                 sel.raw_bind_parameter(k + 1, &values[p])?;
             }
             let mut rows = sel.raw_query();
@@ -107,7 +94,7 @@ impl<'c> Run<'c> {
                 use_merged = true;
             }
         }
-        if self.slots.is_empty() {
+        if self.plan.slots.is_empty() {
             // Key-only: the row exists at this stamp (store.rs, row slot).
             if !use_merged {
                 self.merged.clear();
@@ -122,7 +109,7 @@ impl<'c> Run<'c> {
         }
         let blob: &[u8] = if use_merged { &self.merged } else { buf };
         let mut k = 1;
-        for &p in &self.pk_pos {
+        for &p in &self.plan.pk_pos {
             self.clock.raw_bind_parameter(k, &values[p])?;
             k += 1;
         }
@@ -267,20 +254,16 @@ impl Engine {
         }
         // Captured SQL (`!base`) writes inside the unit of its statement,
         // which rolls back whole on any error: no unit of its own.
-        let own = base || !self.in_transaction();
-        let depth = self.units.depth();
-        if own {
-            self.begin_unit()?;
-        }
-        self.note_local_changes(table, &values, &resolved);
-        let written = self
-            .write_rows(table, values, &resolved, base)
-            .and_then(|()| if own { self.commit_unit() } else { Ok(()) });
+        let written = if base {
+            self.light_unit(|e| {
+                e.note_local_changes(table, &values, &resolved);
+                e.write_rows(table, values, &resolved, base)
+            })
+        } else {
+            self.note_local_changes(table, &values, &resolved);
+            self.write_rows(table, values, &resolved, base)
+        };
         if let Err(e) = written {
-            // A failed commit already rolled its unit back.
-            if self.units.depth() > depth {
-                self.rollback_unit();
-            }
             return Err(match e {
                 // A value of the wrong type for a STRICT column is a bad argument.
                 Error::Sqlite(rusqlite::Error::SqliteFailure(f, msg))
@@ -316,7 +299,7 @@ impl Engine {
         let mut buf = Vec::new();
         for (values, cols) in rows.into_iter().zip(resolved) {
             if run.as_ref().is_none_or(|r| &r.cols != cols) {
-                run = Some(Run::new(&self.conn, t, cols)?);
+                run = Some(Run::new(&self.conn, t, cols, base)?);
             }
             let Some(r) = run.as_mut() else {
                 return Err(frame_err("internal: no prepared run"));
@@ -335,7 +318,6 @@ impl Engine {
                 stamp,
                 &values,
                 &mut buf,
-                base,
             )?;
             self.units.held.push((self.seq, at));
             if !queue {
@@ -346,7 +328,7 @@ impl Engine {
                 origin: self.peer_id,
                 seq: self.seq,
                 at,
-                columns: r.names.clone(),
+                columns: r.plan.names.clone(),
                 values,
             });
         }
