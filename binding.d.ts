@@ -28,8 +28,12 @@ export declare class NativeReplicator {
   exec(sql: string): string
   /** Compile one statement (cached) and say what it is. */
   prepare(sql: string): NativeStatementInfo
-  /** Run a prepared statement to its end. */
-  run(sql: string, params?: unknown): NativeRunResult
+  /**
+   * Run a prepared statement to its end; `out` receives `[changes,
+   * lastInsertRowid, seq]` (no result object to build per call; the
+   * token is `"<peerId>.<seq>"`).
+   */
+  run(sql: string, params: unknown, out: Float64Array): void
   /** Every row of a prepared statement (writes are captured). */
   sqlAll(sql: string, params?: unknown): JsRows
   /** The first row of a prepared statement, or undefined. */
@@ -165,19 +169,17 @@ export interface NativePeerStatus {
   ackedSeq: number
 }
 
-/** `run()`'s result. */
-export interface NativeRunResult {
-  changes: number
-  lastInsertRowid: number
-  token: string
-}
-
 /** What `prepare()` learned about a statement. */
 export interface NativeStatementInfo {
   /** It returns rows. */
   reader: boolean
   /** It writes nothing. */
   readonly: boolean
+  /**
+   * Parameter names in binding order (all named), else null: lets
+   * `lib/sql.js` pass an object's values as an array.
+   */
+  params?: Array<string>
 }
 
 /** `status()`. */
