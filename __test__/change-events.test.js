@@ -112,3 +112,50 @@ test('nothing is collected while nobody listens', async () => {
     await c.close()
   }
 })
+
+test('migrate(): kept patches the new schema can apply are one change event', async () => {
+  const fs = require('node:fs')
+  const os = require('node:os')
+  const path = require('node:path')
+  const { Replicator } = require('..')
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'quilt-change-migrate-'))
+  const v1 = {
+    up: `CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT);
+         CREATE TABLE t_patches (_patchedAt INTEGER NOT NULL, _sequenceId INTEGER NOT NULL, _peerId INTEGER NOT NULL, id INTEGER, a TEXT);`
+  }
+  const v2 = { up: 'ALTER TABLE t ADD COLUMN b INTEGER; ALTER TABLE t_patches ADD COLUMN b INTEGER;', down: 'ALTER TABLE t DROP COLUMN b; ALTER TABLE t_patches DROP COLUMN b;' }
+  const newer = new Replicator({ path: path.join(dir, 'a.db'), peerId: 1, heartbeatMs: 0 })
+  const older = new Replicator({ path: path.join(dir, 'b.db'), peerId: 2, heartbeatMs: 0 })
+  try {
+    newer.migrate([v1, v2])
+    older.migrate([v1])
+    const frames = []
+    newer.addPeer(2, (f) => frames.push(Buffer.from(f)))
+    older.addPeer(1, () => {})
+    newer.flush(); frames.length = 0
+    newer.upsert('t', { id: 1, a: 'x', b: 5 })
+    newer.upsert('t', { id: 2, b: 6 })
+    newer.flush()
+    const seen = []
+    older.on('change', (changes) => seen.push(changes))
+    for (const f of frames) older.applyPatches(f)
+    // The older schema holds what it has columns for (row 2: its key);
+    // column b of both patches is kept for later.
+    assert.deepEqual(seen.flat().map((c) => [c.key.id, c.columns]), [[1, ['a']]])
+    assert.deepEqual(older.all('SELECT * FROM t ORDER BY id'), [{ id: 1, a: 'x' }, { id: 2, a: null }])
+    seen.length = 0
+    older.migrate([v1, v2])
+    assert.equal(seen.length, 1, 'one event for the migrate')
+    // Each kept patch is merged again whole: it reports every column it
+    // holds the winning stamp of (row 1: a, already shown, and b).
+    assert.deepEqual(seen[0].map((c) => [c.key.id, c.columns.sort(), c.origin]).sort(), [[1, ['a', 'b'], 1], [2, ['b'], 1]])
+    assert.deepEqual(older.all('SELECT id, a, b FROM t ORDER BY id'), [{ id: 1, a: 'x', b: 5 }, { id: 2, a: null, b: 6 }])
+    // Nothing left to apply: the next migrate() says nothing.
+    older.migrate([v1, v2])
+    assert.equal(seen.length, 1)
+  } finally {
+    await newer.close({ timeoutMs: 0 })
+    await older.close({ timeoutMs: 0 })
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+})

@@ -145,6 +145,8 @@ class Replicator extends EventEmitter {
     this._checkNoTransaction('migrate()')
     const r = this._native.migrate(migrations)
     this._drainEvents()
+    // Kept patches the new schema could apply: one 'change' event.
+    this._drainChanges()
     return r
   }
 

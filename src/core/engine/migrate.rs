@@ -68,13 +68,17 @@ impl Engine {
             .and_then(|_| self.runs.borrow_mut().flush(&self.conn));
         match res {
             Ok(()) => {
+                // Kept patches the new schema could apply: one 'change'.
+                let changes = std::mem::take(&mut self.units.changes);
                 self.conn.execute_batch("COMMIT")?;
+                self.note_remote_changes(changes);
                 self.recount_pending()?;
                 self.load_kept_bytes()?;
                 Ok((from, to))
             }
             Err(e) => {
                 let _ = self.conn.execute_batch("ROLLBACK");
+                self.units.changes.clear();
                 self.schema_version = from;
                 self.runs.borrow_mut().discard();
                 let _ = self.refresh_schema(false);
@@ -261,7 +265,10 @@ impl Engine {
             for k in page {
                 // A part of an atomic unit waits for the rest (units.rs).
                 if !self.in_waiting_group(k.patch.origin, k.patch.seq) {
-                    let _ = self.replay_one(k)?;
+                    // Reported after the commit, as one batch (migrate).
+                    if let Some(c) = self.replay_one(k)? {
+                        self.units.changes.push(c);
+                    }
                 }
             }
         }
