@@ -8,11 +8,15 @@
 //   DB        SQLite file (default ./quilt-<PEER_ID>.db)
 //   RYW_TIMEOUT_MS  how long GET /todos/:id waits for a token (default 5000)
 //
+// GET / is a live page of the todos (public/index.html), kept current by
+// GET /events: Server-Sent Events fed by replicator.on('change').
+//
 // Everything binds to 127.0.0.1. Frames go out on the connection this peer
 // dials to each of PEERS and come in on the connections others dial to it;
 // a dropped connection is redialled with backoff and the gap protocol repairs
 // whatever was lost meanwhile.
 const http = require('node:http')
+const path = require('node:path')
 const crypto = require('node:crypto')
 const express = require('express')
 const { WebSocket, WebSocketServer } = require('ws')
@@ -94,6 +98,30 @@ for (const peer of PEERS) {
 const app = express()
 app.use(express.json())
 
+// The live page (public/index.html): it lists GET /todos and reads it again
+// whenever GET /events says todo rows changed.
+app.use(express.static(path.join(__dirname, 'public')))
+
+// Server-Sent Events fed by the replicator's 'change' event: one event per
+// committed local transaction or applied frame, here or from any peer.
+const listeners = new Set()
+replicator.on('change', (changes) => {
+  const todos = changes.filter((c) => c.table === 'todo')
+  if (todos.length === 0 || listeners.size === 0) return
+  const msg = `event: change\ndata: ${JSON.stringify(todos)}\n\n`
+  for (const res of listeners) res.write(msg)
+})
+app.get('/events', (req, res) => {
+  res.writeHead(200, {
+    'content-type': 'text/event-stream',
+    'cache-control': 'no-store',
+    connection: 'keep-alive'
+  })
+  res.write(`event: hello\ndata: ${JSON.stringify({ peerId: replicator.peerId })}\n\n`)
+  listeners.add(res)
+  req.on('close', () => listeners.delete(res))
+})
+
 // Write: returns the session token, in the body and in x-quilt-token.
 app.post('/todos', (req, res) => {
   const row = todoFromBody(req.body, () => crypto.randomInt(1, 2 ** 47))
@@ -148,6 +176,7 @@ wss.on('listening', () => {
 async function shutdown () {
   if (stopping) return
   stopping = true
+  for (const res of listeners) res.end()
   server.close()
   // Flush and wait (bounded) for peers to acknowledge before closing.
   await replicator.close({ timeoutMs: 2000 })
