@@ -216,3 +216,41 @@ test('a failed statement that left rows behind rolls the whole transaction back,
     await c.close()
   }
 })
+
+test('a failed statement whose trigger left a replicated row behind rolls the transaction back', async () => {
+  const c = cluster()
+  const a = c.open(1)
+  const b = c.open(2)
+  c.connect()
+  try {
+    // A local table whose BEFORE trigger writes the replicated table t and
+    // then stops the statement with RAISE(FAIL), which keeps what ran.
+    a.exec(`CREATE TRIGGER notes_to_t BEFORE INSERT ON notes BEGIN
+              INSERT INTO t (id, a) VALUES (NEW.id, 'from trigger');
+              SELECT RAISE(FAIL, 'refused by trigger') WHERE NEW.body = 'fail';
+            END`)
+    const note = a.prepare('INSERT INTO notes (id, body) VALUES (?, ?)')
+    // Outside a transaction the statement's own unit rolls back whole.
+    assert.throws(() => note.run(1, 'fail'), /refused by trigger/)
+    assert.deepEqual(a.all('SELECT id FROM t'), [])
+    // Inside one: the trigger's row cannot be taken back alone.
+    const tx = a.transaction(() => {
+      a.upsert('t', { id: 5, a: 'before' })
+      assert.throws(() => note.run(7, 'fail'), /refused by trigger/)
+      assert.throws(() => a.upsert('t', { id: 6 }), { code: 'E_SQLITE' })
+    })
+    assert.throws(() => tx(), { code: 'E_SQLITE' })
+    assert.deepEqual(a.all('SELECT id FROM t'), [], 'no row of t without its patch')
+    assert.equal(a.status().seq, 0)
+    // A statement that fails with nothing left behind keeps it going.
+    a.transaction(() => {
+      note.run(8, 'ok')
+      assert.throws(() => note.run(8, 'dup'), /UNIQUE|refused/)
+    })()
+    a.flush(); c.deliver()
+    assert.deepEqual(b.all('SELECT id, a FROM t'), [{ id: 8, a: 'from trigger' }])
+    assert.deepEqual(a.all('SELECT id, a FROM t'), b.all('SELECT id, a FROM t'))
+  } finally {
+    await c.close()
+  }
+})

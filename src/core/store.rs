@@ -72,6 +72,37 @@ pub fn upsert_sql(t: &TableInfo, cols: &[usize]) -> String {
     )
 }
 
+/// The base row of `t` with primary key `pk` (values in key order), every
+/// column in declaration order; `None` when there is no such row.
+pub fn read_base_row(
+    conn: &Connection,
+    t: &TableInfo,
+    pk: &[&Value],
+) -> Result<Option<Vec<Value>>> {
+    let sql = format!(
+        "SELECT {} FROM {} WHERE {}",
+        t.columns.iter().map(|c| q(c)).collect::<Vec<_>>().join(","),
+        q(&t.name),
+        t.pk.iter()
+            .map(|c| format!("{} IS ?", q(c)))
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    );
+    let mut st = conn.prepare_cached(&sql)?;
+    for (i, v) in pk.iter().enumerate() {
+        st.raw_bind_parameter(i + 1, *v)?;
+    }
+    let mut rows = st.raw_query();
+    let Some(r) = rows.next()? else {
+        return Ok(None);
+    };
+    let mut out = Vec::with_capacity(t.columns.len());
+    for i in 0..t.columns.len() {
+        out.push(r.get::<_, Value>(i)?);
+    }
+    Ok(Some(out))
+}
+
 /// The patch-row insert and base-row upsert SQL of `cols`, built once per
 /// column set and table schema.
 pub fn write_sql(t: &TableInfo, cols: &[usize]) -> Arc<WriteSql> {

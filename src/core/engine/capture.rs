@@ -469,14 +469,23 @@ impl Engine {
                     .readonly()
             };
             if readonly {
-                let (mut out, _) = self.step_sql(sql, params, mode, false)?;
+                let (mut out, _) = self.step_sql(sql, params, mode, false).map_err(|e| e.0)?;
                 out.seq = self.seq;
                 return Ok(out);
             }
         }
         self.light_unit(|e| {
             let cookie = if ddl { Some(e.schema_cookie()?) } else { None };
-            let (mut out, raw) = e.step_sql(sql, params, mode, true)?;
+            let (mut out, raw) = match e.step_sql(sql, params, mode, true) {
+                Ok(r) => r,
+                Err((err, raw)) => {
+                    // Rows a failed statement changed may still be there
+                    // (OR FAIL, RAISE(FAIL) in a trigger): then the
+                    // transaction cannot go on (txn.rs, light units).
+                    e.units.left_rows = e.changes_left(&raw).unwrap_or(true);
+                    return Err(err);
+                }
+            };
             if let Some(c) = cookie {
                 e.check_replicated_set(c)?;
             }
@@ -504,13 +513,14 @@ impl Engine {
     }
 
     /// Compile (cached), bind, step behind the fence; rows as `mode` asks.
+    /// What the hook saw comes back on failure too.
     fn step_sql(
         &self,
         sql: &str,
         params: Params,
         mode: SqlMode,
         hook: bool,
-    ) -> Result<(SqlOutput, Vec<RawChange>)> {
+    ) -> std::result::Result<(SqlOutput, Vec<RawChange>), (Error, Vec<RawChange>)> {
         let mut watch = Watch::start(&self.conn, self.fence_names(), hook);
         let run = || -> Result<SqlOutput> {
             let mut st = self.conn.prepare_cached(&tagged(sql))?;
@@ -549,8 +559,54 @@ impl Engine {
             }
             Ok(out)
         };
-        let out = run().map_err(user_err)?;
-        Ok((out, watch.take()))
+        match run() {
+            Ok(out) => Ok((out, watch.take())),
+            Err(e) => Err((user_err(e), watch.take())),
+        }
+    }
+
+    /// After a statement failed: is any row the hook saw it change still
+    /// changed? (Under the default ABORT, SQLite undid them all.) A row it
+    /// changed must be as its old image shows; a row it inserted, or moved
+    /// to a new key, must be absent. Conservative: a row changed twice by
+    /// the statement counts as left behind.
+    fn changes_left(&self, raw: &[RawChange]) -> Result<bool> {
+        for r in raw {
+            let Some(t) = self.tables.get(&r.table) else {
+                continue;
+            };
+            let key = |img: &Vec<Value>| -> Option<Vec<Value>> {
+                t.pk_index.iter().map(|&i| img.get(i).cloned()).collect()
+            };
+            let mut expect: Vec<(Vec<Value>, Option<&Vec<Value>>)> = Vec::new();
+            if let Some(o) = &r.old {
+                expect.push((key(o).unwrap_or_default(), Some(o)));
+            }
+            if let Some(n) = &r.new {
+                let k = key(n).unwrap_or_default();
+                if expect.first().is_none_or(|(ko, _)| *ko != k) {
+                    expect.push((k, None));
+                }
+            }
+            for (k, img) in expect {
+                if k.len() != t.pk_index.len() {
+                    return Ok(true);
+                }
+                let pk: Vec<&Value> = k.iter().collect();
+                let now = store::read_base_row(&self.conn, t, &pk)?;
+                let same = match (&now, img) {
+                    (None, None) => true,
+                    (Some(n), Some(o)) => {
+                        n.len() == o.len() && n.iter().zip(o).all(|(a, b)| same_value(a, b))
+                    }
+                    _ => false,
+                };
+                if !same {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
     }
 
     /// Turn the hook's buffer into patches (module docs).

@@ -21,8 +21,10 @@
 //! costs as much as the write itself: SQLite copies every page the call
 //! touches into a sub-journal). SQLite already undoes a failed statement on
 //! its own, so a failed call that leaves no row changed
-//! (`sqlite3_total_changes` did not move) just restores the engine state
-//! and the transaction goes on, as in better-sqlite3. A failed call that
+//! (`sqlite3_total_changes` did not move, and every row the preupdate hook
+//! saw a failed statement change is back as it was: a trigger's writes are
+//! not counted) just restores the engine state and the transaction goes
+//! on, as in better-sqlite3. A failed call that
 //! did change rows (an `OR FAIL` statement, a write of quilt's after the
 //! user's) cannot be undone alone: the whole transaction rolls back, the
 //! call's error is thrown, and every later write, `commit` and nested
@@ -121,6 +123,9 @@ pub(super) struct Units {
     /// `transaction(fn)` levels still to leave after a failed light unit
     /// rolled the whole transaction back (module docs).
     aborted: usize,
+    /// A failed light unit knows it left rows behind that
+    /// `sqlite3_total_changes` does not count (trigger writes): roll back.
+    pub(super) left_rows: bool,
 }
 
 impl Units {
@@ -222,10 +227,12 @@ impl Engine {
         }
         let mark = self.mark();
         let before = self.conn.total_changes();
+        self.units.left_rows = false;
         match f(self) {
             Ok(v) => Ok(v),
             Err(e) => {
-                if self.conn.total_changes() == before && !self.conn.is_autocommit() {
+                let left = std::mem::take(&mut self.units.left_rows);
+                if !left && self.conn.total_changes() == before && !self.conn.is_autocommit() {
                     // Nothing of the call is left in the database.
                     self.restore(mark);
                 } else {
