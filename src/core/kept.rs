@@ -167,3 +167,15 @@ pub fn delete_kept_range(conn: &Connection, origin: u32, a: u64, b: u64) -> Resu
         .execute(rusqlite::params![origin as i64, a as i64, b as i64])?;
     Ok(())
 }
+
+/// Delete the kept patch `(origin, seq)`, if any.
+pub fn delete_kept(conn: &Connection, origin: u32, seq: u64) -> Result<()> {
+    conn.prepare_cached("DELETE FROM _quilt_kept WHERE origin = ?1 AND seq = ?2")?
+        .execute(rusqlite::params![origin as i64, seq as i64])?;
+    Ok(())
+}
+
+/// Call `f(origin, seq, stamp)` for every kept patch.
+pub fn each_stamp(conn: &Connection, f: impl FnMut(i64, i64, i64)) -> Result<()> {
+    crate::core::patches::each_row(conn, "SELECT origin, seq, at FROM _quilt_kept", [], f)
+}

@@ -16,6 +16,7 @@
 
 use crate::core::clock::{self, CLOCK_FORMAT, ROW_SLOT};
 use crate::core::error::{schema_err, Result};
+use crate::core::meta;
 use crate::core::schema::{q, TableInfo, NULLS_COL};
 use rusqlite::functions::FunctionFlags;
 use rusqlite::{Connection, OptionalExtension};
@@ -38,17 +39,7 @@ pub fn ensure(conn: &Connection) -> Result<()> {
 }
 
 fn meta_int(conn: &Connection, key: &str) -> Result<Option<i64>> {
-    Ok(conn
-        .prepare_cached("SELECT value FROM _quilt_meta WHERE key = ?1")?
-        .query_row([key], |r| r.get::<_, Option<i64>>(0))
-        .optional()?
-        .flatten())
-}
-
-fn set_meta_int(conn: &Connection, key: &str, v: i64) -> Result<()> {
-    conn.prepare_cached("INSERT OR REPLACE INTO _quilt_meta(key, value) VALUES(?1, ?2)")?
-        .execute(rusqlite::params![key, v])?;
-    Ok(())
+    Ok(meta::get::<Option<i64>>(conn, key)?.flatten())
 }
 
 /// The stored map of `tbl` at `version`, sorted by name.
@@ -193,7 +184,7 @@ pub fn assign(
         }
     }
     if meta_int(conn, COLUMNS_AT_KEY)? != Some(version as i64) {
-        set_meta_int(conn, COLUMNS_AT_KEY, version as i64)?;
+        meta::set(conn, COLUMNS_AT_KEY, version as i64)?;
     }
     Ok(())
 }
@@ -274,6 +265,6 @@ pub fn upgrade_clocks(conn: &Connection, tables: &BTreeMap<String, TableInfo>) -
         conn.remove_function("quilt_clock_upgrade", 1)?;
         res?;
     }
-    set_meta_int(conn, CLOCK_FORMAT_KEY, CLOCK_FORMAT as i64)?;
+    meta::set(conn, CLOCK_FORMAT_KEY, CLOCK_FORMAT as i64)?;
     Ok(())
 }

@@ -20,9 +20,7 @@ use rusqlite::{Connection, OptionalExtension};
 pub const DIRTY_KEY: &str = "vector_dirty";
 
 fn mark_dirty(conn: &Connection) -> Result<()> {
-    conn.prepare_cached("INSERT OR REPLACE INTO _quilt_meta(key, value) VALUES(?1, 1)")?
-        .execute([DIRTY_KEY])?;
-    Ok(())
+    crate::core::meta::set(conn, DIRTY_KEY, 1)
 }
 
 fn all_cols(t: &TableInfo) -> String {
@@ -58,19 +56,11 @@ fn locate(
             })
             .unwrap_or(None));
     }
-    let check = format!(
-        "SELECT _peerId=?2 AND _sequenceId=?3 FROM {} WHERE rowid=?1",
-        q(&t.patches())
-    );
     for attempt in 0..2 {
         let Some(rowid) = runs.find(conn, &t.name, origin, seq)? else {
             return Ok(None);
         };
-        let ok: Option<bool> = conn
-            .prepare_cached(&check)?
-            .query_row(rusqlite::params![rowid, origin as i64, seq_i], |r| r.get(0))
-            .optional()?;
-        if ok == Some(true) {
+        if row_is(conn, t, rowid, origin as i64, seq_i)? == Some(true) {
             return Ok(Some(rowid));
         }
         if attempt == 0 {
@@ -78,6 +68,104 @@ fn locate(
         }
     }
     Ok(None)
+}
+
+/// Whether the row at `rowid` of `t` is patch `(peer, seq)`; `None` when
+/// there is no such row.
+pub fn row_is(
+    conn: &Connection,
+    t: &TableInfo,
+    rowid: i64,
+    peer: i64,
+    seq: i64,
+) -> Result<Option<bool>> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT _peerId=?2 AND _sequenceId=?3 FROM {} WHERE rowid=?1",
+            q(&t.patches())
+        ))?
+        .query_row(rusqlite::params![rowid, peer, seq], |r| r.get(0))
+        .optional()?)
+}
+
+/// `(rowid, peer, seq)` of the highest row of `t` (a rowid table), if any.
+pub fn last_row(conn: &Connection, t: &TableInfo) -> Result<Option<(i64, i64, i64)>> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT rowid, _peerId, _sequenceId FROM {} ORDER BY rowid DESC LIMIT 1",
+            q(&t.patches())
+        ))?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?)
+}
+
+/// Call `f(origin, seq, stamp)` for every stored patch row of `t`, or,
+/// with `after`, for the rows above that rowid in rowid order (a rowid
+/// table).
+pub fn each_stamp(
+    conn: &Connection,
+    t: &TableInfo,
+    after: Option<i64>,
+    f: impl FnMut(i64, i64, i64),
+) -> Result<()> {
+    let p = q(&t.patches());
+    match after {
+        Some(rowid) => each_row(
+            conn,
+            &format!(
+                "SELECT _peerId, _sequenceId, _patchedAt FROM {p} WHERE rowid > ?1 ORDER BY rowid"
+            ),
+            [rowid],
+            f,
+        ),
+        None => each_row(
+            conn,
+            &format!("SELECT _peerId, _sequenceId, _patchedAt FROM {p}"),
+            [],
+            f,
+        ),
+    }
+}
+
+/// Call `f` with the three integer columns of every row `sql` returns.
+pub(crate) fn each_row(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    mut f: impl FnMut(i64, i64, i64),
+) -> Result<()> {
+    let mut st = conn.prepare(sql)?;
+    let mut rows = st.query(params)?;
+    while let Some(r) = rows.next()? {
+        f(r.get(0)?, r.get(1)?, r.get(2)?);
+    }
+    Ok(())
+}
+
+/// The origins with a stored patch in `t` that holds a value for one of
+/// `cols` (an explicit NULL may be one: `_quiltNulls` is set); every
+/// origin with a patch in `t` when `cols` is `None`.
+pub fn origins_touching(
+    conn: &Connection,
+    t: &TableInfo,
+    cols: Option<&[&String]>,
+) -> Result<Vec<i64>> {
+    let cond = match cols {
+        Some(cols) => cols
+            .iter()
+            .map(|c| format!("{} IS NOT NULL", q(c)))
+            .chain(std::iter::once(format!("{NULLS_COL} IS NOT NULL")))
+            .collect::<Vec<_>>()
+            .join(" OR "),
+        None => "1".into(),
+    };
+    let sql = format!(
+        "SELECT DISTINCT _peerId FROM {} WHERE {cond}",
+        q(&t.patches())
+    );
+    let mut st = conn.prepare(&sql)?;
+    let r = st.query_map([], |r| r.get(0))?;
+    Ok(r.collect::<rusqlite::Result<_>>()?)
 }
 
 /// Stored patches of one origin within `[a, b]`, oldest first, at most `limit`.

@@ -197,6 +197,14 @@ impl Runs {
         self.parked.clear();
     }
 
+    /// Delete every run, on disk and in memory (every table's runs are
+    /// about to be rebuilt).
+    pub fn clear(&mut self, conn: &Connection) -> Result<()> {
+        conn.execute("DELETE FROM _quilt_runs", [])?;
+        self.discard();
+        Ok(())
+    }
+
     /// Remember the row of a patch parked at negative seq `seq`.
     pub fn park(&mut self, tbl: &Arc<str>, origin: u32, seq: i64, rowid: i64) {
         self.parked.insert((tbl.clone(), origin, seq), rowid);

@@ -136,20 +136,19 @@ pub const RUNS_KEY: &str = "runs_v1";
 
 /// True when the run map is built (false for a file from an older version).
 pub fn runs_built(conn: &Connection) -> Result<bool> {
-    Ok(conn
-        .query_row("SELECT 1 FROM _quilt_meta WHERE key=?1", [RUNS_KEY], |_| {
-            Ok(())
-        })
-        .is_ok())
+    Ok(crate::core::meta::exists(conn, RUNS_KEY).unwrap_or(false))
 }
 
 /// Mark the run map built.
 pub fn set_runs_built(conn: &Connection) -> Result<()> {
-    conn.execute(
-        "INSERT OR REPLACE INTO _quilt_meta(key, value) VALUES(?1, 1)",
-        [RUNS_KEY],
-    )?;
-    Ok(())
+    crate::core::meta::set(conn, RUNS_KEY, 1)
+}
+
+/// SQLite's schema cookie: it moves whenever the schema changes.
+pub fn cookie(conn: &Connection) -> Result<i64> {
+    Ok(conn
+        .prepare_cached("PRAGMA schema_version")?
+        .query_row([], |r| r.get(0))?)
 }
 
 /// replic-sqlite's own tables: the migrations it ran and the patches it

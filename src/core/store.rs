@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 pub use crate::core::kept::{
-    insert_kept, kept_at, kept_bytes, move_kept, read_kept, read_kept_page, Kept,
+    delete_kept, insert_kept, kept_at, kept_bytes, move_kept, read_kept, read_kept_page, Kept,
 };
 
 /// A patch against a known table, columns resolved to indices.

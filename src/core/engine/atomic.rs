@@ -123,7 +123,7 @@ impl Engine {
         if hit.is_empty() {
             return Ok(());
         }
-        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        tx::begin(&self.conn)?;
         let mut changes = Vec::new();
         let done = hit.iter().try_for_each(|&u| {
             self.replay_group(u, &mut changes)?;
@@ -131,11 +131,11 @@ impl Engine {
         });
         let done = done.and_then(|_| {
             self.runs.borrow_mut().flush(&self.conn)?;
-            self.conn.execute_batch("COMMIT")?;
+            tx::commit(&self.conn)?;
             Ok(())
         });
         if let Err(e) = done {
-            let _ = self.conn.execute_batch("ROLLBACK");
+            tx::rollback(&self.conn);
             self.runs.borrow_mut().discard();
             return Err(e);
         }
@@ -158,16 +158,15 @@ impl Engine {
         for k in kept {
             // A patch the local tables refuse stays kept (pending), as in
             // the frame path; the rest of the group applies.
-            self.conn.execute_batch("SAVEPOINT quilt_group")?;
+            tx::savepoint(&self.conn, &tx::GROUP)?;
             let mark = self.runs.borrow_mut().pending_len();
             match self.replay_one(k) {
                 Ok(c) => {
                     changes.extend(c);
-                    self.conn.execute_batch("RELEASE quilt_group")?
+                    tx::release(&self.conn, &tx::GROUP)?
                 }
                 Err(e) if super::replication::is_constraint(&e) => {
-                    self.conn
-                        .execute_batch("ROLLBACK TO quilt_group; RELEASE quilt_group")?;
+                    tx::rollback_to(&self.conn, &tx::GROUP)?;
                     self.runs.borrow_mut().rollback_to(mark);
                 }
                 Err(e) => return Err(e),

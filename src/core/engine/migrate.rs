@@ -62,7 +62,7 @@ impl Engine {
         let from = self.schema_version;
         let to = u32::try_from(migrations.len())
             .map_err(|_| Error::Range("too many migrations".into()))?;
-        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        tx::begin(&self.conn)?;
         let res = self
             .migrate_in_tx(migrations, from, to)
             .and_then(|_| self.runs.borrow_mut().flush(&self.conn));
@@ -70,14 +70,14 @@ impl Engine {
             Ok(()) => {
                 // Kept patches the new schema could apply: one 'change'.
                 let changes = std::mem::take(&mut self.units.changes);
-                self.conn.execute_batch("COMMIT")?;
+                tx::commit(&self.conn)?;
                 self.note_remote_changes(changes);
                 self.recount_pending()?;
                 self.load_kept_bytes()?;
                 Ok((from, to))
             }
             Err(e) => {
-                let _ = self.conn.execute_batch("ROLLBACK");
+                tx::rollback(&self.conn);
                 self.units.changes.clear();
                 self.schema_version = from;
                 self.runs.borrow_mut().discard();
@@ -93,28 +93,16 @@ impl Engine {
         from: u32,
         to: u32,
     ) -> Result<()> {
-        let tx = &self.conn;
         let mut steps: Vec<(u32, String)> = Vec::new();
         if to > from {
             for (i, m) in migrations.iter().enumerate().skip(from as usize) {
                 let v = i as u32 + 1;
-                let renames = rmp_serde::to_vec(&m.renames).unwrap_or_default();
-                tx.execute(
-                    "INSERT OR REPLACE INTO _quilt_migrations(version, up, down, renames) VALUES(?,?,?,?)",
-                    rusqlite::params![v as i64, m.up, m.down, renames],
-                )?;
+                meta::record_migration(&self.conn, v, &m.up, m.down.as_deref(), Some(&m.renames))?;
                 steps.push((v, m.up.clone()));
             }
         } else if to < from {
             for v in ((to + 1)..=from).rev() {
-                let down: Option<Option<String>> = tx
-                    .query_row(
-                        "SELECT down FROM _quilt_migrations WHERE version=?",
-                        [v as i64],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                let down = match down.flatten() {
+                let down = match meta::down_step(&self.conn, v)? {
                     Some(d) => d,
                     None => migrations
                         .get(v as usize - 1)
@@ -173,14 +161,13 @@ impl Engine {
         if self.tables.is_empty() {
             return Ok(());
         }
-        self.conn.execute_batch("SAVEPOINT quilt_probe")?;
+        tx::savepoint(&self.conn, &tx::PROBE)?;
         let probe = self
             .conn
             .execute_batch(sql)
             .map_err(Error::from)
             .and_then(|_| schema::load_tables(&self.conn));
-        self.conn
-            .execute_batch("ROLLBACK TO quilt_probe; RELEASE quilt_probe")?;
+        tx::rollback_to(&self.conn, &tx::PROBE)?;
         let mut after = match probe {
             Ok(t) => t,
             Err(_) => return Ok(()), // the real run reports the error
@@ -193,31 +180,10 @@ impl Engine {
             if dropped.is_empty() {
                 continue;
             }
-            let cond = if after.contains_key(&t.name) {
-                // Any explicit NULL may be one of the dropped columns: the
-                // patches read below are checked one by one.
-                dropped
-                    .iter()
-                    .map(|c| format!("{} IS NOT NULL", q(c)))
-                    .chain(std::iter::once(format!(
-                        "{} IS NOT NULL",
-                        schema::NULLS_COL
-                    )))
-                    .collect::<Vec<_>>()
-                    .join(" OR ")
-            } else {
-                "1".into()
-            };
-            let sql = format!(
-                "SELECT DISTINCT _peerId FROM {} WHERE {cond}",
-                q(&t.patches())
-            );
-            let origins: Vec<i64> = {
-                let mut st = self.conn.prepare(&sql)?;
-                let r = st.query_map([], |r| r.get(0))?;
-                r.collect::<rusqlite::Result<_>>()?
-            };
-            for o in origins {
+            // Any explicit NULL may be one of the dropped columns: the
+            // patches read below are checked one by one.
+            let cols = after.contains_key(&t.name).then_some(dropped.as_slice());
+            for o in patches::origins_touching(&self.conn, t, cols)? {
                 for p in patches::read_patches(
                     &self.conn,
                     &mut self.runs.borrow_mut(),
@@ -342,9 +308,7 @@ impl Engine {
             (true, false) => Some(self.remote_change(t, &rp)?),
         };
         if cols.len() + usize::from(is_delete) == k.patch.columns.len() {
-            self.conn
-                .prepare_cached("DELETE FROM _quilt_kept WHERE origin = ?1 AND seq = ?2")?
-                .execute(rusqlite::params![stamp.peer as i64, stamp.seq as i64])?;
+            store::delete_kept(&self.conn, stamp.peer, stamp.seq)?;
         }
         Ok(change)
     }
@@ -357,9 +321,6 @@ pub const REPLIC_PING_TABLE: &str = "_";
 
 /// `_quilt_meta` key set once a replic-sqlite file has been taken over.
 const ADOPTED_KEY: &str = "replic_adopted";
-
-/// A row of replic-sqlite's `pending_patches`, its delta as JSON text.
-type PendingRow = (i64, i64, i64, i64, String, Option<String>);
 
 impl Engine {
     /// A kept patch of replic-sqlite's ping table (and no local table `_`).
@@ -377,26 +338,18 @@ impl Engine {
         if !schema::is_replic_file(&self.conn)? {
             return Ok(());
         }
-        let done: Option<i64> = self
-            .conn
-            .query_row(
-                "SELECT 1 FROM _quilt_meta WHERE key = ?1",
-                [ADOPTED_KEY],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if done.is_some() {
+        if meta::exists(&self.conn, ADOPTED_KEY)? {
             return Ok(());
         }
         let before = self.schema_version;
-        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        tx::begin(&self.conn)?;
         match self.adopt_replic_in_tx() {
             Ok(()) => {
-                self.conn.execute_batch("COMMIT")?;
+                tx::commit(&self.conn)?;
                 Ok(())
             }
             Err(e) => {
-                let _ = self.conn.execute_batch("ROLLBACK");
+                tx::rollback(&self.conn);
                 self.schema_version = before;
                 self.saved.set(None);
                 Err(e)
@@ -405,26 +358,10 @@ impl Engine {
     }
 
     fn adopt_replic_in_tx(&mut self) -> Result<()> {
-        let ours: i64 = self
-            .conn
-            .query_row("SELECT count(*) FROM _quilt_migrations", [], |r| r.get(0))?;
+        let ours = meta::migration_count(&self.conn)?;
         if self.schema_version == 0 && ours == 0 {
-            let steps: Vec<(i64, String, Option<String>)> = {
-                let mut st = self.conn.prepare(&format!(
-                    "SELECT id, CAST(up AS TEXT), CAST(down AS TEXT) FROM {} WHERE id > 0 ORDER BY id",
-                    q(schema::REPLIC_MIGRATIONS)
-                ))?;
-                let r = st.query_map([], |r| {
-                    Ok((
-                        r.get(0)?,
-                        r.get::<_, Option<String>>(1)?.unwrap_or_default(),
-                        r.get(2)?,
-                    ))
-                })?;
-                r.collect::<rusqlite::Result<_>>()?
-            };
             let mut version = 0u32;
-            for (id, up, down) in steps {
+            for (id, up, down) in meta::replic_steps(&self.conn)? {
                 let Ok(v) = u32::try_from(id) else {
                     return Err(schema_err(format!(
                         "replic-sqlite migration id {id} is out of range"
@@ -432,38 +369,16 @@ impl Engine {
                 };
                 // replic-sqlite stores '' for "no down step".
                 let down = down.filter(|d| !d.trim().is_empty());
-                self.conn.execute(
-                    "INSERT OR REPLACE INTO _quilt_migrations(version, up, down, renames) VALUES(?,?,?,NULL)",
-                    rusqlite::params![v as i64, up, down],
-                )?;
+                meta::record_migration(&self.conn, v, &up, down.as_deref(), None)?;
                 version = version.max(v);
             }
             self.schema_version = version;
             self.save_state()?;
         }
-        let rows: Vec<PendingRow> = {
-            // `delta` is JSONB (or JSON text); a row SQLite cannot read as
-            // JSON is kept out rather than trusted.
-            let mut st = self.conn.prepare(&format!(
-                "SELECT _patchedAt, _peerId, _sequenceId, patchVersion, CAST(tableName AS TEXT),
-                        CASE WHEN json_valid(delta, 9) THEN json(delta) END
-                 FROM {} ORDER BY _peerId, _sequenceId",
-                q(schema::REPLIC_PENDING)
-            ))?;
-            let r = st.query_map([], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get::<_, Option<String>>(4)?.unwrap_or_default(),
-                    r.get(5)?,
-                ))
-            })?;
-            r.collect::<rusqlite::Result<_>>()?
-        };
         let mut imported = 0u64;
-        for (at, origin, seq, version, table, delta) in rows {
+        // A row SQLite cannot read as JSON (its `delta` is None) is kept out
+        // rather than trusted.
+        for (at, origin, seq, version, table, delta) in meta::replic_pending(&self.conn)? {
             let (Ok(at), Ok(origin), Ok(seq), Ok(version)) = (
                 u64::try_from(at),
                 u32::try_from(origin),
@@ -484,15 +399,8 @@ impl Engine {
                     vec![Value::Text(delta)],
                 )
             } else {
-                let mut st = self
-                    .conn
-                    .prepare_cached("SELECT key, value FROM json_each(?1) WHERE type <> 'null'")?;
-                let r = st.query_map([&delta], |r| {
-                    Ok((r.get::<_, Option<String>>(0)?, r.get::<_, Value>(1)?))
-                })?;
-                let pairs: Vec<(Option<String>, Value)> = r.collect::<rusqlite::Result<_>>()?;
                 // A NULL in a replic-sqlite patch means "not set": left out.
-                pairs
+                meta::json_members(&self.conn, &delta)?
                     .into_iter()
                     .filter_map(|(k, v)| k.filter(|k| !k.is_empty()).map(|k| (k, v)))
                     .unzip()
@@ -511,10 +419,7 @@ impl Engine {
             store::insert_kept(&self.conn, &p, version)?;
             imported += 1;
         }
-        self.conn.execute(
-            "INSERT OR REPLACE INTO _quilt_meta(key, value) VALUES(?1, ?2)",
-            rusqlite::params![ADOPTED_KEY, imported as i64],
-        )?;
+        meta::set(&self.conn, ADOPTED_KEY, imported as i64)?;
         Ok(())
     }
 }

@@ -6,17 +6,19 @@
 
 use crate::core::error::{frame_err, schema_err, Error, Result};
 use crate::core::hlc::{self, Hlc};
+use crate::core::meta;
 use crate::core::metrics::Counters;
 use crate::core::ordinals;
 use crate::core::patches;
 use crate::core::protocol::{self, Body, FrameBuilder, Patch, Ping, Ranges};
 use crate::core::ranges::RangeSet;
 use crate::core::runs::Runs;
-use crate::core::schema::{self, q, TableInfo};
+use crate::core::schema::{self, TableInfo};
 use crate::core::store::{self, RowPatch, Stamp};
 use crate::core::sync::{GapTracker, SeqVector, SHADOW_STEP};
+use crate::core::tx;
 use crate::core::value::Value;
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::Connection;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
@@ -24,12 +26,14 @@ mod atomic;
 pub mod broadcast;
 mod capture;
 mod clash;
+mod fence;
 mod gaps;
 mod kept;
 mod migrate;
 pub mod persist;
 mod ping;
 mod read;
+mod received;
 mod replication;
 mod retention;
 mod txn;
@@ -263,21 +267,11 @@ impl Engine {
         conn.set_prepared_statement_cache_capacity(512);
         read::install(&conn);
         schema::ensure_meta(&conn)?;
-        let state: Option<(i64, i64, i64, i64)> = conn
-            .query_row(
-                "SELECT peer_id, seq, hlc, schema_version FROM _quilt_state WHERE id = 1",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )
-            .optional()?;
-        let (peer_id, seq, hlc_last, schema_version) = match state {
-            Some((p, s, h, v)) => (p as u32, s as u64, h as u64, v as u32),
+        let (peer_id, seq, hlc_last, schema_version) = match meta::load_state(&conn)? {
+            Some(state) => state,
             None => {
                 let id = cfg.peer_id.unwrap_or_else(random_peer_id);
-                conn.execute(
-                    "INSERT INTO _quilt_state(id, peer_id, seq, hlc, schema_version, protocol) VALUES(1, ?, 0, 0, 0, ?)",
-                    rusqlite::params![id as i64, protocol::PROTOCOL_VERSION as i64],
-                )?;
+                meta::create_state(&conn, id, protocol::PROTOCOL_VERSION)?;
                 (id, 0, 0, 0)
             }
         };
@@ -381,16 +375,7 @@ impl Engine {
         if self.saved.get() == Some(now) {
             return self.save_vector();
         }
-        self.conn
-            .prepare_cached(
-                "UPDATE _quilt_state SET peer_id=?, seq=?, hlc=?, schema_version=? WHERE id=1",
-            )?
-            .execute(rusqlite::params![
-                self.peer_id as i64,
-                self.seq as i64,
-                self.hlc.last() as i64,
-                self.schema_version as i64
-            ])?;
+        meta::save_state(&self.conn, now)?;
         self.saved.set(Some(now));
         self.save_vector()
     }
@@ -408,14 +393,13 @@ impl Engine {
         // Ordinals, the one-time clock upgrade, the run map and the
         // internal tables go together or not at all (a savepoint also works
         // inside migrate's transaction).
-        self.conn.execute_batch("SAVEPOINT quilt_schema")?;
+        tx::savepoint(&self.conn, &tx::SCHEMA)?;
         let res = (|| -> Result<()> {
             ordinals::ensure(&self.conn)?;
             ordinals::assign(&self.conn, &mut tables, self.schema_version, &self.renames)?;
             ordinals::upgrade_clocks(&self.conn, &tables)?;
             if rebuild {
-                self.conn.execute("DELETE FROM _quilt_runs", [])?;
-                self.runs.borrow_mut().discard();
+                self.runs.borrow_mut().clear(&self.conn)?;
             }
             for t in tables.values() {
                 ordinals::ensure_nulls_column(&self.conn, t)?;
@@ -432,11 +416,9 @@ impl Engine {
             Ok(())
         })();
         match res {
-            Ok(()) => self.conn.execute_batch("RELEASE quilt_schema")?,
+            Ok(()) => tx::release(&self.conn, &tx::SCHEMA)?,
             Err(e) => {
-                let _ = self
-                    .conn
-                    .execute_batch("ROLLBACK TO quilt_schema; RELEASE quilt_schema");
+                let _ = tx::rollback_to(&self.conn, &tx::SCHEMA);
                 self.runs.borrow_mut().discard();
                 return Err(e);
             }
@@ -447,22 +429,7 @@ impl Engine {
 
     /// The declared renames of every recorded migration, in version order.
     fn load_renames(&mut self) -> Result<()> {
-        let mut st = self
-            .conn
-            .prepare("SELECT version, renames FROM _quilt_migrations ORDER BY version")?;
-        let rows = st.query_map([], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, Option<Vec<u8>>>(1)?))
-        })?;
-        let mut renames = Vec::new();
-        for row in rows {
-            let (v, blob) = row?;
-            if let Some(b) = blob {
-                if let Ok(list) = rmp_serde::from_slice::<Vec<(String, String, String)>>(&b) {
-                    renames.extend(list.into_iter().map(|(t, o, n)| (v as u32, t, o, n)));
-                }
-            }
-        }
-        self.renames = renames;
+        self.renames = meta::renames(&self.conn)?;
         Ok(())
     }
 
@@ -577,13 +544,7 @@ impl Engine {
     }
 
     pub fn last_snapshot_ms(&self) -> Option<u64> {
-        self.conn
-            .query_row(
-                "SELECT value FROM _quilt_meta WHERE key='snapshot_at'",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-            .optional()
+        meta::get::<i64>(&self.conn, retention::SNAPSHOT_AT_KEY)
             .ok()
             .flatten()
             .map(|v| v as u64)
@@ -596,7 +557,7 @@ impl Engine {
         }
         self.save_state()?;
         self.closed = true;
-        let _ = self.conn.execute_batch("PRAGMA optimize");
+        meta::optimize(&self.conn);
         Ok(())
     }
 }

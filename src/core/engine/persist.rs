@@ -42,16 +42,7 @@ impl Engine {
     fn marks(&self) -> Result<Marks> {
         let mut out = Vec::new();
         for t in self.tables.values().filter(|t| t.rowid) {
-            let sql = format!(
-                "SELECT rowid, _peerId, _sequenceId FROM {} ORDER BY rowid DESC LIMIT 1",
-                q(&t.patches())
-            );
-            let m: Option<(i64, i64, i64)> = self
-                .conn
-                .prepare_cached(&sql)?
-                .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                .optional()?;
-            let (rowid, peer, seq) = m.unwrap_or((0, 0, 0));
+            let (rowid, peer, seq) = patches::last_row(&self.conn, t)?.unwrap_or((0, 0, 0));
             out.push((t.name.clone(), rowid, peer, seq));
         }
         Ok(out)
@@ -60,14 +51,7 @@ impl Engine {
     /// Save the vector and the marks (skipped when nothing moved since).
     pub(super) fn save_vector(&self) -> Result<()> {
         let marks = self.marks()?;
-        let dirty = self
-            .conn
-            .query_row(
-                "SELECT 1 FROM _quilt_meta WHERE key=?1",
-                [DIRTY_KEY],
-                |_| Ok(()),
-            )
-            .is_ok();
+        let dirty = meta::exists(&self.conn, DIRTY_KEY).unwrap_or(false);
         let mut saved_marks = self.saved_marks.borrow_mut();
         if !dirty && saved_marks.as_ref() == Some(&marks) {
             return Ok(());
@@ -84,12 +68,8 @@ impl Engine {
             marks: marks.clone(),
         };
         let blob = rmp_serde::to_vec(&s).map_err(|e| frame_err(format!("vector: {e}")))?;
-        self.conn
-            .prepare_cached("INSERT OR REPLACE INTO _quilt_meta(key, value) VALUES(?1, ?2)")?
-            .execute(rusqlite::params![VECTOR_KEY, blob])?;
-        self.conn
-            .prepare_cached("DELETE FROM _quilt_meta WHERE key=?1")?
-            .execute([DIRTY_KEY])?;
+        meta::set(&self.conn, VECTOR_KEY, blob)?;
+        meta::delete(&self.conn, DIRTY_KEY)?;
         *saved_marks = Some(marks);
         Ok(())
     }
@@ -97,25 +77,11 @@ impl Engine {
     /// Load the saved vector and read the rows written since. False when
     /// there is none usable (the caller then reads everything).
     fn load_vector(&mut self) -> Result<bool> {
-        let dirty = self
-            .conn
-            .query_row(
-                "SELECT 1 FROM _quilt_meta WHERE key=?1",
-                [DIRTY_KEY],
-                |_| Ok(()),
-            )
-            .is_ok();
+        let dirty = meta::exists(&self.conn, DIRTY_KEY).unwrap_or(false);
         if dirty || self.tables.values().any(|t| !t.rowid) {
             return Ok(false);
         }
-        let blob: Option<Vec<u8>> = self
-            .conn
-            .query_row(
-                "SELECT value FROM _quilt_meta WHERE key=?1",
-                [VECTOR_KEY],
-                |r| r.get(0),
-            )
-            .optional()?;
+        let blob = meta::get::<Vec<u8>>(&self.conn, VECTOR_KEY)?;
         let Some(s) = blob.and_then(|b| rmp_serde::from_slice::<Saved>(&b).ok()) else {
             return Ok(false);
         };
@@ -132,15 +98,7 @@ impl Engine {
             if rowid == 0 {
                 continue;
             }
-            let sql = format!(
-                "SELECT _peerId=?2 AND _sequenceId=?3 FROM {} WHERE rowid=?1",
-                q(&t.patches())
-            );
-            let same: Option<bool> = self
-                .conn
-                .query_row(&sql, rusqlite::params![rowid, peer, seq], |r| r.get(0))
-                .optional()?;
-            if same != Some(true) {
+            if patches::row_is(&self.conn, t, rowid, peer, seq)? != Some(true) {
                 return Ok(false);
             }
         }
@@ -159,69 +117,41 @@ impl Engine {
         }
         self.vector = v;
         self.oldest_at = s.oldest_at.into_iter().collect();
-        let mut max_at = s.max_at;
-        let mut sqls: Vec<(String, i64)> = self
-            .tables
-            .values()
-            .map(|t| {
-                (
-                    format!(
-                        "SELECT _peerId, _sequenceId, _patchedAt FROM {} WHERE rowid > ?1 ORDER BY rowid",
-                        q(&t.patches())
-                    ),
-                    marks.get(t.name.as_str()).map_or(0, |m| m.0),
-                )
-            })
-            .collect();
-        sqls.push((
-            "SELECT origin, seq, at FROM _quilt_kept WHERE ?1 = ?1".into(),
-            0,
-        ));
-        for (sql, mark) in sqls {
-            max_at = max_at.max(self.hold_rows(&sql, mark)?);
-        }
+        let max_at = s.max_at.max(self.hold_rows(Some(&marks))?);
         self.hlc.observe(max_at.min(hlc::MAX_HLC));
         self.load_purged(false)?;
         *self.saved_marks.borrow_mut() = Some(s.marks);
         Ok(true)
     }
 
-    /// Hold every `(origin, seq, at)` row `sql` returns; the highest stamp.
-    fn hold_rows(&mut self, sql: &str, param: i64) -> Result<u64> {
+    /// Hold the `(origin, seq, at)` of every stored patch row (with
+    /// `marks`, only the rows above each table's mark) and of every kept
+    /// patch; the highest stamp.
+    fn hold_rows(&mut self, marks: Option<&HashMap<&str, (i64, i64, i64)>>) -> Result<u64> {
         let mut max_at = 0u64;
-        let mut st = self.conn.prepare(sql)?;
-        let mut rows = st.query([param])?;
-        while let Some(r) = rows.next()? {
-            let (o, s, at): (i64, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
+        let (vector, oldest_at) = (&mut self.vector, &mut self.oldest_at);
+        let mut hold = |o: i64, s: i64, at: i64| {
             // A patch partly applied and kept whole is listed twice.
-            if o > 0 && s > 0 && !self.vector.holds(o as u32, s as u64) {
-                self.vector.hold(o as u32, s as u64, at as u64);
-                let e = self.oldest_at.entry(o as u32).or_insert(at as u64);
+            if o > 0 && s > 0 && !vector.holds(o as u32, s as u64) {
+                vector.hold(o as u32, s as u64, at as u64);
+                let e = oldest_at.entry(o as u32).or_insert(at as u64);
                 *e = (*e).min(at as u64);
             }
             max_at = max_at.max(at.max(0) as u64);
+        };
+        for t in self.tables.values() {
+            let after = marks.map(|m| m.get(t.name.as_str()).map_or(0, |m| m.0));
+            patches::each_stamp(&self.conn, t, after, &mut hold)?;
         }
+        crate::core::kept::each_stamp(&self.conn, &mut hold)?;
         Ok(max_at)
     }
 
     /// Purged prefixes and their digests; `hold`: also mark them held (when
     /// the vector was rebuilt from rows, which no longer show them).
     fn load_purged(&mut self, hold: bool) -> Result<()> {
-        let digests: HashMap<u32, u64> = {
-            let mut st = self
-                .conn
-                .prepare("SELECT origin, purged FROM _quilt_digest")?;
-            let rows = st.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?;
-            rows.filter_map(|r| r.ok())
-                .map(|(o, d)| (o as u32, d as u64))
-                .collect()
-        };
-        let mut st = self
-            .conn
-            .prepare("SELECT origin, upto FROM _quilt_purged")?;
-        let rows = st.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?;
-        for row in rows {
-            let (o, upto) = row?;
+        let digests = meta::purged_digests(&self.conn)?;
+        for (o, upto) in meta::purged(&self.conn)? {
             if o > 0 && upto > 0 {
                 let d = digests.get(&(o as u32)).copied().unwrap_or(0);
                 if hold {
@@ -245,21 +175,7 @@ impl Engine {
         }
         self.vector = SeqVector::default();
         self.oldest_at.clear();
-        let mut max_at = self.hlc.last();
-        let mut sqls: Vec<String> = self
-            .tables
-            .values()
-            .map(|t| {
-                format!(
-                    "SELECT _peerId, _sequenceId, _patchedAt FROM {} WHERE ?1 = ?1",
-                    q(&t.patches())
-                )
-            })
-            .collect();
-        sqls.push("SELECT origin, seq, at FROM _quilt_kept WHERE ?1 = ?1".into());
-        for sql in sqls {
-            max_at = max_at.max(self.hold_rows(&sql, 0)?);
-        }
+        let max_at = self.hlc.last().max(self.hold_rows(None)?);
         self.load_purged(true)?;
         self.hlc.observe(max_at.min(hlc::MAX_HLC));
         Ok(())

@@ -3,7 +3,7 @@
 //! Reads share the writer's connection (an in-memory database cannot be
 //! opened twice), so they are fenced by a SQLite authorizer installed once
 //! at open. Outside a read it hands over to the fence of captured SQL
-//! (capture.rs), which allows everything unless user SQL of `exec()`/
+//! (fence.rs), which allows everything unless user SQL of `exec()`/
 //! `prepare()` is running; either way it costs nothing at run time: SQLite
 //! consults it only while compiling a statement, and the write path's
 //! statements are compiled once and cached. While a read is compiled
@@ -83,8 +83,8 @@ pub(super) fn install(conn: &Connection) {
 
 fn authorize(ctx: AuthContext<'_>) -> Authorization {
     if !READING.with(Cell::get) {
-        // User SQL of exec()/prepare() has its own fence (capture.rs).
-        return super::capture::authorize(&ctx);
+        // User SQL of exec()/prepare() has its own fence (fence.rs).
+        return super::fence::authorize(&ctx);
     }
     match refusal(&ctx.action) {
         None => Authorization::Allow,

@@ -7,6 +7,11 @@
 use super::*;
 use crate::core::sync::patch_hash;
 
+/// `_quilt_meta` key of the seq vector this peer's last snapshot covers.
+const SNAPSHOT_VECTOR_KEY: &str = "snapshot_vector";
+/// `_quilt_meta` key of the time this peer's last snapshot was taken.
+pub(super) const SNAPSHOT_AT_KEY: &str = "snapshot_at";
+
 impl Engine {
     /// Lowest seq of `origin` acknowledged by every known peer (None when
     /// there is no known peer), and the peers below `upto`.
@@ -85,27 +90,51 @@ impl Engine {
     }
 
     /// Purge the oldest patches of `origin` with seq <= `limit` stamped
-    /// before `cutoff`, one batch per table. Returns the highest seq purged.
+    /// before `cutoff`, one batch per table, in one transaction. Returns the
+    /// highest seq purged.
     fn purge_origin(&mut self, o: u32, limit: u64, cutoff: i64) -> Result<u64> {
         // Never into an atomic group still waiting for its other part.
         let limit = self.atomic_purge_limit(o, limit);
         if limit == 0 {
             return Ok(0);
         }
+        tx::begin(&self.conn)?;
+        let done = self.purge_prefix(o, limit, cutoff).and_then(|r| {
+            tx::commit(&self.conn)?;
+            Ok(r)
+        });
+        let (max_deleted, upto, d) = match done {
+            Ok(r) => r,
+            Err(e) => {
+                tx::rollback(&self.conn);
+                return Err(e);
+            }
+        };
+        if max_deleted > 0 {
+            self.purged.insert(o, upto);
+            self.purged_digest.insert(o, d);
+            self.refresh_oldest(o)?;
+        }
+        Ok(max_deleted)
+    }
+
+    /// The deletes of `purge_origin` (inside its transaction): the highest
+    /// seq deleted, and (when it is not 0) the new purged prefix and digest.
+    fn purge_prefix(&self, o: u32, limit: u64, cutoff: i64) -> Result<(u64, u64, u64)> {
         // Stamps grow with seq per origin, so what may go is a prefix of
         // each table's rows of this origin: read at most a batch of the
         // oldest, stop at the first one too young, delete that range.
         let mut max_deleted = 0u64;
         let mut digest = 0u64;
-        let tx = self.conn.unchecked_transaction()?;
+        let conn = &self.conn;
         let mut kept_seen: HashSet<u64> = HashSet::new();
         let tables: Vec<TableInfo> = self.tables.values().cloned().collect();
         for t in tables.iter().map(Some).chain(std::iter::once(None)) {
             let oldest = match t {
                 Some(t) => {
-                    patches::oldest(&tx, &mut self.runs.borrow_mut(), t, o, limit, PURGE_BATCH)?
+                    patches::oldest(conn, &mut self.runs.borrow_mut(), t, o, limit, PURGE_BATCH)?
                 }
-                None => crate::core::kept::oldest_kept(&tx, o, limit, PURGE_BATCH)?,
+                None => crate::core::kept::oldest_kept(conn, o, limit, PURGE_BATCH)?,
             };
             let mut range: Option<(u64, u64)> = None;
             for (seq, at) in oldest {
@@ -123,29 +152,21 @@ impl Engine {
             if let Some((a, b)) = range {
                 match t {
                     Some(t) => {
-                        patches::delete_prefix(&tx, &mut self.runs.borrow_mut(), t, o, a, b)?
+                        patches::delete_prefix(conn, &mut self.runs.borrow_mut(), t, o, a, b)?
                     }
-                    None => crate::core::kept::delete_kept_range(&tx, o, a, b)?,
+                    None => crate::core::kept::delete_kept_range(conn, o, a, b)?,
                 }
                 max_deleted = max_deleted.max(b);
             }
         }
-        if max_deleted > 0 {
-            let upto = max_deleted.max(self.purged.get(&o).copied().unwrap_or(0));
-            let d = self.purged_digest.get(&o).copied().unwrap_or(0) ^ digest;
-            crate::core::atomic::purge(&tx, o, upto)?;
-            tx.prepare_cached("INSERT OR REPLACE INTO _quilt_purged(origin, upto) VALUES(?, ?)")?
-                .execute(rusqlite::params![o as i64, upto as i64])?;
-            tx.prepare_cached("INSERT OR REPLACE INTO _quilt_digest(origin, purged) VALUES(?, ?)")?
-                .execute(rusqlite::params![o as i64, d as i64])?;
-            tx.commit()?;
-            self.purged.insert(o, upto);
-            self.purged_digest.insert(o, d);
-            self.refresh_oldest(o)?;
-        } else {
-            tx.commit()?;
+        if max_deleted == 0 {
+            return Ok((0, 0, 0));
         }
-        Ok(max_deleted)
+        let upto = max_deleted.max(self.purged.get(&o).copied().unwrap_or(0));
+        let d = self.purged_digest.get(&o).copied().unwrap_or(0) ^ digest;
+        crate::core::atomic::purge(conn, o, upto)?;
+        meta::record_purge(conn, o, upto, d)?;
+        Ok((max_deleted, upto, d))
     }
 
     /// Re-read the stamp of an origin's oldest stored patch (stamps grow
@@ -175,14 +196,8 @@ impl Engine {
         created_ms: u64,
     ) -> Result<()> {
         let blob = rmp_serde::to_vec(vector).unwrap_or_default();
-        self.conn.execute(
-            "INSERT OR REPLACE INTO _quilt_meta(key, value) VALUES('snapshot_vector', ?)",
-            [blob],
-        )?;
-        self.conn.execute(
-            "INSERT OR REPLACE INTO _quilt_meta(key, value) VALUES('snapshot_at', ?)",
-            [created_ms as i64],
-        )?;
+        meta::set(&self.conn, SNAPSHOT_VECTOR_KEY, blob)?;
+        meta::set(&self.conn, SNAPSHOT_AT_KEY, created_ms as i64)?;
         for (&o, &c) in vector {
             let e = self.cluster_cover.entry(o).or_default();
             *e = (*e).max(c.min(SHADOW_STEP - 1));
@@ -193,15 +208,9 @@ impl Engine {
 
     /// Load the cover of this peer's last snapshot (at open).
     pub(super) fn load_snapshot_cover(&mut self) -> Result<()> {
-        let cover: Option<HashMap<u32, u64>> = self
-            .conn
-            .query_row(
-                "SELECT value FROM _quilt_meta WHERE key='snapshot_vector'",
-                [],
-                |r| r.get::<_, Vec<u8>>(0),
-            )
-            .optional()?
-            .and_then(|b| rmp_serde::from_slice(&b).ok());
+        let cover: Option<HashMap<u32, u64>> =
+            meta::get::<Vec<u8>>(&self.conn, SNAPSHOT_VECTOR_KEY)?
+                .and_then(|b| rmp_serde::from_slice(&b).ok());
         for (&o, &c) in cover.iter().flatten() {
             let e = self.cluster_cover.entry(o).or_default();
             *e = (*e).max(c.min(SHADOW_STEP - 1));

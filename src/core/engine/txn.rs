@@ -1,5 +1,6 @@
-//! Units of work: the engine's one way to open a SQLite transaction, and the
-//! `'change'` records of what committed.
+//! Units of work: the engine's one way to open a SQLite transaction for a
+//! write (its statements are `tx.rs`'s), and the `'change'` records of what
+//! committed.
 //!
 //! Every local write (`upsert`, `upsertMany`, `delete`, captured SQL) and
 //! every `transaction(fn)` runs inside a *unit*: `BEGIN IMMEDIATE` at the top
@@ -32,9 +33,6 @@
 //! rolled back") until `fn` is left, so nothing of it is ever half kept.
 
 use super::*;
-
-/// Savepoint name of nested units (SQLite resolves a name to the innermost).
-const SAVEPOINT: &str = "quilt_unit";
 
 /// One row a commit changed, for the `'change'` event.
 #[derive(Debug, Clone, PartialEq)]
@@ -251,7 +249,7 @@ impl Engine {
             return;
         };
         if !self.conn.is_autocommit() {
-            let _ = self.conn.execute_batch("ROLLBACK");
+            tx::rollback(&self.conn);
         }
         self.restore(outer);
         self.units.aborted = levels;
@@ -263,11 +261,10 @@ impl Engine {
         self.check_not_aborted()?;
         if self.units.marks.is_empty() {
             // Prepared once: an autocommit write pays for no SQL parsing.
-            self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+            tx::begin(&self.conn)?;
         } else {
-            self.conn
-                .prepare_cached(&format!("SAVEPOINT {SAVEPOINT}"))?
-                .execute([])?;
+            // SQLite resolves a savepoint name to the innermost one.
+            tx::savepoint(&self.conn, &tx::UNIT)?;
         }
         let m = self.mark();
         self.units.marks.push(m);
@@ -278,11 +275,6 @@ impl Engine {
     /// units kept aside. A failed commit rolls the unit back.
     pub(super) fn commit_unit(&mut self) -> Result<()> {
         let outer = self.units.marks.len() == 1;
-        let sql = if outer {
-            "COMMIT".to_string()
-        } else {
-            format!("RELEASE {SAVEPOINT}")
-        };
         let atomic_before = self.out_atomic.len();
         // The run map of every row this unit inserted, once, just before
         // the outermost COMMIT (savepoint rollbacks drop theirs: runs.rs).
@@ -301,8 +293,11 @@ impl Engine {
             None => Ok(()),
         });
         let end = |conn: &Connection| -> Result<()> {
-            conn.prepare_cached(&sql)?.execute([])?;
-            Ok(())
+            if outer {
+                tx::commit(conn)
+            } else {
+                tx::release(conn, &tx::UNIT)
+            }
         };
         if let Err(e) = recorded.and_then(|_| end(&self.conn)) {
             self.rollback_unit();
@@ -323,14 +318,13 @@ impl Engine {
         let Some(m) = self.units.marks.pop() else {
             return;
         };
-        let sql = if self.units.marks.is_empty() {
-            "ROLLBACK".to_string()
-        } else {
-            format!("ROLLBACK TO {SAVEPOINT}; RELEASE {SAVEPOINT}")
-        };
         // A failed ROLLBACK (SQLite already rolled back on its own, e.g.
         // after a full disk) leaves nothing open either way.
-        let _ = self.conn.execute_batch(&sql);
+        if self.units.marks.is_empty() {
+            tx::rollback(&self.conn);
+        } else {
+            let _ = tx::rollback_to(&self.conn, &tx::UNIT);
+        }
         self.restore(m);
     }
 
