@@ -103,14 +103,16 @@ app.use(express.json())
 app.use(express.static(path.join(__dirname, 'public')))
 
 // Server-Sent Events fed by the replicator's 'change' event: one event per
-// committed local transaction or applied frame, here or from any peer.
+// committed local transaction or applied frame, here or from any peer. The
+// listener is attached only while a page is connected: with no listener,
+// quilt collects no change records at all.
 const listeners = new Set()
-replicator.on('change', (changes) => {
+function onChange (changes) {
   const todos = changes.filter((c) => c.table === 'todo')
-  if (todos.length === 0 || listeners.size === 0) return
+  if (todos.length === 0) return
   const msg = `event: change\ndata: ${JSON.stringify(todos)}\n\n`
   for (const res of listeners) res.write(msg)
-})
+}
 app.get('/events', (req, res) => {
   res.writeHead(200, {
     'content-type': 'text/event-stream',
@@ -118,8 +120,12 @@ app.get('/events', (req, res) => {
     connection: 'keep-alive'
   })
   res.write(`event: hello\ndata: ${JSON.stringify({ peerId: replicator.peerId })}\n\n`)
+  if (listeners.size === 0) replicator.on('change', onChange)
   listeners.add(res)
-  req.on('close', () => listeners.delete(res))
+  req.on('close', () => {
+    listeners.delete(res)
+    if (listeners.size === 0) replicator.off('change', onChange)
+  })
 })
 
 // Write: returns the session token, in the body and in x-quilt-token.
