@@ -254,3 +254,62 @@ test('a failed statement whose trigger left a replicated row behind rolls the tr
     await c.close()
   }
 })
+
+test('random transactions with failing calls: every peer converges, no row without its patch', async () => {
+  const c = cluster()
+  const a = c.open(1)
+  const b = c.open(2)
+  c.connect()
+  // A seeded PRNG (mulberry32): the same run every time.
+  let seed = 0x5eed
+  const rnd = (n) => {
+    seed = (seed + 0x6d2b79f5) | 0
+    let x = Math.imul(seed ^ (seed >>> 15), 1 | seed)
+    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x
+    return (((x ^ (x >>> 14)) >>> 0) % n)
+  }
+  try {
+    a.exec(`CREATE TRIGGER notes_to_t BEFORE INSERT ON notes BEGIN
+              INSERT OR REPLACE INTO t (id, a) VALUES (NEW.id, 'trigger');
+              SELECT RAISE(FAIL, 'refused by trigger') WHERE NEW.body = 'fail';
+            END`)
+    const calls = [
+      () => a.upsert('t', { id: 1 + rnd(20), a: `u${rnd(100)}`, b: rnd(5) }),
+      () => a.upsert('t', { id: 1 + rnd(20), b: 'not a number' }), // TypeError: nothing written
+      () => a.prepare('INSERT INTO t (id, a) VALUES (?, ?)').run(1 + rnd(20), 'ins'), // UNIQUE often
+      () => a.prepare('INSERT INTO t (id, a) VALUES (?, ?), (?, ?)').run(100 + rnd(10), 'x', 1 + rnd(20), 'y'), // ABORT half-way
+      () => a.prepare('INSERT OR FAIL INTO t (id, a) VALUES (?, ?), (?, ?)').run(200 + rnd(10), 'f', 1 + rnd(20), 'g'), // FAIL half-way
+      () => a.prepare('UPDATE t SET b = ? WHERE id % 3 = ?').run(rnd(9), rnd(3)),
+      () => a.prepare('DELETE FROM t WHERE id = ?').run(1 + rnd(20)),
+      () => a.prepare('INSERT INTO notes (id, body) VALUES (?, ?)').run(300 + rnd(1000), rnd(3) === 0 ? 'fail' : 'ok'),
+      () => a.exec(`UPDATE todo SET done = ${rnd(2)}; INSERT OR IGNORE INTO todo (id, tenantId, title) VALUES (${rnd(5)}, 1, 'td')`)
+    ]
+    let aborted = 0
+    let committed = 0
+    for (let round = 0; round < 60; round++) {
+      const tx = a.transaction(() => {
+        for (let k = 0, n = 1 + rnd(6); k < n; k++) {
+          try { calls[rnd(calls.length)]() } catch (e) {
+            assert.ok(e.code || e instanceof TypeError, `a typed error: ${e.message}`)
+          }
+        }
+      })
+      try { tx(); committed++ } catch (e) { assert.equal(e.code, 'E_SQLITE'); aborted++ }
+      assert.equal(a.inTransaction, false)
+      if (rnd(3) === 0) { a.flush(); c.deliver() }
+      // Every row of t on a has a patch that set it (none written behind quilt's back).
+      const orphan = a.get(`SELECT count(*) AS n FROM t WHERE NOT EXISTS (
+        SELECT 1 FROM t_patches p WHERE p.id = t.id)`).n
+      assert.equal(orphan, 0, `round ${round}: rows of t without a patch`)
+    }
+    a.flush(); c.deliver()
+    assert.ok(committed > 10 && aborted > 0, `both kinds happened (${committed} committed, ${aborted} rolled back)`)
+    const seq = a.status().seq
+    assert.equal(await b.waitFor(`1.${seq}`, 2000), true)
+    for (const q of ['SELECT id, a, b FROM t ORDER BY id', 'SELECT id, tenantId, title, done FROM todo ORDER BY id, tenantId']) {
+      assert.deepEqual(b.all(q), a.all(q), q)
+    }
+  } finally {
+    await c.close()
+  }
+})
