@@ -329,6 +329,14 @@ pub(crate) fn row_to_patch(
     let at: i64 = r.get(0)?;
     let seq: i64 = r.get(1)?;
     let nulls = r.get_ref(2)?;
+    let patch = |columns: Vec<String>, values: Vec<Value>| Patch {
+        table: Arc::from(t.name.as_str()),
+        origin,
+        seq: seq as u64,
+        at: at as u64,
+        columns: Arc::new(columns),
+        values,
+    };
     if matches!(nulls, ValueRef::Text(s) if s == crate::core::schema::DELETE_MARK.as_bytes()) {
         let mut columns: Vec<String> = t.pk.clone();
         let mut values = Vec::with_capacity(columns.len() + 1);
@@ -337,14 +345,7 @@ pub(crate) fn row_to_patch(
         }
         columns.push(crate::core::schema::DELETED_COL.to_string());
         values.push(Value::Int(1));
-        return Ok(Patch {
-            table: Arc::from(t.name.as_str()),
-            origin,
-            seq: seq as u64,
-            at: at as u64,
-            columns: Arc::new(columns),
-            values,
-        });
+        return Ok(patch(columns, values));
     }
     let marked = |i: usize, c: &str| match nulls {
         ValueRef::Blob(b) => bitmap_has(b, t.ordinals.get(i).copied().unwrap_or(ROW_SLOT)),
@@ -360,14 +361,7 @@ pub(crate) fn row_to_patch(
             values.push(v);
         }
     }
-    Ok(Patch {
-        table: Arc::from(t.name.as_str()),
-        origin,
-        seq: seq as u64,
-        at: at as u64,
-        columns: Arc::new(columns),
-        values,
-    })
+    Ok(patch(columns, values))
 }
 
 /// A row's primary key and its clock BLOB.
