@@ -17,13 +17,14 @@ use napi_derive::napi;
 use std::collections::HashMap;
 use std::ptr;
 
+mod args;
 mod snapshot;
 mod sql;
 mod values;
 
+pub use args::{JsMigrations, NativeOptions, RestoreArgs};
 pub use values::{
-    JsBytes, JsCells, JsKey, JsMigrations, JsOut, JsParams, JsPeerId, JsRow, JsRowList, JsRows,
-    JsSql, JsTable, NativeOptions, RestoreArgs,
+    JsBytes, JsCells, JsKey, JsOut, JsParams, JsPeerId, JsRow, JsRowList, JsRows, JsSql, JsTable,
 };
 
 /// The constructor of the JS error class for coded errors, registered once

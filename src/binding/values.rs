@@ -3,7 +3,6 @@
 //! query results back to row objects. Wrong types become `TypeError`s.
 
 use super::{check, range_err, type_err};
-use crate::core::engine::Migration;
 use crate::core::value::Value;
 use napi::bindgen_prelude::*;
 use napi::sys;
@@ -29,7 +28,7 @@ unsafe fn js_string(env: sys::napi_env, v: sys::napi_value) -> Result<String> {
 
 /// The bytes of a Buffer or Uint8Array; `None` for anything else (a
 /// DataView too, which `napi_is_buffer` would take).
-unsafe fn js_u8(env: sys::napi_env, v: sys::napi_value) -> Result<Option<Vec<u8>>> {
+pub(super) unsafe fn js_u8(env: sys::napi_env, v: sys::napi_value) -> Result<Option<Vec<u8>>> {
     let mut dv = false;
     check(env, sys::napi_is_dataview(env, v, &mut dv), "value")?;
     if dv {
@@ -42,20 +41,32 @@ unsafe fn js_u8(env: sys::napi_env, v: sys::napi_value) -> Result<Option<Vec<u8>
     }
 }
 
-pub(super) unsafe fn js_bytes(env: sys::napi_env, v: sys::napi_value) -> Result<Option<Vec<u8>>> {
+/// A typed array's element type, data pointer and length in elements;
+/// `None` when `v` is not a typed array.
+unsafe fn typed_array(
+    env: sys::napi_env,
+    v: sys::napi_value,
+) -> Result<Option<(sys::napi_typedarray_type, *mut std::ffi::c_void, usize)>> {
     let mut is_ta = false;
     check(env, sys::napi_is_typedarray(env, v, &mut is_ta), "value")?;
-    if is_ta {
-        let mut ty = 0;
-        let mut len = 0usize;
-        let mut data = ptr::null_mut();
-        let mut ab = ptr::null_mut();
-        let mut off = 0usize;
-        check(
-            env,
-            sys::napi_get_typedarray_info(env, v, &mut ty, &mut len, &mut data, &mut ab, &mut off),
-            "typed array",
-        )?;
+    if !is_ta {
+        return Ok(None);
+    }
+    let mut ty = 0;
+    let mut len = 0usize;
+    let mut data = ptr::null_mut();
+    let mut ab = ptr::null_mut();
+    let mut off = 0usize;
+    check(
+        env,
+        sys::napi_get_typedarray_info(env, v, &mut ty, &mut len, &mut data, &mut ab, &mut off),
+        "typed array",
+    )?;
+    Ok(Some((ty, data, len)))
+}
+
+pub(super) unsafe fn js_bytes(env: sys::napi_env, v: sys::napi_value) -> Result<Option<Vec<u8>>> {
+    if let Some((ty, data, len)) = typed_array(env, v)? {
         if ty != sys::TypedarrayType::uint8_array {
             return Err(type_err(
                 env,
@@ -199,7 +210,10 @@ impl FromNapiValue for JsRowList {
 }
 
 /// The JS type of `v`.
-unsafe fn type_of(env: sys::napi_env, v: sys::napi_value) -> Result<sys::napi_valuetype> {
+pub(super) unsafe fn type_of(
+    env: sys::napi_env,
+    v: sys::napi_value,
+) -> Result<sys::napi_valuetype> {
     let mut t = 0;
     check(env, sys::napi_typeof(env, v, &mut t), "value")?;
     Ok(t)
@@ -219,7 +233,11 @@ unsafe fn is_plain_object(env: sys::napi_env, v: sys::napi_value) -> Result<bool
 }
 
 /// The elements of a JS array; `TypeError(msg)` when `v` is not one.
-unsafe fn array(env: sys::napi_env, v: sys::napi_value, msg: &str) -> Result<Vec<sys::napi_value>> {
+pub(super) unsafe fn array(
+    env: sys::napi_env,
+    v: sys::napi_value,
+    msg: &str,
+) -> Result<Vec<sys::napi_value>> {
     let mut is_arr = false;
     check(env, sys::napi_is_array(env, v, &mut is_arr), "array")?;
     if !is_arr {
@@ -241,7 +259,7 @@ unsafe fn array(env: sys::napi_env, v: sys::napi_value, msg: &str) -> Result<Vec
 }
 
 /// Own enumerable string keys of an object, with their values.
-unsafe fn entries(
+pub(super) unsafe fn entries(
     env: sys::napi_env,
     v: sys::napi_value,
 ) -> Result<Vec<(String, sys::napi_value)>> {
@@ -291,7 +309,7 @@ unsafe fn row(env: sys::napi_env, v: sys::napi_value, what: &str) -> Result<Vec<
 }
 
 /// `obj[name]`; `None` when it is `undefined`.
-unsafe fn prop(
+pub(super) unsafe fn prop(
     env: sys::napi_env,
     obj: sys::napi_value,
     name: &std::ffi::CStr,
@@ -306,7 +324,7 @@ unsafe fn prop(
 }
 
 /// `obj[name]`; `None` when it is `undefined` or `null`.
-unsafe fn prop_set(
+pub(super) unsafe fn prop_set(
     env: sys::napi_env,
     obj: sys::napi_value,
     name: &std::ffi::CStr,
@@ -318,7 +336,7 @@ unsafe fn prop_set(
 }
 
 /// A string value; `None` when `v` is not a string.
-unsafe fn string(env: sys::napi_env, v: sys::napi_value) -> Result<Option<String>> {
+pub(super) unsafe fn string(env: sys::napi_env, v: sys::napi_value) -> Result<Option<String>> {
     if type_of(env, v)? != sys::ValueType::napi_string {
         return Ok(None);
     }
@@ -326,7 +344,7 @@ unsafe fn string(env: sys::napi_env, v: sys::napi_value) -> Result<Option<String
 }
 
 /// A number value; `None` when `v` is not a number.
-unsafe fn number(env: sys::napi_env, v: sys::napi_value) -> Result<Option<f64>> {
+pub(super) unsafe fn number(env: sys::napi_env, v: sys::napi_value) -> Result<Option<f64>> {
     if type_of(env, v)? != sys::ValueType::napi_number {
         return Ok(None);
     }
@@ -336,7 +354,7 @@ unsafe fn number(env: sys::napi_env, v: sys::napi_value) -> Result<Option<f64>> 
 }
 
 /// A peer id: an integer (else `TypeError`) in `1..=u32::MAX` (else `RangeError`).
-unsafe fn peer_id(env: sys::napi_env, v: sys::napi_value, what: &str) -> Result<u32> {
+pub(super) unsafe fn peer_id(env: sys::napi_env, v: sys::napi_value, what: &str) -> Result<u32> {
     match number(env, v)? {
         Some(f) if f.is_finite() && f.fract() == 0.0 => {
             if f < 1.0 || f > u32::MAX as f64 {
@@ -405,242 +423,6 @@ impl FromNapiValue for JsSql {
         string(env, v)?
             .map(JsSql)
             .ok_or_else(|| type_err(env, "sql must be a string"))
-    }
-}
-
-/// A duration or size option: a number (else `TypeError`; NaN included),
-/// finite and >= 0 (else `RangeError`).
-unsafe fn ms_opt(env: sys::napi_env, obj: sys::napi_value, name: &str) -> Result<Option<f64>> {
-    let key = std::ffi::CString::new(name).map_err(|_| type_err(env, "bad option name"))?;
-    let Some(v) = prop(env, obj, &key)? else {
-        return Ok(None);
-    };
-    match number(env, v)? {
-        Some(f) if !f.is_nan() => {
-            if f.is_finite() && f >= 0.0 {
-                Ok(Some(f))
-            } else {
-                Err(range_err(
-                    env,
-                    format!("options.{name} must be a finite number >= 0"),
-                ))
-            }
-        }
-        _ => Err(type_err(env, format!("options.{name} must be a number"))),
-    }
-}
-
-/// Options of the native constructor, checked here (and only here): the JS
-/// class passes the user's options object through.
-pub struct NativeOptions {
-    pub path: String,
-    pub peer_id: Option<u32>,
-    pub cluster_key: Option<Vec<u8>>,
-    pub heartbeat_ms: Option<f64>,
-    pub retention_ms: Option<f64>,
-    /// Hard cap: past this age a patch is purged even if a peer lacks it.
-    pub max_retention_ms: Option<f64>,
-    /// Cap in bytes on kept patches (a quarter per origin).
-    pub max_kept_bytes: Option<f64>,
-    pub max_drift_ms: Option<f64>,
-    pub max_frame_bytes: Option<f64>,
-}
-
-impl TypeName for NativeOptions {
-    fn type_name() -> &'static str {
-        "NativeOptions"
-    }
-    fn value_type() -> ValueType {
-        ValueType::Object
-    }
-}
-
-impl FromNapiValue for NativeOptions {
-    unsafe fn from_napi_value(env: sys::napi_env, o: sys::napi_value) -> Result<Self> {
-        if type_of(env, o)? != sys::ValueType::napi_object {
-            return Err(type_err(
-                env,
-                "new Replicator(options): options must be an object",
-            ));
-        }
-        // An empty path is refused by the core (Engine::open).
-        let path = match prop(env, o, c"path")? {
-            Some(v) => string(env, v)?,
-            None => None,
-        }
-        .ok_or_else(|| type_err(env, "options.path must be a non-empty string"))?;
-        let peer_id = match prop(env, o, c"peerId")? {
-            Some(v) => Some(peer_id(env, v, "options.peerId")?),
-            None => None,
-        };
-        let cluster_key = match prop_set(env, o, c"clusterKey")? {
-            None => None,
-            Some(v) => {
-                let key = match string(env, v)? {
-                    Some(s) => s.into_bytes(),
-                    None => {
-                        let bin = if type_of(env, v)? == sys::ValueType::napi_object {
-                            js_u8(env, v)?
-                        } else {
-                            None
-                        };
-                        bin.ok_or_else(|| {
-                            type_err(env, "options.clusterKey must be a string or Buffer")
-                        })?
-                    }
-                };
-                if key.is_empty() {
-                    return Err(range_err(env, "options.clusterKey must not be empty"));
-                }
-                Some(key)
-            }
-        };
-        let max_frame_bytes = ms_opt(env, o, "maxFrameBytes")?;
-        if matches!(max_frame_bytes, Some(f) if f < 256.0) {
-            return Err(range_err(env, "options.maxFrameBytes must be at least 256"));
-        }
-        Ok(NativeOptions {
-            path,
-            peer_id,
-            cluster_key,
-            heartbeat_ms: ms_opt(env, o, "heartbeatMs")?,
-            retention_ms: ms_opt(env, o, "retentionMs")?,
-            max_retention_ms: ms_opt(env, o, "maxRetentionMs")?,
-            max_kept_bytes: ms_opt(env, o, "maxKeptBytes")?,
-            max_drift_ms: ms_opt(env, o, "maxDriftMs")?,
-            max_frame_bytes,
-        })
-    }
-}
-
-/// The migrations list of `migrate`.
-pub struct JsMigrations(pub Vec<Migration>);
-
-impl TypeName for JsMigrations {
-    fn type_name() -> &'static str {
-        "Array<{ up: string, down?: string, renames?: Record<string, Record<string, string>> }>"
-    }
-    fn value_type() -> ValueType {
-        ValueType::Object
-    }
-}
-
-impl FromNapiValue for JsMigrations {
-    unsafe fn from_napi_value(env: sys::napi_env, v: sys::napi_value) -> Result<Self> {
-        let items = array(env, v, "migrate(migrations): migrations must be an array")?;
-        let mut out = Vec::with_capacity(items.len());
-        for (i, m) in items.into_iter().enumerate() {
-            let shape = || {
-                type_err(
-                    env,
-                    format!("migrations[{i}] must be {{ up: string, down?: string }}"),
-                )
-            };
-            if type_of(env, m)? != sys::ValueType::napi_object {
-                return Err(shape());
-            }
-            let up = match prop(env, m, c"up")? {
-                Some(u) => string(env, u)?,
-                None => None,
-            }
-            .ok_or_else(shape)?;
-            let down = match prop_set(env, m, c"down")? {
-                None => None,
-                Some(d) => Some(string(env, d)?.ok_or_else(|| {
-                    type_err(env, format!("migrations[{i}].down must be a string"))
-                })?),
-            };
-            let mut renames = Vec::new();
-            if let Some(r) = prop(env, m, c"renames")? {
-                let bad = || {
-                    type_err(
-                        env,
-                        format!("migrations[{i}].renames must be {{ table: {{ old: 'new' }} }}"),
-                    )
-                };
-                if type_of(env, r)? != sys::ValueType::napi_object {
-                    return Err(bad());
-                }
-                for (table, cols) in entries(env, r)? {
-                    if type_of(env, cols)? != sys::ValueType::napi_object {
-                        return Err(bad());
-                    }
-                    for (old, new) in entries(env, cols)? {
-                        let new = string(env, new)?.ok_or_else(bad)?;
-                        renames.push((table.clone(), old, new));
-                    }
-                }
-            }
-            out.push(Migration { up, down, renames });
-        }
-        Ok(JsMigrations(out))
-    }
-}
-
-/// The options of `Replicator.restore` that the native side uses:
-/// `{ from, path, overwrite?, snapshot? | id? }` (others are read in JS).
-pub struct RestoreArgs {
-    pub from: String,
-    pub path: String,
-    pub overwrite: bool,
-    pub name: Option<String>,
-}
-
-impl TypeName for RestoreArgs {
-    fn type_name() -> &'static str {
-        "{ from: string, path: string, overwrite?: boolean, snapshot?: string, id?: string }"
-    }
-    fn value_type() -> ValueType {
-        ValueType::Object
-    }
-}
-
-impl FromNapiValue for RestoreArgs {
-    unsafe fn from_napi_value(env: sys::napi_env, o: sys::napi_value) -> Result<Self> {
-        if type_of(env, o)? != sys::ValueType::napi_object {
-            return Err(type_err(
-                env,
-                "Replicator.restore(options): options must be an object",
-            ));
-        }
-        let text = |name: &std::ffi::CStr| -> Result<Option<String>> {
-            match prop(env, o, name)? {
-                Some(v) => string(env, v),
-                None => Ok(None),
-            }
-        };
-        let from = text(c"from")?
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| type_err(env, "restore: from must be a snapshot url"))?;
-        let path = text(c"path")?
-            .filter(|s| !s.is_empty() && s != ":memory:")
-            .ok_or_else(|| type_err(env, "restore: path must be a file path"))?;
-        let overwrite = match prop(env, o, c"overwrite")? {
-            None => false,
-            Some(v) if type_of(env, v)? == sys::ValueType::napi_boolean => {
-                let mut b = false;
-                check(env, sys::napi_get_value_bool(env, v, &mut b), "overwrite")?;
-                b
-            }
-            Some(_) => return Err(type_err(env, "restore: overwrite must be a boolean")),
-        };
-        let name = match prop_set(env, o, c"snapshot")? {
-            Some(v) => Some(v),
-            None => prop_set(env, o, c"id")?,
-        };
-        let name =
-            match name {
-                None => None,
-                Some(v) => Some(string(env, v)?.ok_or_else(|| {
-                    type_err(env, "restore: snapshot must be a snapshot id string")
-                })?),
-            };
-        Ok(RestoreArgs {
-            from,
-            path,
-            overwrite,
-            name,
-        })
     }
 }
 
@@ -758,29 +540,17 @@ impl TypeName for JsOut {
 
 impl FromNapiValue for JsOut {
     unsafe fn from_napi_value(env: sys::napi_env, v: sys::napi_value) -> Result<Self> {
-        let mut is_ta = false;
-        check(env, sys::napi_is_typedarray(env, v, &mut is_ta), "out")?;
-        let mut ty = 0;
-        let mut len = 0usize;
-        let mut data = ptr::null_mut();
-        let mut ab = ptr::null_mut();
-        let mut off = 0usize;
-        if is_ta {
-            check(
-                env,
-                sys::napi_get_typedarray_info(
-                    env, v, &mut ty, &mut len, &mut data, &mut ab, &mut off,
-                ),
-                "out",
-            )?;
+        match typed_array(env, v)? {
+            Some((ty, data, len))
+                if ty == sys::TypedarrayType::float64_array && !data.is_null() =>
+            {
+                Ok(JsOut {
+                    data: data.cast(),
+                    len,
+                })
+            }
+            _ => Err(type_err(env, "out must be a Float64Array")),
         }
-        if !is_ta || ty != sys::TypedarrayType::float64_array || data.is_null() {
-            return Err(type_err(env, "out must be a Float64Array"));
-        }
-        Ok(JsOut {
-            data: data.cast(),
-            len,
-        })
     }
 }
 

@@ -201,23 +201,6 @@ impl Engine {
         })
     }
 
-    /// Run `f` in a unit: committed when it succeeds, rolled back (engine
-    /// state restored) when it fails.
-    fn in_unit<T>(&mut self, f: impl FnOnce(&mut Engine) -> Result<T>) -> Result<T> {
-        let depth = self.units.depth();
-        self.begin_unit()?;
-        match f(self).and_then(|v| self.commit_unit().map(|()| v)) {
-            Ok(v) => Ok(v),
-            Err(e) => {
-                // A failed commit already rolled its unit back.
-                if self.units.depth() > depth {
-                    self.rollback_unit();
-                }
-                Err(e)
-            }
-        }
-    }
-
     /// Compile (cached), bind, step behind the fence; rows as `mode` asks.
     /// What the hook saw comes back on failure too.
     fn step_sql(

@@ -210,18 +210,7 @@ impl Engine {
         self.check_open()?;
         self.check_not_aborted()?;
         if self.units.marks.is_empty() {
-            let depth = self.units.depth();
-            self.begin_unit()?;
-            return match f(self).and_then(|v| self.commit_unit().map(|()| v)) {
-                Ok(v) => Ok(v),
-                Err(e) => {
-                    // A failed commit already rolled its unit back.
-                    if self.units.depth() > depth {
-                        self.rollback_unit();
-                    }
-                    Err(e)
-                }
-            };
+            return self.in_unit(f);
         }
         let mark = self.mark();
         let before = self.conn.total_changes();
@@ -253,6 +242,23 @@ impl Engine {
         }
         self.restore(outer);
         self.units.aborted = levels;
+    }
+
+    /// Run `f` in a unit: committed when it succeeds, rolled back (engine
+    /// state restored) when it fails.
+    pub(super) fn in_unit<T>(&mut self, f: impl FnOnce(&mut Engine) -> Result<T>) -> Result<T> {
+        let depth = self.units.depth();
+        self.begin_unit()?;
+        match f(self).and_then(|v| self.commit_unit().map(|()| v)) {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                // A failed commit already rolled its unit back.
+                if self.units.depth() > depth {
+                    self.rollback_unit();
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Open a unit: `BEGIN IMMEDIATE`, or a savepoint inside an open one.
