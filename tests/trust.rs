@@ -300,3 +300,36 @@ fn retention_waits_for_known_peers() {
     let _ = a.tick().unwrap();
     assert_eq!(patch_count(&a), 0);
 }
+
+/// Runs of patch rows kept in memory (runs/tail.rs) are lost with the
+/// process: after a crash (the engine dropped without `close`) the file
+/// still serves every seq, its own and a relayed origin's, to a new peer.
+#[test]
+fn a_crash_loses_no_retransmission() {
+    let d = dir("crash-tail");
+    let pa = d.join("a.db");
+    let mut a = open(&pa, Some(1), 3_600_000);
+    let mut c = open(&d.join("c.db"), Some(3), 3_600_000);
+    for i in 0..700 {
+        write(&mut a, i, "a");
+    }
+    for i in 1000..1010 {
+        write(&mut c, i, "c");
+    }
+    settle(&mut [&mut a, &mut c], &[(0, 1), (1, 0)], 3);
+    for i in 700..900 {
+        write(&mut a, i, "a2");
+    }
+    drop(a);
+    let mut a = open(&pa, None, 3_600_000);
+    for i in 900..950 {
+        write(&mut a, i, "a3");
+    }
+    drop(a);
+    let mut a = open(&pa, None, 3_600_000);
+    let mut b = open(&d.join("b.db"), Some(2), 3_600_000);
+    settle(&mut [&mut a, &mut b], &[(0, 1), (1, 0)], 6);
+    assert_eq!(rows(&b).len(), 960);
+    assert_eq!(rows(&b), rows(&a));
+    assert!(events(&mut a).is_empty() && events(&mut b).is_empty());
+}

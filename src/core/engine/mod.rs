@@ -371,6 +371,8 @@ impl Engine {
     }
 
     fn save_state(&self) -> Result<()> {
+        // Runs kept in memory are written now (runs.rs, deferred tails).
+        self.runs.borrow_mut().flush_all(&self.conn)?;
         let now = (self.peer_id, self.seq, self.hlc.last(), self.schema_version);
         if self.saved.get() == Some(now) {
             return self.save_vector();

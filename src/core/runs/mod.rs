@@ -14,10 +14,17 @@
 //! hand edit) is reported as `Stale`, and the caller rebuilds the table's
 //! runs from a full scan and retries.
 
+//!
+//! A run that only grew may stay in memory for a while: `tail.rs`.
+
 use crate::core::error::Result;
 use rusqlite::{Connection, OptionalExtension};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+
+/// Rows a run may grow in memory beyond its written row (module docs): the
+/// most rows [`Runs::recover`] reads back per table.
+pub const DEFER_MAX: u64 = 512;
 
 /// `seq0..seq0+n` at rowids `rowid0..rowid0+n`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,7 +80,14 @@ pub struct Runs {
     /// Entries ever flushed: marks count from the start, so a flush inside
     /// a savepoint does not shift them.
     flushed: usize,
+    /// Per table, the newest run when it is longer than its written row.
+    deferred: HashMap<Arc<str>, Deferred>,
+    /// Tables whose `deferred` entry (or its absence) matches the disk.
+    known: HashSet<Arc<str>>,
 }
+
+/// (table, origin).
+type Key = (Arc<str>, u32);
 
 const UPSERT: &str =
     "INSERT OR REPLACE INTO _quilt_runs(tbl, origin, seq0, rowid0, n) VALUES(?1, ?2, ?3, ?4, ?5)";
@@ -147,42 +161,126 @@ impl Runs {
         ));
     }
 
-    /// Write the pending rows' runs (inside the transaction, before COMMIT).
+    /// Write the pending rows' runs (inside the transaction, before COMMIT);
+    /// a run that only grew may stay deferred (module docs).
     pub fn flush(&mut self, conn: &Connection) -> Result<()> {
+        self.flush_with(conn, true)
+    }
+
+    /// Write every run, deferred ones too.
+    pub fn flush_all(&mut self, conn: &Connection) -> Result<()> {
+        self.flush_with(conn, false)?;
+        for (tbl, d) in std::mem::take(&mut self.deferred) {
+            write_run(conn, &tbl, d.origin, d.run)?;
+            self.last.insert((tbl, d.origin), d.run);
+        }
+        Ok(())
+    }
+
+    fn flush_with(&mut self, conn: &Connection, defer: bool) -> Result<()> {
         if self.pending.is_empty() {
             return Ok(());
+        }
+        // Tables whose deferred run is unknown: learn it from the rows
+        // below this transaction's.
+        let mut lows: Vec<(Arc<str>, i64)> = Vec::new();
+        for (tbl, _, run) in &self.pending {
+            if self.known.contains(tbl) {
+                continue;
+            }
+            match lows.iter_mut().find(|(t, _)| t == tbl) {
+                Some(l) => l.1 = l.1.min(run.rowid0),
+                None => lows.push((tbl.clone(), run.rowid0)),
+            }
+        }
+        for (tbl, below) in lows {
+            self.recover(conn, &tbl, below)?;
         }
         let pending = std::mem::take(&mut self.pending);
         self.flushed += pending.len();
         self.floor = 0;
-        let mut dirty: Vec<(Arc<str>, u32)> = Vec::new();
+        // Runs changed by this flush, with how much of each is on disk.
+        let mut cur: Vec<(Key, Run, Option<u64>)> = Vec::new();
+        let mut split: HashSet<Arc<str>> = HashSet::new();
         for (tbl, origin, run) in pending {
             let key = (tbl, origin);
-            let prev = match self.last.get(&key) {
-                Some(r) => Some(*r),
-                None => containing(conn, &key.0, origin, run.seq0.saturating_sub(1))?,
+            let at = cur.iter().position(|c| c.0 == key);
+            let (prev, disk) = match at {
+                Some(i) => (Some(cur[i].1), cur[i].2),
+                None => self.current(conn, &key, run.seq0.saturating_sub(1))?,
             };
-            let next = match prev {
-                Some(r) if r.continues(run.seq0, run.rowid0) => Run {
-                    n: r.n + run.n,
-                    ..r
-                },
-                _ => {
-                    // The run in memory ends here: write it before it is replaced.
-                    if let (Some(r), true) = (prev, dirty.contains(&key)) {
-                        write_run(conn, &key.0, origin, r)?;
+            match prev {
+                Some(r) if r.continues(run.seq0, run.rowid0) => {
+                    let next = Run {
+                        n: r.n + run.n,
+                        ..r
+                    };
+                    match at {
+                        Some(i) => cur[i].1 = next,
+                        None => cur.push((key, next, disk)),
                     }
-                    run
                 }
-            };
-            if !dirty.contains(&key) {
-                dirty.push(key.clone());
+                _ => {
+                    // The run in memory ends here: write it before it is
+                    // replaced (when it is not all on disk).
+                    match at {
+                        Some(i) => {
+                            let (k, r, _) = cur[i].clone();
+                            write_run(conn, &k.0, k.1, r)?;
+                            self.last.insert(k, r);
+                            cur[i].1 = run;
+                            cur[i].2 = None;
+                        }
+                        None => {
+                            if let (Some(r), Some(d)) = (prev, disk) {
+                                if r.n > d {
+                                    write_run(conn, &key.0, origin, r)?;
+                                    self.last.insert(key.clone(), r);
+                                    self.deferred.remove(&key.0);
+                                }
+                            }
+                            cur.push((key.clone(), run, None));
+                        }
+                    }
+                    split.insert(key.0);
+                }
             }
-            self.last.insert(key, next);
         }
-        for key in dirty {
-            if let Some(r) = self.last.get(&key) {
-                write_run(conn, &key.0, key.1, *r)?;
+        let tables: Vec<Arc<str>> = cur.iter().fold(Vec::new(), |mut v, c| {
+            if !v.contains(&c.0 .0) {
+                v.push(c.0 .0.clone());
+            }
+            v
+        });
+        for tbl in tables {
+            let mine: Vec<usize> = (0..cur.len()).filter(|&i| cur[i].0 .0 == tbl).collect();
+            if let [i] = mine[..] {
+                let ((_, origin), run, disk) = &cur[i];
+                let others = self.deferred.get(&tbl).is_some_and(|d| d.origin != *origin);
+                if let (true, false, false, Some(d)) = (defer, others, split.contains(&tbl), disk) {
+                    if run.n.saturating_sub(*d) < DEFER_MAX {
+                        self.deferred.insert(
+                            tbl,
+                            Deferred {
+                                origin: *origin,
+                                run: *run,
+                                disk_n: *d,
+                            },
+                        );
+                        continue;
+                    }
+                }
+            }
+            for &i in &mine {
+                let (k, r, _) = cur[i].clone();
+                write_run(conn, &k.0, k.1, r)?;
+                self.last.insert(k, r);
+            }
+            if let Some(d) = self.deferred.remove(&tbl) {
+                if !mine.iter().any(|&i| cur[i].0 .1 == d.origin) {
+                    write_run(conn, &tbl, d.origin, d.run)?;
+                    self.last.insert((tbl, d.origin), d.run);
+                }
             }
         }
         Ok(())
@@ -195,6 +293,7 @@ impl Runs {
         self.floor = 0;
         self.last.clear();
         self.parked.clear();
+        self.unknown();
     }
 
     /// Delete every run, on disk and in memory (every table's runs are
@@ -236,6 +335,7 @@ impl Runs {
         self.floor = self.floor.min(keep);
         self.last.clear();
         self.parked.clear();
+        self.unknown();
     }
 
     /// Forget cached runs of a table (after rows were moved or deleted).
@@ -251,8 +351,10 @@ impl Runs {
         origin: u32,
         seq: u64,
     ) -> Result<Option<i64>> {
-        self.flush(conn)?;
-        Ok(containing(conn, tbl, origin, seq)?.and_then(|r| r.rowid_of(seq)))
+        self.ready(conn, tbl)?;
+        Ok(containing(conn, tbl, origin, seq)?
+            .map(|r| self.as_in_memory(tbl, origin, r))
+            .and_then(|r| r.rowid_of(seq)))
     }
 
     /// The rows of `origin` with seqs in `[a, b]`, in seq order.
@@ -264,7 +366,7 @@ impl Runs {
         a: u64,
         b: u64,
     ) -> Result<Vec<Span>> {
-        self.flush(conn)?;
+        self.ready(conn, tbl)?;
         let mut runs: Vec<Run> = containing(conn, tbl, origin, a)?.into_iter().collect();
         {
             let mut st = conn.prepare_cached(
@@ -285,6 +387,7 @@ impl Runs {
         }
         Ok(runs
             .into_iter()
+            .map(|r| self.as_in_memory(tbl, origin, r))
             .filter_map(|r| {
                 let lo = r.seq0.max(a);
                 let hi = r.end().saturating_sub(1).min(b);
@@ -302,19 +405,21 @@ impl Runs {
 
     /// The lowest-seq run of `origin`.
     pub fn first(&mut self, conn: &Connection, tbl: &str, origin: u32) -> Result<Option<Run>> {
-        self.flush(conn)?;
-        Ok(conn
+        self.ready(conn, tbl)?;
+        let r = conn
             .prepare_cached(
                 "SELECT seq0, rowid0, n FROM _quilt_runs WHERE tbl=?1 AND origin=?2 ORDER BY seq0 LIMIT 1",
             )?
             .query_row(rusqlite::params![tbl, origin as i64], read_run)
-            .optional()?)
+            .optional()?;
+        Ok(r.map(|r| self.as_in_memory(tbl, origin, r)))
     }
 
     /// Take `seq` out of its run (the row moved to another seq or was
     /// deleted): the run splits around it.
     pub fn remove(&mut self, conn: &Connection, tbl: &str, origin: u32, seq: u64) -> Result<()> {
-        self.flush(conn)?;
+        self.ready(conn, tbl)?;
+        self.flush_all(conn)?;
         self.forget(tbl);
         let Some(r) = containing(conn, tbl, origin, seq)? else {
             return Ok(());
@@ -353,7 +458,8 @@ impl Runs {
         origin: u32,
         upto: u64,
     ) -> Result<()> {
-        self.flush(conn)?;
+        self.ready(conn, tbl)?;
+        self.flush_all(conn)?;
         self.forget(tbl);
         let last = containing(conn, tbl, origin, upto)?;
         conn.prepare_cached("DELETE FROM _quilt_runs WHERE tbl=?1 AND origin=?2 AND seq0<=?3")?
@@ -386,6 +492,8 @@ impl Runs {
     pub fn rebuild(&mut self, conn: &Connection, tbl: &str, patches_sql_name: &str) -> Result<()> {
         self.pending.retain(|p| &*p.0 != tbl);
         self.forget(tbl);
+        self.deferred.remove(tbl);
+        self.known.insert(Arc::from(tbl));
         conn.prepare_cached("DELETE FROM _quilt_runs WHERE tbl=?1")?
             .execute([tbl])?;
         let mut open: HashMap<u32, Run> = HashMap::new();
@@ -427,95 +535,8 @@ impl Runs {
     }
 }
 
+mod tail;
+use tail::Deferred;
+
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn db() -> Connection {
-        let c = Connection::open_in_memory().unwrap();
-        ensure(&c).unwrap();
-        c
-    }
-
-    #[test]
-    fn consecutive_rows_make_one_run_and_gaps_split() {
-        let c = db();
-        let t: Arc<str> = Arc::from("t");
-        let mut r = Runs::default();
-        for s in 1..=5 {
-            r.note(&t, 7, s, 100 + s as i64);
-        }
-        r.note(&t, 9, 1, 106);
-        r.note(&t, 7, 6, 107);
-        r.flush(&c).unwrap();
-        let n: i64 = c
-            .query_row("SELECT count(*) FROM _quilt_runs", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(n, 3);
-        assert_eq!(r.find(&c, "t", 7, 3).unwrap(), Some(103));
-        assert_eq!(r.find(&c, "t", 7, 6).unwrap(), Some(107));
-        assert_eq!(r.find(&c, "t", 7, 7).unwrap(), None);
-        let spans = r.spans(&c, "t", 7, 2, 6).unwrap();
-        assert_eq!(
-            spans,
-            vec![
-                Span {
-                    seq: 2,
-                    a: 102,
-                    b: 105
-                },
-                Span {
-                    seq: 6,
-                    a: 107,
-                    b: 107
-                }
-            ]
-        );
-        // The next commit continues the run in place.
-        r.note(&t, 7, 7, 108);
-        r.flush(&c).unwrap();
-        assert_eq!(r.find(&c, "t", 7, 7).unwrap(), Some(108));
-        r.remove(&c, "t", 7, 3).unwrap();
-        assert_eq!(r.find(&c, "t", 7, 3).unwrap(), None);
-        assert_eq!(r.find(&c, "t", 7, 4).unwrap(), Some(104));
-        assert_eq!(r.find(&c, "t", 7, 2).unwrap(), Some(102));
-        r.remove_upto(&c, "t", 7, 4).unwrap();
-        assert_eq!(r.find(&c, "t", 7, 4).unwrap(), None);
-        assert_eq!(r.find(&c, "t", 7, 5).unwrap(), Some(105));
-        assert_eq!(r.first(&c, "t", 7).unwrap().map(|r| r.seq0), Some(5));
-    }
-
-    #[test]
-    fn rebuild_matches_incremental() {
-        let c = db();
-        c.execute_batch("CREATE TABLE p(_peerId, _sequenceId)")
-            .unwrap();
-        let t: Arc<str> = Arc::from("t");
-        let mut r = Runs::default();
-        let mut seqs = HashMap::new();
-        for i in 0..200u64 {
-            let o = [1u32, 2, 2, 3][(i % 4) as usize] + (i / 50) as u32 % 2;
-            let s = seqs.entry(o).or_insert(0u64);
-            *s += 1;
-            c.execute("INSERT INTO p VALUES(?,?)", rusqlite::params![o, *s as i64])
-                .unwrap();
-            r.note(&t, o, *s, c.last_insert_rowid());
-            if i % 7 == 0 {
-                r.flush(&c).unwrap();
-            }
-        }
-        r.flush(&c).unwrap();
-        let dump = |c: &Connection| -> Vec<(i64, i64, i64, i64)> {
-            let mut st = c
-                .prepare("SELECT origin, seq0, rowid0, n FROM _quilt_runs ORDER BY 1, 2")
-                .unwrap();
-            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-                .unwrap()
-                .map(|x| x.unwrap())
-                .collect()
-        };
-        let inc = dump(&c);
-        r.rebuild(&c, "t", "p").unwrap();
-        assert_eq!(dump(&c), inc);
-    }
-}
+mod tests;
