@@ -135,3 +135,63 @@ fn down_several_steps_reads_only_columns_still_there() {
     );
     assert_eq!(e.pending(), 0);
 }
+
+/// A migration whose COMMIT fails (here a deferred foreign key the steps
+/// broke) is undone whole: the version stays, its tables are gone, and the
+/// engine writes on as before.
+#[test]
+fn a_failed_commit_undoes_the_migration() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.db").to_string_lossy().into_owned();
+    let mut e = Engine::open(Config {
+        path: path.clone(),
+        peer_id: Some(3),
+        ..Config::default()
+    })
+    .unwrap();
+    e.migrate(&[v1()]).unwrap();
+    e.upsert("t", vec![row(1, "a", Value::Text("x".into()))])
+        .unwrap();
+    e.connection()
+        .execute_batch("PRAGMA foreign_keys=ON")
+        .unwrap();
+    let bad = m(
+        "CREATE TABLE parent (id INTEGER PRIMARY KEY); CREATE TABLE child (pid INTEGER REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED); INSERT INTO child VALUES (7);",
+        "DROP TABLE child; DROP TABLE parent;",
+    );
+    assert!(e.migrate(&[v1(), bad]).is_err());
+    assert_eq!(e.schema_version(), 1);
+    assert!(e.connection().is_autocommit(), "no transaction left open");
+    let (_, tables) = e
+        .query(
+            "SELECT count(*) FROM sqlite_master WHERE name IN ('parent', 'child')",
+            &[],
+            true,
+        )
+        .unwrap();
+    assert_eq!(tables, vec![vec![Value::Int(0)]]);
+    e.upsert("t", vec![row(2, "a", Value::Text("y".into()))])
+        .unwrap();
+    e.close().unwrap();
+    drop(e);
+    let mut e = Engine::open(Config {
+        path,
+        ..Config::default()
+    })
+    .unwrap();
+    assert_eq!(e.migrate(&[v1(), v2()]).unwrap(), (1, 2));
+    let (_, rows) = e
+        .query("SELECT id, a FROM t ORDER BY id", &[], false)
+        .unwrap();
+    assert_eq!(
+        rows,
+        vec![
+            vec![Value::Int(1), Value::Text("x".into())],
+            vec![Value::Int(2), Value::Text("y".into())]
+        ]
+    );
+    let (_, patches) = e
+        .query("SELECT _sequenceId FROM t_patches ORDER BY 1", &[], false)
+        .unwrap();
+    assert_eq!(patches, vec![vec![Value::Int(1)], vec![Value::Int(2)]]);
+}

@@ -1,6 +1,6 @@
 //! Finding, reading, moving and deleting stored patch rows by `(origin,
 //! seq)`. On an ordinary (rowid) patches table the rows are found through
-//! the run map (`runs.rs`), with no index; a `WITHOUT ROWID` patches table
+//! the run map (`runs/`), with no index; a `WITHOUT ROWID` patches table
 //! keeps the `(_peerId, _sequenceId)` index and is searched by key.
 //!
 //! Every row found through a run is checked against the identity it should

@@ -1,7 +1,7 @@
 //! Schema discovery and the library's own tables. A table is replicated when
 //! a `<table>_patches` twin exists (replic-sqlite's layout). The library adds
 //! what it needs under a `_quilt` prefix: a `_quiltNulls` column on each
-//! patches table (explicit NULL writes), a run map (`runs.rs`) finding
+//! patches table (explicit NULL writes), a run map (`runs/`) finding
 //! patch rows by `(_peerId, _sequenceId)`, and one `_quilt_clock_<t>` table
 //! holding the winning stamp of every column of every row (slots by column
 //! ordinal: ordinals.rs) and the row's deletion stamp.
@@ -318,7 +318,7 @@ pub fn ensure_internal(conn: &Connection, t: &TableInfo) -> Result<bool> {
     }
     let index = q(&format!("_quilt_idx_{}", t.name));
     if t.rowid {
-        // Found through the run map (runs.rs) instead.
+        // Found through the run map (runs/) instead.
         conn.execute_batch(&format!("DROP INDEX IF EXISTS {index}"))?;
     } else {
         conn.execute_batch(&format!(

@@ -63,14 +63,16 @@ impl Engine {
         let to = u32::try_from(migrations.len())
             .map_err(|_| Error::Range("too many migrations".into()))?;
         tx::begin(&self.conn)?;
+        // A failed COMMIT (a deferred foreign key, a full disk) undoes the
+        // migration like any other error.
         let res = self
             .migrate_in_tx(migrations, from, to)
-            .and_then(|_| self.runs.borrow_mut().flush(&self.conn));
+            .and_then(|_| self.runs.borrow_mut().flush(&self.conn))
+            .and_then(|_| tx::commit(&self.conn));
         match res {
             Ok(()) => {
                 // Kept patches the new schema could apply: one 'change'.
                 let changes = std::mem::take(&mut self.units.changes);
-                tx::commit(&self.conn)?;
                 self.note_remote_changes(changes);
                 self.recount_pending()?;
                 self.load_kept_bytes()?;

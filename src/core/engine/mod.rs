@@ -223,7 +223,7 @@ pub struct Engine {
     closed: bool,
     /// State last written to `_quilt_state` (skip identical writes).
     saved: std::cell::Cell<Option<(u32, u64, u64, u32)>>,
-    /// Where patch rows sit (runs.rs); borrowed only for one call at a time.
+    /// Where patch rows sit (runs/); borrowed only for one call at a time.
     runs: std::cell::RefCell<Runs>,
     /// Atomic units held in part (units.rs), and local ones not yet sent.
     waiting: Vec<crate::core::atomic::Atomic>,
@@ -371,7 +371,7 @@ impl Engine {
     }
 
     fn save_state(&self) -> Result<()> {
-        // Runs kept in memory are written now (runs.rs, deferred tails).
+        // Runs kept in memory are written now (runs/tail.rs).
         self.runs.borrow_mut().flush_all(&self.conn)?;
         let now = (self.peer_id, self.seq, self.hlc.last(), self.schema_version);
         if self.saved.get() == Some(now) {

@@ -100,7 +100,7 @@ struct Mark {
     staged: usize,
     held: usize,
     changes: usize,
-    /// Run-map rows noted before this unit (runs.rs).
+    /// Run-map rows noted before this unit (runs/).
     runs: usize,
 }
 
@@ -283,7 +283,7 @@ impl Engine {
         let outer = self.units.marks.len() == 1;
         let atomic_before = self.out_atomic.len();
         // The run map of every row this unit inserted, once, just before
-        // the outermost COMMIT (savepoint rollbacks drop theirs: runs.rs).
+        // the outermost COMMIT (savepoint rollbacks drop theirs: runs/).
         let flushed = if outer {
             self.runs.borrow_mut().flush(&self.conn)
         } else {
