@@ -66,6 +66,22 @@ function columnar (rows) {
   return [cols, flat]
 }
 
+/**
+ * One plain row object as `[names, values]` for the native `upsertColumns`
+ * (measured: reading an object's keys natively costs ~10% of an autocommit
+ * `upsert`); `null` for anything else, which the native `upsert` checks and
+ * reports. Same meaning: an `undefined` value is a column not given.
+ */
+function oneRow (row) {
+  if (row === null || typeof row !== 'object' || Object.getPrototypeOf(row) !== Object.prototype) return null
+  const cols = Object.keys(row)
+  const n = cols.length
+  if (n === 0) return null
+  const vals = new Array(n)
+  for (let i = 0; i < n; i++) vals[i] = row[cols[i]]
+  return [cols, vals]
+}
+
 /** Parse a session token `"<peerId>.<seq>"`; null when it is not one. */
 function parseToken (token) {
   if (typeof token !== 'string') return null
@@ -191,7 +207,10 @@ class Replicator extends EventEmitter {
   /** Write one row (only the given columns change); returns its token. */
   upsert (table, row) {
     this._checkOpen()
-    const token = this._native.upsert(table, row)
+    const c = oneRow(row)
+    const token = c === null
+      ? this._native.upsert(table, row)
+      : this._native.upsertColumns(table, c[0], c[1])
     this._afterWrite()
     return token
   }
