@@ -207,21 +207,18 @@ class Replicator extends EventEmitter {
   /** Write one row (only the given columns change); returns its token. */
   upsert (table, row) {
     this._checkOpen()
-    const c = oneRow(row)
-    const token = c === null
-      ? this._native.upsert(table, row)
-      : this._native.upsertColumns(table, c[0], c[1])
-    this._afterWrite()
-    return token
+    return this._writeRows(table, oneRow(row), () => this._native.upsert(table, row))
   }
 
   /** Write many rows in one transaction; returns the last token. */
   upsertMany (table, rows) {
     this._checkOpen()
-    const c = columnar(rows)
-    const token = c === null
-      ? this._native.upsertMany(table, rows)
-      : this._native.upsertColumns(table, c[0], c[1])
+    return this._writeRows(table, columnar(rows), () => this._native.upsertMany(table, rows))
+  }
+
+  /** Rows as `[names, values]` cross as columns; anything else via `other`. */
+  _writeRows (table, c, other) {
+    const token = c === null ? other() : this._native.upsertColumns(table, c[0], c[1])
     this._afterWrite()
     return token
   }
