@@ -26,6 +26,15 @@ fn v2() -> Migration {
     )
 }
 
+fn open(path: &str, peer: Option<u32>) -> Engine {
+    Engine::open(Config {
+        path: path.into(),
+        peer_id: peer,
+        ..Config::default()
+    })
+    .unwrap()
+}
+
 fn row(id: i64, col: &str, v: Value) -> Vec<(String, Value)> {
     vec![("id".into(), Value::Int(id)), (col.into(), v)]
 }
@@ -34,12 +43,7 @@ fn row(id: i64, col: &str, v: Value) -> Vec<(String, Value)> {
 fn up_down_and_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.db").to_string_lossy().into_owned();
-    let mut e = Engine::open(Config {
-        path: path.clone(),
-        peer_id: Some(3),
-        ..Config::default()
-    })
-    .unwrap();
+    let mut e = open(&path, Some(3));
     assert_eq!(e.migrate(&[v1(), v2()]).unwrap(), (0, 2));
     e.upsert("t", vec![row(1, "b", Value::Int(7))]).unwrap();
     assert_eq!(e.migrate(&[v1(), v2()]).unwrap(), (2, 2));
@@ -52,11 +56,7 @@ fn up_down_and_reopen() {
     e.close().unwrap();
     drop(e);
     // Reopen: the version is recorded; going up again brings the value back.
-    let mut e = Engine::open(Config {
-        path,
-        ..Config::default()
-    })
-    .unwrap();
+    let mut e = open(&path, None);
     assert_eq!(e.peer_id(), 3);
     assert_eq!(e.schema_version(), 1);
     assert_eq!(e.migrate(&[v1(), v2()]).unwrap(), (1, 2));
@@ -143,12 +143,7 @@ fn down_several_steps_reads_only_columns_still_there() {
 fn a_failed_commit_undoes_the_migration() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.db").to_string_lossy().into_owned();
-    let mut e = Engine::open(Config {
-        path: path.clone(),
-        peer_id: Some(3),
-        ..Config::default()
-    })
-    .unwrap();
+    let mut e = open(&path, Some(3));
     e.migrate(&[v1()]).unwrap();
     e.upsert("t", vec![row(1, "a", Value::Text("x".into()))])
         .unwrap();
@@ -174,11 +169,7 @@ fn a_failed_commit_undoes_the_migration() {
         .unwrap();
     e.close().unwrap();
     drop(e);
-    let mut e = Engine::open(Config {
-        path,
-        ..Config::default()
-    })
-    .unwrap();
+    let mut e = open(&path, None);
     assert_eq!(e.migrate(&[v1(), v2()]).unwrap(), (1, 2));
     let (_, rows) = e
         .query("SELECT id, a FROM t ORDER BY id", &[], false)

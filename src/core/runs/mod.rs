@@ -199,9 +199,9 @@ impl Runs {
         let pending = std::mem::take(&mut self.pending);
         self.flushed += pending.len();
         self.floor = 0;
-        // Runs changed by this flush, with how much of each is on disk.
+        // Runs changed by this flush, with how much of each is on disk
+        // (`None` for a run begun here: it cannot stay deferred).
         let mut cur: Vec<(Key, Run, Option<u64>)> = Vec::new();
-        let mut split: HashSet<Arc<str>> = HashSet::new();
         for (tbl, origin, run) in pending {
             let key = (tbl, origin);
             let at = cur.iter().position(|c| c.0 == key);
@@ -242,7 +242,6 @@ impl Runs {
                             cur.push((key.clone(), run, None));
                         }
                     }
-                    split.insert(key.0);
                 }
             }
         }
@@ -257,7 +256,7 @@ impl Runs {
             if let [i] = mine[..] {
                 let ((_, origin), run, disk) = &cur[i];
                 let others = self.deferred.get(&tbl).is_some_and(|d| d.origin != *origin);
-                if let (true, false, false, Some(d)) = (defer, others, split.contains(&tbl), disk) {
+                if let (true, false, Some(d)) = (defer, others, disk) {
                     if run.n.saturating_sub(*d) < DEFER_MAX {
                         self.deferred.insert(
                             tbl,

@@ -115,7 +115,8 @@ impl Runs {
                         }
                     }
                 }
-                if ok && grown.n > r.n {
+                let grew = ok && grown.n > r.n;
+                if grew {
                     self.last.insert((tbl.clone(), o), r);
                     self.deferred.insert(
                         tbl.clone(),
@@ -126,7 +127,7 @@ impl Runs {
                         },
                     );
                 }
-                ok && grown.n > r.n
+                grew
             }
             _ => false,
         };

@@ -2,17 +2,18 @@
 
 use super::*;
 
+/// A run map and the patches table of table `t`.
 fn db() -> Connection {
     let c = Connection::open_in_memory().unwrap();
     ensure(&c).unwrap();
+    c.execute_batch("CREATE TABLE t_patches(_peerId, _sequenceId)")
+        .unwrap();
     c
 }
 
 #[test]
 fn consecutive_rows_make_one_run_and_gaps_split() {
     let c = db();
-    c.execute_batch("CREATE TABLE t_patches(_peerId, _sequenceId)")
-        .unwrap();
     let t: Arc<str> = Arc::from("t");
     let mut r = Runs::default();
     for s in 1..=5 {
@@ -61,8 +62,6 @@ fn consecutive_rows_make_one_run_and_gaps_split() {
 #[test]
 fn rebuild_matches_incremental() {
     let c = db();
-    c.execute_batch("CREATE TABLE t_patches(_peerId, _sequenceId)")
-        .unwrap();
     let t: Arc<str> = Arc::from("t");
     let mut r = Runs::default();
     let mut seqs = HashMap::new();
@@ -104,8 +103,6 @@ fn rebuild_matches_incremental() {
 fn deferred_tails_survive_rollbacks_and_reopens() {
     for seed in 1..=40u64 {
         let c = db();
-        c.execute_batch("CREATE TABLE t_patches(_peerId, _sequenceId)")
-            .unwrap();
         let t: Arc<str> = Arc::from("t");
         let mut r = Runs::default();
         let mut next = [1u64; 3];
@@ -195,8 +192,6 @@ fn deferred_tails_survive_rollbacks_and_reopens() {
 #[test]
 fn a_growing_run_is_written_every_defer_max_rows() {
     let c = db();
-    c.execute_batch("CREATE TABLE t_patches(_peerId, _sequenceId)")
-        .unwrap();
     let t: Arc<str> = Arc::from("t");
     let mut r = Runs::default();
     let disk_n = |c: &Connection| -> i64 {
