@@ -145,7 +145,11 @@ impl Runs {
             let Some(last) = self.pending.last_mut() else {
                 return;
             };
-            if Arc::ptr_eq(&last.0, tbl) && last.1 == origin && last.2.continues(seq, rowid) {
+            if last.2.n > 0
+                && Arc::ptr_eq(&last.0, tbl)
+                && last.1 == origin
+                && last.2.continues(seq, rowid)
+            {
                 last.2.n += 1;
                 return;
             }
@@ -185,7 +189,7 @@ impl Runs {
         // below this transaction's.
         let mut lows: Vec<(Arc<str>, i64)> = Vec::new();
         for (tbl, _, run) in &self.pending {
-            if self.known.contains(tbl) {
+            if run.n == 0 || self.known.contains(tbl) {
                 continue;
             }
             match lows.iter_mut().find(|(t, _)| t == tbl) {
@@ -202,7 +206,7 @@ impl Runs {
         // Runs changed by this flush, with how much of each is on disk
         // (`None` for a run begun here: it cannot stay deferred).
         let mut cur: Vec<(Key, Run, Option<u64>)> = Vec::new();
-        for (tbl, origin, run) in pending {
+        for (tbl, origin, run) in pending.into_iter().filter(|p| p.2.n > 0) {
             let key = (tbl, origin);
             let at = cur.iter().position(|c| c.0 == key);
             let (prev, disk) = match at {
@@ -489,7 +493,11 @@ impl Runs {
     /// Rebuild a table's runs from its rows (first open of an older file,
     /// after a migration, or when a read found rowids renumbered).
     pub fn rebuild(&mut self, conn: &Connection, tbl: &str, patches_sql_name: &str) -> Result<()> {
-        self.pending.retain(|p| &*p.0 != tbl);
+        // The scan below covers this table's pending rows. Their entries
+        // stay as empty placeholders: savepoint marks count entries.
+        for p in self.pending.iter_mut().filter(|p| &*p.0 == tbl) {
+            p.2.n = 0;
+        }
         self.forget(tbl);
         self.deferred.remove(tbl);
         self.known.insert(Arc::from(tbl));

@@ -220,3 +220,53 @@ fn a_growing_run_is_written_every_defer_max_rows() {
     r.flush(&c).unwrap();
     assert_eq!(disk_n(&c) as u64, 3 * DEFER_MAX + 5);
 }
+
+/// A rebuild inside a savepoint (a read that found a stale run) must not
+/// shift the savepoint's mark: rolling back to it still forgets exactly
+/// the rows noted after it, in every table.
+#[test]
+fn a_rebuild_inside_a_savepoint_keeps_its_mark() {
+    let c = db();
+    c.execute_batch("CREATE TABLE u_patches(_peerId, _sequenceId)")
+        .unwrap();
+    let (t, u): (Arc<str>, Arc<str>) = (Arc::from("t"), Arc::from("u"));
+    let mut r = Runs::default();
+    let ins = |c: &Connection, r: &mut Runs, tbl: &Arc<str>, o: u32, s: u64| {
+        c.execute(
+            &format!("INSERT INTO {tbl}_patches VALUES(?,?)"),
+            rusqlite::params![o, s as i64],
+        )
+        .unwrap();
+        r.note(tbl, o, s, c.last_insert_rowid());
+    };
+    c.execute_batch("BEGIN").unwrap();
+    for s in 1..=3 {
+        ins(&c, &mut r, &t, 1, s);
+    }
+    let mark = r.pending_len();
+    c.execute_batch("SAVEPOINT sp").unwrap();
+    ins(&c, &mut r, &u, 2, 1);
+    ins(&c, &mut r, &u, 2, 2);
+    r.rebuild(&c, "t", "t_patches").unwrap();
+    c.execute_batch("ROLLBACK TO sp; RELEASE sp").unwrap();
+    r.rollback_to(mark);
+    // Rows of another origin now take the rolled-back rowids.
+    ins(&c, &mut r, &u, 5, 1);
+    ins(&c, &mut r, &u, 5, 2);
+    r.flush(&c).unwrap();
+    c.execute_batch("COMMIT").unwrap();
+    for s in 1..=3 {
+        assert_eq!(r.find(&c, "t", 1, s).unwrap(), Some(s as i64), "t seq {s}");
+    }
+    assert_eq!(r.find(&c, "u", 2, 1).unwrap(), None, "rolled back");
+    assert_eq!(r.find(&c, "u", 2, 2).unwrap(), None, "rolled back");
+    assert_eq!(r.find(&c, "u", 5, 1).unwrap(), Some(1));
+    assert_eq!(r.find(&c, "u", 5, 2).unwrap(), Some(2));
+    // And the same from disk alone.
+    let mut fresh = Runs::default();
+    for s in 1..=3 {
+        assert_eq!(fresh.find(&c, "t", 1, s).unwrap(), Some(s as i64));
+    }
+    assert_eq!(fresh.find(&c, "u", 2, 1).unwrap(), None);
+    assert_eq!(fresh.find(&c, "u", 5, 2).unwrap(), Some(2));
+}
