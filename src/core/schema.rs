@@ -43,6 +43,9 @@ pub struct TableInfo {
     pub clock_replace: String,
     /// Set the stamps of a row, keeping its deletion stamp.
     pub clock_set: String,
+    /// Insert a clock row unless the row has one (a remote patch's guess
+    /// that its row is new: store.rs `apply_remote_with`).
+    pub clock_claim: String,
     /// Set the deletion stamp of a row, keeping its column stamps.
     pub clock_delete: String,
     /// Shared name, for patches.
@@ -285,6 +288,9 @@ pub fn load_tables(conn: &Connection) -> Result<BTreeMap<String, TableInfo>> {
                 clock_select: format!("SELECT _stamps, _deleted FROM {clock} WHERE {where_pk}"),
                 clock_set: format!(
                     "INSERT INTO {clock}({pkc},_stamps) VALUES({ph},?) ON CONFLICT({pkc}) DO UPDATE SET _stamps=excluded._stamps"
+                ),
+                clock_claim: format!(
+                    "INSERT INTO {clock}({pkc},_stamps) VALUES({ph},?) ON CONFLICT({pkc}) DO NOTHING"
                 ),
                 clock_delete: format!(
                     "INSERT INTO {clock}({pkc},_stamps,_deleted) VALUES({ph},x'02',?) ON CONFLICT({pkc}) DO UPDATE SET _deleted=excluded._deleted"

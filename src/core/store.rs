@@ -214,6 +214,13 @@ pub struct RemoteStatements<'c> {
     pub all_win: rusqlite::CachedStatement<'c>,
     pub select: rusqlite::CachedStatement<'c>,
     pub replace: rusqlite::CachedStatement<'c>,
+    /// Inserts a clock row only where there is none.
+    pub claim: rusqlite::CachedStatement<'c>,
+    /// The last patch found no clock row: guess the next row is new too
+    /// and claim its clock row first (one statement less per new row; a
+    /// wrong guess costs one statement and stops guessing until a patch
+    /// finds a new row again).
+    pub fresh: bool,
 }
 
 impl<'c> RemoteStatements<'c> {
@@ -222,6 +229,8 @@ impl<'c> RemoteStatements<'c> {
             all_win: conn.prepare_cached(all_win_sql)?,
             select: conn.prepare_cached(&t.clock_select)?,
             replace: conn.prepare_cached(&t.clock_set)?,
+            claim: conn.prepare_cached(&t.clock_claim)?,
+            fresh: true,
         })
     }
 }
@@ -235,6 +244,13 @@ pub fn apply_remote_with(
     p: &RowPatch,
 ) -> Result<usize> {
     let pk = pk_values(t, p);
+    let mine = stamp_bytes(p.stamp);
+    if st.fresh {
+        if let Some(won) = claim_new_row(st, t, p, &pk, &mine)? {
+            return Ok(won);
+        }
+        st.fresh = false;
+    }
     for (k, v) in pk.iter().enumerate() {
         st.select.raw_bind_parameter(k + 1, *v)?;
     }
@@ -253,7 +269,7 @@ pub fn apply_remote_with(
     {
         return Ok(0);
     }
-    let mine = stamp_bytes(p.stamp);
+    st.fresh = current.is_none();
     let old: &[u8] = current.as_deref().unwrap_or_default();
     let mut win: Vec<bool> = Vec::with_capacity(p.cols.len());
     let mut won = 0;
@@ -312,6 +328,46 @@ pub fn apply_remote_with(
     st.replace.raw_bind_parameter(k, &blob[..])?;
     st.replace.raw_execute()?;
     Ok(won)
+}
+
+/// The row of `p` has no clock row yet: insert one holding `p`'s stamp in
+/// every slot it names, then write its columns (all win, as with no clock
+/// row in `apply_remote_with`). `None`, with nothing written, when the row
+/// has a clock row.
+fn claim_new_row(
+    st: &mut RemoteStatements,
+    t: &TableInfo,
+    p: &RowPatch,
+    pk: &[&Value],
+    mine: &[u8; STAMP_LEN],
+) -> Result<Option<usize>> {
+    let mut blob = empty_clock();
+    let mut won = 0;
+    for &i in p.cols.iter().filter(|i| !t.pk_index.contains(i)) {
+        won += 1;
+        let k = t.ordinals.get(i).copied().unwrap_or(ROW_SLOT);
+        if k != ROW_SLOT {
+            raise_slot(&mut blob, k, mine);
+        }
+    }
+    if won == 0 {
+        // Key-only: the row exists at this stamp (the row slot).
+        raise_slot(&mut blob, ROW_SLOT, mine);
+    }
+    let mut k = 1;
+    for v in pk {
+        st.claim.raw_bind_parameter(k, *v)?;
+        k += 1;
+    }
+    st.claim.raw_bind_parameter(k, &blob[..])?;
+    if st.claim.raw_execute()? == 0 {
+        return Ok(None);
+    }
+    for (k, v) in p.values.iter().enumerate() {
+        st.all_win.raw_bind_parameter(k + 1, v)?;
+    }
+    st.all_win.raw_execute()?;
+    Ok(Some(won))
 }
 
 /// Turn a stored patch row into the columns it set: non-NULL values, plus
