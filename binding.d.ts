@@ -71,6 +71,11 @@ export declare class NativeReplicator {
    * row does not give the column). Returns the last token.
    */
   upsertColumns(table: string, columns: Array<string>, values: Array<unknown>): string
+  /**
+   * `upsertColumns` with the values packed by `lib/replicator.js`
+   * `pack()` (`upsertMany`: no N-API call per cell).
+   */
+  upsertPacked(table: string, columns: Array<string>, packed: [Uint8Array, Float64Array, string, unknown[]]): string
   /** Tombstone a row. */
   delete(table: string, pk: Record<string, unknown>): string
   /** Register a peer; returns the hello frames to send. */

@@ -58,12 +58,50 @@ function columnar (rows) {
     const seen = new Set(cols)
     for (const r of rows) for (const k of Object.keys(r)) if (!seen.has(k)) { seen.add(k); cols.push(k) }
   }
+  if (cols.length === 0) return null
+  return [cols, pack(rows, cols)]
+}
+
+// Cell tags of a packed batch (src/binding/cells.rs reads them).
+const NULL = 1
+const NUMBER = 2
+const TEXT = 3
+const OTHER = 4
+
+/**
+ * Rows' cells, row by row, as `[tags, nums, text, others]`: a tag per cell
+ * (0, the default, is a column not given); a number, or a string's length,
+ * in `nums`; every string joined in `text`; anything else (bigint, boolean,
+ * Buffer, NaN, a wrong type) in `others`, checked natively as a lone value.
+ * Two typed arrays and a string cross instead of a handle per cell.
+ */
+function pack (rows, cols) {
   const n = cols.length
-  const flat = new Array(rows.length * n)
+  const tags = new Uint8Array(rows.length * n)
+  const nums = new Float64Array(rows.length * n)
+  const strs = []
+  const others = []
   let k = 0
-  if (n === 0) return null
-  for (const r of rows) for (let j = 0; j < n; j++) flat[k++] = r[cols[j]]
-  return [cols, flat]
+  for (let i = 0; i < rows.length; i++) {
+    const r = rows[i]
+    for (let j = 0; j < n; j++, k++) {
+      const v = r[cols[j]]
+      if (typeof v === 'number' && !Number.isNaN(v)) {
+        tags[k] = NUMBER
+        nums[k] = v
+      } else if (typeof v === 'string') {
+        tags[k] = TEXT
+        nums[k] = v.length
+        strs.push(v)
+      } else if (v === null) {
+        tags[k] = NULL
+      } else if (v !== undefined) {
+        tags[k] = OTHER
+        others.push(v)
+      }
+    }
+  }
+  return [tags, nums, strs.join(''), others]
 }
 
 /**
@@ -207,26 +245,25 @@ class Replicator extends EventEmitter {
   /** Write one row (only the given columns change); returns its token. */
   upsert (table, row) {
     this._checkOpen()
-    return this._writeRows(table, oneRow(row), () => this._native.upsert(table, row))
+    const c = oneRow(row)
+    return this._wrote(c === null ? this._native.upsert(table, row) : this._native.upsertColumns(table, c[0], c[1]))
   }
 
   /** Write many rows in one transaction; returns the last token. */
   upsertMany (table, rows) {
     this._checkOpen()
-    return this._writeRows(table, columnar(rows), () => this._native.upsertMany(table, rows))
-  }
-
-  /** Rows as `[names, values]` cross as columns; anything else via `other`. */
-  _writeRows (table, c, other) {
-    const token = c === null ? other() : this._native.upsertColumns(table, c[0], c[1])
-    this._afterWrite()
-    return token
+    const c = columnar(rows)
+    return this._wrote(c === null ? this._native.upsertMany(table, rows) : this._native.upsertPacked(table, c[0], c[1]))
   }
 
   /** Tombstone: sets `deletedAt` to now. */
   delete (table, pk) {
     this._checkOpen()
-    const token = this._native.delete(table, pk)
+    return this._wrote(this._native.delete(table, pk))
+  }
+
+  /** After a local write: wake, events, flush soon; returns `token`. */
+  _wrote (token) {
     this._afterWrite()
     return token
   }

@@ -18,14 +18,14 @@ use std::collections::HashMap;
 use std::ptr;
 
 mod args;
+mod cells;
 mod snapshot;
 mod sql;
 mod values;
 
 pub use args::{JsMigrations, NativeOptions, RestoreArgs};
-pub use values::{
-    JsBytes, JsCells, JsKey, JsOut, JsParams, JsPeerId, JsRow, JsRowList, JsRows, JsSql, JsTable,
-};
+pub use cells::{JsCells, JsOut, JsPacked};
+pub use values::{JsBytes, JsKey, JsParams, JsPeerId, JsRow, JsRowList, JsRows, JsSql, JsTable};
 
 /// The constructor of the JS error class for coded errors, registered once
 /// per env by `setErrorClass` (lib/errors.js: `QuiltError`).
@@ -384,22 +384,26 @@ impl NativeReplicator {
         columns: Vec<String>,
         values: JsCells,
     ) -> Result<String> {
-        let n = columns.len();
-        if n == 0 || values.len() % n != 0 {
-            return Err(type_err(
-                env.raw(),
-                "values must hold columns.length values per row",
-            ));
-        }
-        let mut rows = Vec::with_capacity(values.len() / n);
-        let mut it = values.values(&columns)?.into_iter();
-        loop {
-            let row: Vec<Option<Value>> = it.by_ref().take(n).collect();
-            if row.is_empty() {
-                break;
-            }
-            rows.push(row);
-        }
+        let rows = values.rows(&columns)?;
+        self.e(&env)?
+            .upsert_columns(&table.0, &columns, rows)
+            .js(&env)
+    }
+
+    /// `upsertColumns` with the values packed by `lib/replicator.js`
+    /// `pack()` (`upsertMany`: no N-API call per cell).
+    #[napi(
+        catch_unwind,
+        ts_args_type = "table: string, columns: Array<string>, packed: [Uint8Array, Float64Array, string, unknown[]]"
+    )]
+    pub fn upsert_packed(
+        &mut self,
+        env: Env,
+        table: JsTable,
+        columns: Vec<String>,
+        packed: JsPacked,
+    ) -> Result<String> {
+        let rows = packed.rows(&columns)?;
         self.e(&env)?
             .upsert_columns(&table.0, &columns, rows)
             .js(&env)

@@ -43,7 +43,7 @@ pub(super) unsafe fn js_u8(env: sys::napi_env, v: sys::napi_value) -> Result<Opt
 
 /// A typed array's element type, data pointer and length in elements;
 /// `None` when `v` is not a typed array.
-unsafe fn typed_array(
+pub(super) unsafe fn typed_array(
     env: sys::napi_env,
     v: sys::napi_value,
 ) -> Result<Option<(sys::napi_typedarray_type, *mut std::ffi::c_void, usize)>> {
@@ -119,14 +119,7 @@ pub(super) unsafe fn js_value(
         sys::ValueType::napi_number => {
             let mut f = 0f64;
             check(env, sys::napi_get_value_double(env, v, &mut f), "number")?;
-            if f.is_nan() {
-                return Err(range_err(env, format!("column {col}: NaN cannot be stored")));
-            }
-            if f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_991.0 {
-                Value::Int(f as i64)
-            } else {
-                Value::Real(f)
-            }
+            number_value(env, f, col)?
         }
         sys::ValueType::napi_string => Value::Text(js_string(env, v)?),
         sys::ValueType::napi_bigint => {
@@ -148,6 +141,22 @@ pub(super) unsafe fn js_value(
         },
         _ => return Err(type_err(env, format!("column {col}: unsupported value type"))),
     }))
+}
+
+/// A JS number as a cell: an integer when it is one (and safe), else a
+/// REAL; NaN is refused.
+pub(super) fn number_value(env: sys::napi_env, f: f64, col: &str) -> Result<Value> {
+    if f.is_nan() {
+        return Err(range_err(
+            env,
+            format!("column {col}: NaN cannot be stored"),
+        ));
+    }
+    Ok(if f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_991.0 {
+        Value::Int(f as i64)
+    } else {
+        Value::Real(f)
+    })
 }
 
 /// A row object: own enumerable string keys, `undefined` values skipped.
@@ -426,50 +435,6 @@ impl FromNapiValue for JsSql {
     }
 }
 
-/// A flat array of cell values, held as JS handles (valid for the call) and
-/// converted by [`JsCells::values`], which knows the column names for errors.
-pub struct JsCells {
-    env: sys::napi_env,
-    items: Vec<sys::napi_value>,
-}
-
-impl JsCells {
-    pub fn len(&self) -> usize {
-        self.items.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
-    }
-
-    /// Cell values row by row; `undefined` is `None` (not given).
-    pub fn values(&self, columns: &[String]) -> Result<Vec<Option<Value>>> {
-        let n = columns.len().max(1);
-        self.items
-            .iter()
-            .enumerate()
-            // SAFETY: the handles belong to the current native call's scope.
-            .map(|(i, &v)| unsafe { js_value(self.env, v, &columns[i % n]) })
-            .collect()
-    }
-}
-
-impl TypeName for JsCells {
-    fn type_name() -> &'static str {
-        "unknown[]"
-    }
-    fn value_type() -> ValueType {
-        ValueType::Object
-    }
-}
-
-impl FromNapiValue for JsCells {
-    unsafe fn from_napi_value(env: sys::napi_env, v: sys::napi_value) -> Result<Self> {
-        let items = array(env, v, "values must be an array")?;
-        Ok(JsCells { env, items })
-    }
-}
-
 /// Query parameters: an array of values, an object of named values, or a
 /// single value.
 pub enum JsParams {
@@ -509,48 +474,6 @@ impl FromNapiValue for JsParams {
             out.push(js_value(env, e, "param")?.unwrap_or(Value::Null));
         }
         Ok(JsParams::Positional(out))
-    }
-}
-
-/// A `Float64Array` the native side writes results into (`run()`).
-pub struct JsOut {
-    data: *mut f64,
-    len: usize,
-}
-
-impl JsOut {
-    /// Write `values` from index 0 (as many as fit).
-    pub fn set(&self, values: &[f64]) {
-        for (i, v) in values.iter().enumerate().take(self.len) {
-            // SAFETY: `data` points at `len` f64s of a typed array the JS
-            // caller holds for the whole call; nothing runs JS meanwhile.
-            unsafe { self.data.add(i).write_unaligned(*v) };
-        }
-    }
-}
-
-impl TypeName for JsOut {
-    fn type_name() -> &'static str {
-        "Float64Array"
-    }
-    fn value_type() -> ValueType {
-        ValueType::Object
-    }
-}
-
-impl FromNapiValue for JsOut {
-    unsafe fn from_napi_value(env: sys::napi_env, v: sys::napi_value) -> Result<Self> {
-        match typed_array(env, v)? {
-            Some((ty, data, len))
-                if ty == sys::TypedarrayType::float64_array && !data.is_null() =>
-            {
-                Ok(JsOut {
-                    data: data.cast(),
-                    len,
-                })
-            }
-            _ => Err(type_err(env, "out must be a Float64Array")),
-        }
     }
 }
 

@@ -1,0 +1,123 @@
+'use strict'
+// upsertMany packs plain row objects into typed arrays and one string
+// (lib/replicator.js pack(), src/binding/cells.rs). Every value kind must
+// land exactly as the one-row paths store it, errors must be the same typed
+// errors naming the column, and a refused batch must write nothing.
+const test = require('node:test')
+const assert = require('node:assert/strict')
+const fs = require('node:fs')
+const os = require('node:os')
+const path = require('node:path')
+const { Replicator } = require('..')
+
+const TMP = fs.mkdtempSync(path.join(os.tmpdir(), 'quilt-batch-'))
+let n = 0
+const SCHEMA = {
+  up: `CREATE TABLE t (id INTEGER NOT NULL PRIMARY KEY, a, b, c);
+       CREATE TABLE t_patches (_patchedAt INTEGER NOT NULL, _sequenceId INTEGER NOT NULL, _peerId INTEGER NOT NULL,
+         id INTEGER, a, b, c);`
+}
+
+function open () {
+  const r = new Replicator({ path: path.join(TMP, `b-${n++}.db`), peerId: 1, heartbeatMs: 0 })
+  r.migrate([SCHEMA])
+  return r
+}
+
+const dump = (r) => r.all('SELECT id, a, typeof(a) AS ta, b, typeof(b) AS tb, c, typeof(c) AS tc FROM t ORDER BY id')
+const patches = (r) => r.all('SELECT id, a, typeof(a) AS ta, b, typeof(b) AS tb, c, typeof(c) AS tc FROM t_patches ORDER BY _sequenceId')
+
+// Every kind of cell, in every column position, with a row that leaves a
+// column out (undefined) and rows whose key sets differ.
+const VALUES = [
+  'plain', '', 'héllo', 'emoji \u{1F600} and more', 'lone \ud800 surrogate', 'nul \u0000 inside', 'x'.repeat(5000),
+  0, -0, 1, -1, 1.5, -2.25, 2 ** 53 - 1, 2 ** 53, 2 ** 60, 1e300, -1e-300, Infinity, -Infinity,
+  null, true, false, 10n, -(2n ** 63n), Buffer.from([0, 1, 255]), new Uint8Array([7, 8]), Buffer.alloc(0)
+]
+
+function rows () {
+  const out = []
+  for (let i = 0; i < VALUES.length; i++) {
+    out.push({ id: i + 1, a: VALUES[i], b: VALUES[(i + 7) % VALUES.length], c: VALUES[(i + 13) % VALUES.length] })
+  }
+  out.push({ id: 100, a: 'only a', b: undefined })
+  out.push({ c: 'key last', id: 101 })
+  out.push({ id: 102 })
+  return out
+}
+
+test('upsertMany stores every value kind as upsert does, one row at a time', () => {
+  const many = open()
+  const one = open()
+  const rs = rows()
+  many.upsertMany('t', rs)
+  for (const r of rs) one.upsert('t', r)
+  assert.deepEqual(dump(many), dump(one))
+  assert.deepEqual(patches(many), patches(one))
+  const got = dump(many)
+  assert.equal(got.length, rs.length)
+  const byId = new Map(got.map((r) => [r.id, r]))
+  assert.equal(byId.get(4).a, 'emoji \u{1F600} and more')
+  assert.equal(byId.get(5).a, 'lone \ufffd surrogate')
+  assert.equal(byId.get(6).a, 'nul \u0000 inside')
+  assert.equal(byId.get(7).a.length, 5000)
+  assert.equal(byId.get(9).ta, 'integer') // -0 is an integer 0
+  assert.equal(byId.get(12).ta, 'real') // 1.5
+  assert.equal(byId.get(15).ta, 'real') // 2^53: beyond the safe range
+  assert.equal(byId.get(22).a, 1) // true
+  assert.equal(byId.get(24).a, 10) // 10n
+  assert.deepEqual(byId.get(26).a, Buffer.from([0, 1, 255]))
+  assert.equal(byId.get(100).b, null)
+  assert.equal(byId.get(101).c, 'key last')
+  // A column left out keeps its value; an explicit null clears it.
+  many.upsertMany('t', [{ id: 1, b: undefined, c: null }, { id: 2, a: 'new' }])
+  const after = new Map(dump(many).map((r) => [r.id, r]))
+  assert.equal(after.get(1).a, 'plain')
+  assert.deepEqual(after.get(1).b, byId.get(1).b)
+  assert.equal(after.get(1).c, null)
+  assert.equal(after.get(2).a, 'new')
+  assert.deepEqual(after.get(2).b, byId.get(2).b)
+})
+
+test('upsertMany refuses a bad cell with a typed error naming its column, and writes nothing', () => {
+  const r = open()
+  r.upsertMany('t', [{ id: 1, a: 'kept' }])
+  const before = { rows: dump(r), patches: patches(r), seq: r.status().seq }
+  const cases = [
+    [{ id: 2, a: 'ok' }, { id: 3, b: NaN }, 'RangeError', /column b: NaN/],
+    [{ id: 2, a: 'ok' }, { id: 3, c: { x: 1 } }, 'TypeError', /column c: objects cannot be stored/],
+    [{ id: 2, a: 'ok' }, { id: 3, a: () => 1 }, 'TypeError', /column a/],
+    [{ id: 2, a: 'ok' }, { id: 3, a: 2n ** 64n }, 'RangeError', /column a: bigint/],
+    [{ id: 2, a: 'ok' }, { id: 3, a: Symbol('s') }, 'TypeError', /column a/],
+    [{ id: 2, a: 'ok' }, { id: 3, nope: 1 }, 'Error', /no column nope/]
+  ]
+  for (const [x, y, kind, msg] of cases) {
+    assert.throws(() => r.upsertMany('t', [x, y]), (e) => {
+      assert.ok(typeof e.code === 'string' && e.code.startsWith('E_'), `code of ${e.message}`)
+      if (kind !== 'Error') assert.equal(e.constructor.name, kind, e.message)
+      assert.match(e.message, msg)
+      return true
+    })
+    assert.deepEqual(dump(r), before.rows)
+    assert.deepEqual(patches(r), before.patches)
+    assert.equal(r.status().seq, before.seq)
+  }
+})
+
+test('a large batch of mixed rows lands whole, strings intact', () => {
+  const r = open()
+  const rs = []
+  for (let i = 0; i < 20000; i++) {
+    rs.push({ id: i + 1, a: i % 3 === 0 ? `s-${i}-\u00e9\u{1F680}` : i, b: i % 5 === 0 ? null : `b${i}`, c: i % 7 === 0 ? undefined : i / 4 })
+  }
+  r.upsertMany('t', rs)
+  const got = r.all('SELECT id, a, b, c FROM t ORDER BY id')
+  assert.equal(got.length, rs.length)
+  for (let i = 0; i < rs.length; i += 997) {
+    const want = rs[i]
+    assert.equal(got[i].a, want.a)
+    assert.equal(got[i].b, want.b)
+    assert.equal(got[i].c, want.c === undefined ? null : want.c)
+  }
+  assert.equal(got[19998].a, `s-19998-\u00e9\u{1F680}`)
+})

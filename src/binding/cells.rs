@@ -1,0 +1,237 @@
+//! Values that cross the FFI in bulk: a batch of rows as cells (`JsCells`,
+//! one handle per cell), a batch packed into typed arrays by
+//! `lib/replicator.js` `pack()` (`JsPacked`: no N-API call per cell), and
+//! the `Float64Array` that `run()` writes its results into (`JsOut`).
+
+use super::values::{array, js_value, number_value, typed_array};
+use super::{check, type_err};
+use crate::core::value::Value;
+use napi::bindgen_prelude::*;
+use napi::sys;
+use std::ptr;
+
+/// A flat array of cell values, held as JS handles (valid for the call) and
+/// converted by [`JsCells::values`], which knows the column names for errors.
+pub struct JsCells {
+    env: sys::napi_env,
+    items: Vec<sys::napi_value>,
+}
+
+impl JsCells {
+    /// Cell values row by row (`columns.len()` per row); `undefined` is
+    /// `None` (not given).
+    pub fn rows(&self, columns: &[String]) -> Result<Vec<Vec<Option<Value>>>> {
+        let n = columns.len();
+        if n == 0 || self.items.len() % n != 0 {
+            return Err(type_err(
+                self.env,
+                "values must hold columns.length values per row",
+            ));
+        }
+        let mut rows = Vec::with_capacity(self.items.len() / n);
+        for chunk in self.items.chunks(n) {
+            let row = chunk
+                .iter()
+                .zip(columns)
+                // SAFETY: the handles belong to the current native call's scope.
+                .map(|(&v, col)| unsafe { js_value(self.env, v, col) })
+                .collect::<Result<Vec<_>>>()?;
+            rows.push(row);
+        }
+        Ok(rows)
+    }
+}
+
+impl TypeName for JsCells {
+    fn type_name() -> &'static str {
+        "unknown[]"
+    }
+    fn value_type() -> ValueType {
+        ValueType::Object
+    }
+}
+
+impl FromNapiValue for JsCells {
+    unsafe fn from_napi_value(env: sys::napi_env, v: sys::napi_value) -> Result<Self> {
+        let items = array(env, v, "values must be an array")?;
+        Ok(JsCells { env, items })
+    }
+}
+
+/// A `Float64Array` the native side writes results into (`run()`).
+pub struct JsOut {
+    data: *mut f64,
+    len: usize,
+}
+
+impl JsOut {
+    /// Write `values` from index 0 (as many as fit).
+    pub fn set(&self, values: &[f64]) {
+        for (i, v) in values.iter().enumerate().take(self.len) {
+            // SAFETY: `data` points at `len` f64s of a typed array the JS
+            // caller holds for the whole call; nothing runs JS meanwhile.
+            unsafe { self.data.add(i).write_unaligned(*v) };
+        }
+    }
+}
+
+impl TypeName for JsOut {
+    fn type_name() -> &'static str {
+        "Float64Array"
+    }
+    fn value_type() -> ValueType {
+        ValueType::Object
+    }
+}
+
+impl FromNapiValue for JsOut {
+    unsafe fn from_napi_value(env: sys::napi_env, v: sys::napi_value) -> Result<Self> {
+        match typed_array(env, v)? {
+            Some((ty, data, len))
+                if ty == sys::TypedarrayType::float64_array && !data.is_null() =>
+            {
+                Ok(JsOut {
+                    data: data.cast(),
+                    len,
+                })
+            }
+            _ => Err(type_err(env, "out must be a Float64Array")),
+        }
+    }
+}
+
+/// Tags of a packed batch, one per cell (`lib/replicator.js` `pack()`).
+const NOT_GIVEN: u8 = 0;
+const NULL: u8 = 1;
+/// A number (not NaN) in `nums`.
+const NUMBER: u8 = 2;
+/// A string: its UTF-16 length in `nums`, its code units next in `text`.
+const TEXT: u8 = 3;
+/// Anything else, next in `others`, converted one by one as a lone value.
+const OTHER: u8 = 4;
+
+/// Rows packed as `[tags, nums, text, others]`: `tags` a `Uint8Array` and
+/// `nums` a `Float64Array` with one entry per cell, row by row; `text` every
+/// string cell joined; `others` an array of the remaining cells. Two typed
+/// arrays and one string cross the FFI instead of a handle per cell.
+pub struct JsPacked {
+    env: sys::napi_env,
+    tags: Vec<u8>,
+    nums: Vec<f64>,
+    text: Vec<u16>,
+    others: Vec<sys::napi_value>,
+}
+
+impl JsPacked {
+    /// Cell values row by row (`columns.len()` per row); `None` is a
+    /// column not given.
+    pub fn rows(&self, columns: &[String]) -> Result<Vec<Vec<Option<Value>>>> {
+        let env = self.env;
+        let n = columns.len();
+        let bad = || type_err(env, "a packed batch is malformed");
+        if n == 0 || self.tags.len() % n != 0 || self.nums.len() != self.tags.len() {
+            return Err(bad());
+        }
+        let mut rows = Vec::with_capacity(self.tags.len() / n);
+        let mut row = Vec::with_capacity(n);
+        let (mut at, mut other) = (0usize, 0usize);
+        for (k, (&tag, &num)) in self.tags.iter().zip(&self.nums).enumerate() {
+            let col = &columns[k % n];
+            row.push(match tag {
+                NOT_GIVEN => None,
+                NULL => Some(Value::Null),
+                NUMBER => Some(number_value(env, num, col)?),
+                TEXT => {
+                    let len = (num >= 0.0 && num.fract() == 0.0 && num <= usize::MAX as f64)
+                        .then_some(num as usize)
+                        .ok_or_else(bad)?;
+                    let end = at.checked_add(len).ok_or_else(bad)?;
+                    let units = self.text.get(at..end).ok_or_else(bad)?;
+                    at = end;
+                    Some(Value::Text(String::from_utf16_lossy(units)))
+                }
+                OTHER => {
+                    let v = *self.others.get(other).ok_or_else(bad)?;
+                    other += 1;
+                    // SAFETY: the handles belong to the current native call's scope.
+                    unsafe { js_value(env, v, col)? }
+                }
+                _ => return Err(bad()),
+            });
+            if row.len() == n {
+                rows.push(std::mem::replace(&mut row, Vec::with_capacity(n)));
+            }
+        }
+        if at != self.text.len() || other != self.others.len() {
+            return Err(bad());
+        }
+        Ok(rows)
+    }
+}
+
+impl TypeName for JsPacked {
+    fn type_name() -> &'static str {
+        "[Uint8Array, Float64Array, string, unknown[]]"
+    }
+    fn value_type() -> ValueType {
+        ValueType::Object
+    }
+}
+
+/// A typed array's elements, copied; `None` when `v` is not one of type `ty`.
+unsafe fn typed<T: Copy>(
+    env: sys::napi_env,
+    v: sys::napi_value,
+    ty: sys::napi_typedarray_type,
+) -> Result<Option<Vec<T>>> {
+    Ok(match typed_array(env, v)? {
+        Some((t, _, 0)) if t == ty => Some(Vec::new()),
+        Some((t, data, len)) if t == ty && !data.is_null() => {
+            // Copied unaligned: the buffer's offset need not align to T.
+            let p = data as *const T;
+            Some((0..len).map(|i| p.add(i).read_unaligned()).collect())
+        }
+        _ => None,
+    })
+}
+
+/// A string's UTF-16 code units.
+unsafe fn utf16(env: sys::napi_env, v: sys::napi_value) -> Result<Option<Vec<u16>>> {
+    let mut t = 0;
+    check(env, sys::napi_typeof(env, v, &mut t), "text")?;
+    if t != sys::ValueType::napi_string {
+        return Ok(None);
+    }
+    let mut len = 0usize;
+    check(
+        env,
+        sys::napi_get_value_string_utf16(env, v, ptr::null_mut(), 0, &mut len),
+        "text",
+    )?;
+    let mut buf = vec![0u16; len + 1];
+    let mut written = 0usize;
+    check(
+        env,
+        sys::napi_get_value_string_utf16(env, v, buf.as_mut_ptr(), len + 1, &mut written),
+        "text",
+    )?;
+    buf.truncate(written);
+    Ok(Some(buf))
+}
+
+impl FromNapiValue for JsPacked {
+    unsafe fn from_napi_value(env: sys::napi_env, v: sys::napi_value) -> Result<Self> {
+        let bad = || type_err(env, "a packed batch is malformed");
+        let parts = array(env, v, "a packed batch must be an array")?;
+        let [tags, nums, text, others] = parts[..] else {
+            return Err(bad());
+        };
+        Ok(JsPacked {
+            env,
+            tags: typed(env, tags, sys::TypedarrayType::uint8_array)?.ok_or_else(bad)?,
+            nums: typed(env, nums, sys::TypedarrayType::float64_array)?.ok_or_else(bad)?,
+            text: utf16(env, text)?.ok_or_else(bad)?,
+            others: array(env, others, "a packed batch is malformed")?,
+        })
+    }
+}
