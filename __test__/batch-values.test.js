@@ -121,3 +121,51 @@ test('a large batch of mixed rows lands whole, strings intact', () => {
   }
   assert.equal(got[19998].a, `s-19998-\u00e9\u{1F680}`)
 })
+
+// The native side of upsertMany takes whatever it is handed: a packed batch
+// built wrong (by hand, or by a future bug in pack()) must be refused with a
+// typed error, never crash or write, whatever the lengths claim.
+test('a malformed packed batch is refused with E_ARG and writes nothing', () => {
+  const r = open()
+  r.upsertMany('t', [{ id: 1, a: 'kept' }])
+  const before = { rows: dump(r), patches: patches(r), seq: r.status().seq }
+  const cols = ['id', 'a']
+  const u8 = (...x) => new Uint8Array(x)
+  const f64 = (...x) => new Float64Array(x)
+  const cases = {
+    'not an array': 5,
+    'three parts': [u8(2, 2), f64(2, 3), ''],
+    'five parts': [u8(2, 2), f64(2, 3), '', [], []],
+    'tags not a Uint8Array': [f64(2, 2), f64(2, 3), '', []],
+    'nums not a Float64Array': [u8(2, 2), u8(2, 3), '', []],
+    'text not a string': [u8(2, 3), f64(2, 3), [1, 2, 3], []],
+    'others not an array': [u8(2, 2), f64(2, 3), '', 'x'],
+    'cells not a multiple of columns': [u8(2, 2, 2), f64(2, 3, 4), '', []],
+    'fewer nums than tags': [u8(2, 2), f64(2), '', []],
+    'an unknown tag': [u8(2, 9), f64(2, 0), '', []],
+    'a negative text length': [u8(2, 3), f64(2, -1), 'abc', []],
+    'a fractional text length': [u8(2, 3), f64(2, 1.5), 'abc', []],
+    'a NaN text length': [u8(2, 3), f64(2, NaN), 'abc', []],
+    'an infinite text length': [u8(2, 3), f64(2, Infinity), 'abc', []],
+    'a huge text length': [u8(2, 3), f64(2, 1e300), 'abc', []],
+    'a text length past the end': [u8(2, 3), f64(2, 4), 'abc', []],
+    'text left over': [u8(2, 3), f64(2, 2), 'abc', []],
+    'a missing other': [u8(2, 4), f64(2, 0), '', []],
+    'an other left over': [u8(2, 2), f64(2, 3), '', [true]],
+    'a NaN number': [u8(2, 2), f64(2, NaN), '', []],
+    'a NULL key': [u8(1, 2), f64(0, 3), '', []]
+  }
+  for (const [name, packed] of Object.entries(cases)) {
+    assert.throws(() => r._native.upsertPacked('t', cols, packed), (e) => {
+      assert.ok(typeof e.code === 'string' && e.code.startsWith('E_'), `${name}: code of ${e.message}`)
+      return true
+    }, name)
+  }
+  assert.throws(() => r._native.upsertPacked('t', [], [u8(), f64(), '', []]), (e) => typeof e.code === 'string')
+  assert.deepEqual(dump(r), before.rows)
+  assert.deepEqual(patches(r), before.patches)
+  assert.equal(r.status().seq, before.seq)
+  // And a well-formed one still lands.
+  r._native.upsertPacked('t', cols, [u8(2, 3, 2, 1), f64(2, 3, 3, 0), 'two', []])
+  assert.deepEqual(r.all('SELECT id, a FROM t ORDER BY id'), [{ id: 1, a: 'kept' }, { id: 2, a: 'two' }, { id: 3, a: null }])
+})
