@@ -50,17 +50,6 @@ export declare class NativeReplicator {
   collectChanges(on: boolean): void
   /** Committed batches of changes since the last call. */
   takeChanges(): Array<Array<NativeChange>>
-  /**
-   * Open or create the database at `options.path`. Every option is
-   * checked here (types: `TypeError`, ranges: `RangeError`, code `E_ARG`).
-   */
-  constructor(options: { path: string, peerId?: number, clusterKey?: string | Uint8Array | null, heartbeatMs?: number, retentionMs?: number, maxRetentionMs?: number, maxKeptBytes?: number, maxDriftMs?: number, maxFrameBytes?: number })
-  /** The heartbeat interval in ms (the JS class runs the timer). */
-  get heartbeatMs(): number
-  /** This replicator's peer id. */
-  get peerId(): number
-  /** Bring the schema to `migrations.length`. */
-  migrate(migrations: Array<{ up: string, down?: string | null, renames?: Record<string, Record<string, string>> }>): MigrateResult
   /** Write one row; returns the token. */
   upsert(table: string, row: Record<string, unknown>): string
   /** Write many rows in one transaction; returns the last token. */
@@ -78,6 +67,17 @@ export declare class NativeReplicator {
   upsertPacked(table: string, columns: Array<string>, packed: [Uint8Array, Float64Array, string, unknown[]]): string
   /** Tombstone a row. */
   delete(table: string, pk: Record<string, unknown>): string
+  /**
+   * Open or create the database at `options.path`. Every option is
+   * checked here (types: `TypeError`, ranges: `RangeError`, code `E_ARG`).
+   */
+  constructor(options: { path: string, peerId?: number, clusterKey?: string | Uint8Array | null, heartbeatMs?: number, retentionMs?: number, maxRetentionMs?: number, maxKeptBytes?: number, maxDriftMs?: number, maxFrameBytes?: number })
+  /** The heartbeat interval in ms (the JS class runs the timer). */
+  get heartbeatMs(): number
+  /** This replicator's peer id. */
+  get peerId(): number
+  /** Bring the schema to `migrations.length`. */
+  migrate(migrations: Array<{ up: string, down?: string | null, renames?: Record<string, Record<string, string>> }>): MigrateResult
   /** Register a peer; returns the hello frames to send. */
   addPeer(peerId: number): Array<OutFrame>
   /** Send patches and pings once to peer 0 (the broadcast send) from now on. */

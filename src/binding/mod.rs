@@ -22,6 +22,7 @@ mod cells;
 mod snapshot;
 mod sql;
 mod values;
+mod write;
 
 pub use args::{JsMigrations, NativeOptions, RestoreArgs};
 pub use cells::{JsCells, JsOut, JsPacked};
@@ -350,72 +351,6 @@ impl NativeReplicator {
     pub fn migrate(&mut self, env: Env, migrations: JsMigrations) -> Result<MigrateResult> {
         let (from, to) = self.e(&env)?.migrate(&migrations.0).js(&env)?;
         Ok(MigrateResult { from, to })
-    }
-
-    /// Write one row; returns the token.
-    #[napi(
-        catch_unwind,
-        ts_args_type = "table: string, row: Record<string, unknown>"
-    )]
-    pub fn upsert(&mut self, env: Env, table: JsTable, row: JsRow) -> Result<String> {
-        self.e(&env)?.upsert(&table.0, vec![row.0]).js(&env)
-    }
-
-    /// Write many rows in one transaction; returns the last token.
-    #[napi(
-        catch_unwind,
-        ts_args_type = "table: string, rows: Array<Record<string, unknown>>"
-    )]
-    pub fn upsert_many(&mut self, env: Env, table: JsTable, rows: JsRowList) -> Result<String> {
-        self.e(&env)?.upsert(&table.0, rows.0).js(&env)
-    }
-
-    /// Write many rows in one transaction, given as column names once and
-    /// a flat array of `columns.length` values per row (`undefined`: that
-    /// row does not give the column). Returns the last token.
-    #[napi(
-        catch_unwind,
-        ts_args_type = "table: string, columns: Array<string>, values: Array<unknown>"
-    )]
-    pub fn upsert_columns(
-        &mut self,
-        env: Env,
-        table: JsTable,
-        columns: Vec<String>,
-        values: JsCells,
-    ) -> Result<String> {
-        let rows = values.rows(&columns)?;
-        self.e(&env)?
-            .upsert_columns(&table.0, &columns, rows)
-            .js(&env)
-    }
-
-    /// `upsertColumns` with the values packed by `lib/replicator.js`
-    /// `pack()` (`upsertMany`: no N-API call per cell).
-    #[napi(
-        catch_unwind,
-        ts_args_type = "table: string, columns: Array<string>, packed: [Uint8Array, Float64Array, string, unknown[]]"
-    )]
-    pub fn upsert_packed(
-        &mut self,
-        env: Env,
-        table: JsTable,
-        columns: Vec<String>,
-        packed: JsPacked,
-    ) -> Result<String> {
-        let rows = packed.rows(&columns)?;
-        self.e(&env)?
-            .upsert_columns(&table.0, &columns, rows)
-            .js(&env)
-    }
-
-    /// Tombstone a row.
-    #[napi(
-        catch_unwind,
-        ts_args_type = "table: string, pk: Record<string, unknown>"
-    )]
-    pub fn delete(&mut self, env: Env, table: JsTable, pk: JsKey) -> Result<String> {
-        self.e(&env)?.delete(&table.0, pk.0).js(&env)
     }
 
     /// Register a peer; returns the hello frames to send.
