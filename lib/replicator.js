@@ -39,9 +39,9 @@ function checkInterval (v) {
 const isRowObject = (r) => r !== null && typeof r === 'object' && !Array.isArray(r) && !ArrayBuffer.isView(r)
 
 /**
- * Rows as column names once (their keys in first-seen order) and a flat
- * array of values, `undefined` where a row lacks a column: the native side
- * then reads elements by index instead of properties by name. `null` when
+ * Rows as column names once (their keys in first-seen order) and their
+ * cells packed by `pack()` (a row lacking a column leaves it not given): the
+ * native side then reads typed arrays instead of properties by name. `null` when
  * `rows` is not a non-empty array of row objects with some column: those go
  * to the native `upsertMany`, which checks them and reports what is wrong
  * (this is the choice of a fast path, not a check).
