@@ -169,3 +169,25 @@ test('a malformed packed batch is refused with E_ARG and writes nothing', () => 
   r._native.upsertPacked('t', cols, [u8(2, 3, 2, 1), f64(2, 3, 3, 0), 'two', []])
   assert.deepEqual(r.all('SELECT id, a FROM t ORDER BY id'), [{ id: 1, a: 'kept' }, { id: 2, a: 'two' }, { id: 3, a: null }])
 })
+
+// Text past the packing limit (16M UTF-16 units in one batch) goes through
+// the native object path instead of one joined string: the batch still
+// lands whole and exact.
+test('a batch with more text than one packed string holds lands intact', () => {
+  const r = new Replicator({ path: path.join(TMP, `b-${n++}.db`), peerId: 1, heartbeatMs: 0, maxFrameBytes: 4 << 20 })
+  r.migrate([SCHEMA])
+  const big = (i) => `${i}\u{1F600}`.padEnd(1 << 20, String.fromCharCode(97 + i % 26))
+  const rs = []
+  for (let i = 0; i < 18; i++) rs.push({ id: i + 1, a: big(i), b: i, c: i % 2 ? null : 'small' })
+  r.upsertMany('t', rs)
+  const got = r.all('SELECT id, length(a) AS len, substr(a, 1, 4) AS head, b, c FROM t ORDER BY id')
+  assert.equal(got.length, 18)
+  for (let i = 0; i < 18; i++) {
+    const want = rs[i]
+    assert.equal(got[i].len, [...want.a].length, `row ${i + 1} length`)
+    assert.equal(got[i].head, [...want.a].slice(0, 4).join(''))
+    assert.equal(got[i].b, i)
+    assert.equal(got[i].c, want.c)
+  }
+  assert.equal(r.get('SELECT a FROM t WHERE id = 7').a, rs[6].a)
+})

@@ -59,7 +59,8 @@ function columnar (rows) {
     for (const r of rows) for (const k of Object.keys(r)) if (!seen.has(k)) { seen.add(k); cols.push(k) }
   }
   if (cols.length === 0) return null
-  return [cols, pack(rows, cols)]
+  const packed = pack(rows, cols)
+  return packed === null ? null : [cols, packed]
 }
 
 // Cell tags of a packed batch (src/binding/cells.rs reads them).
@@ -67,13 +68,18 @@ const NULL = 1
 const NUMBER = 2
 const TEXT = 3
 const OTHER = 4
+// Most UTF-16 code units of text one packed batch joins (32 MB): a batch
+// with more goes through the native object path, string by string, so a
+// large batch never meets V8's string length limit (2^29 units).
+const MAX_PACKED_TEXT = 1 << 24
 
 /**
  * Rows' cells, row by row, as `[tags, nums, text, others]`: a tag per cell
  * (0, the default, is a column not given); a number, or a string's length,
  * in `nums`; every string joined in `text`; anything else (bigint, boolean,
  * Buffer, NaN, a wrong type) in `others`, checked natively as a lone value.
- * Two typed arrays and a string cross instead of a handle per cell.
+ * Two typed arrays and a string cross instead of a handle per cell. `null`
+ * when the text would pass `MAX_PACKED_TEXT`.
  */
 function pack (rows, cols) {
   const n = cols.length
@@ -81,6 +87,7 @@ function pack (rows, cols) {
   const nums = new Float64Array(rows.length * n)
   const strs = []
   const others = []
+  let text = 0
   let k = 0
   for (let i = 0; i < rows.length; i++) {
     const r = rows[i]
@@ -92,6 +99,8 @@ function pack (rows, cols) {
       } else if (typeof v === 'string') {
         tags[k] = TEXT
         nums[k] = v.length
+        text += v.length
+        if (text > MAX_PACKED_TEXT) return null
         strs.push(v)
       } else if (v === null) {
         tags[k] = NULL
