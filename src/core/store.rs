@@ -245,8 +245,12 @@ pub fn apply_remote_with(
 ) -> Result<usize> {
     let pk = pk_values(t, p);
     let mine = stamp_bytes(p.stamp);
+    // A key-only write (no other column) still says the row exists at its
+    // stamp: kept in the row slot, so a deletion older than it does not
+    // remove the row, whatever the order (docs/design.md, Row deletions).
+    let key_only = p.cols.iter().all(|i| t.pk_index.contains(i));
     if st.fresh {
-        if let Some(won) = claim_new_row(st, t, p, &pk, &mine)? {
+        if let Some(won) = claim_new_row(st, t, p, &pk, key_only, &mine)? {
             return Ok(won);
         }
         st.fresh = false;
@@ -263,10 +267,7 @@ pub fn apply_remote_with(
     };
     // The row was deleted at or after this patch: it changes nothing, and
     // does not bring the row back (a newer write does).
-    if deleted
-        .as_deref()
-        .is_some_and(|d| stamp_bytes(p.stamp).as_slice() <= d)
-    {
+    if deleted.as_deref().is_some_and(|d| mine.as_slice() <= d) {
         return Ok(0);
     }
     st.fresh = current.is_none();
@@ -285,18 +286,11 @@ pub fn apply_remote_with(
         }
         win.push(wins);
     }
-    // A key-only write (no other column) still says the row exists at its
-    // stamp: kept in the row slot, so a deletion older than it does not
-    // remove the row, whatever the order (docs/design.md, Row deletions).
-    let key_only = p.cols.iter().all(|i| t.pk_index.contains(i));
     if won == 0 && current.is_some() && !key_only {
         return Ok(0);
     }
     if win.iter().all(|w| *w) {
-        for (k, v) in p.values.iter().enumerate() {
-            st.all_win.raw_bind_parameter(k + 1, v)?;
-        }
-        st.all_win.raw_execute()?;
+        upsert_all(&mut st.all_win, p.values)?;
     } else {
         let cols: Vec<usize> = p
             .cols
@@ -311,22 +305,9 @@ pub fn apply_remote_with(
     }
     // The merge with this patch's clock: each slot it won rises to its stamp.
     let mut blob = current.unwrap_or_else(empty_clock);
-    for (&i, _) in p.cols.iter().zip(&win).filter(|x| *x.1) {
-        let k = t.ordinals.get(i).copied().unwrap_or(ROW_SLOT);
-        if k != ROW_SLOT {
-            raise_slot(&mut blob, k, &mine);
-        }
-    }
-    if key_only {
-        raise_slot(&mut blob, ROW_SLOT, &mine);
-    }
-    let mut k = 1;
-    for v in &pk {
-        st.replace.raw_bind_parameter(k, *v)?;
-        k += 1;
-    }
-    st.replace.raw_bind_parameter(k, &blob[..])?;
-    st.replace.raw_execute()?;
+    let won_cols = p.cols.iter().zip(&win).filter(|x| *x.1).map(|x| *x.0);
+    raise_won(&mut blob, t, won_cols, key_only, &mine);
+    set_clock(&mut st.replace, &pk, &blob)?;
     Ok(won)
 }
 
@@ -339,35 +320,56 @@ fn claim_new_row(
     t: &TableInfo,
     p: &RowPatch,
     pk: &[&Value],
+    key_only: bool,
     mine: &[u8; STAMP_LEN],
 ) -> Result<Option<usize>> {
     let mut blob = empty_clock();
-    let mut won = 0;
-    for &i in p.cols.iter().filter(|i| !t.pk_index.contains(i)) {
-        won += 1;
-        let k = t.ordinals.get(i).copied().unwrap_or(ROW_SLOT);
-        if k != ROW_SLOT {
-            raise_slot(&mut blob, k, mine);
-        }
-    }
-    if won == 0 {
-        // Key-only: the row exists at this stamp (the row slot).
-        raise_slot(&mut blob, ROW_SLOT, mine);
-    }
-    let mut k = 1;
-    for v in pk {
-        st.claim.raw_bind_parameter(k, *v)?;
-        k += 1;
-    }
-    st.claim.raw_bind_parameter(k, &blob[..])?;
-    if st.claim.raw_execute()? == 0 {
+    raise_won(&mut blob, t, p.cols.iter().copied(), key_only, mine);
+    if set_clock(&mut st.claim, pk, &blob)? == 0 {
         return Ok(None);
     }
-    for (k, v) in p.values.iter().enumerate() {
-        st.all_win.raw_bind_parameter(k + 1, v)?;
+    upsert_all(&mut st.all_win, p.values)?;
+    Ok(Some(
+        p.cols.iter().filter(|i| !t.pk_index.contains(i)).count(),
+    ))
+}
+
+/// Raise the slot of each column in `won` to `mine`; a key-only write
+/// raises the row slot.
+fn raise_won(
+    blob: &mut Vec<u8>,
+    t: &TableInfo,
+    won: impl Iterator<Item = usize>,
+    key_only: bool,
+    mine: &[u8; STAMP_LEN],
+) {
+    for i in won {
+        let k = t.ordinals.get(i).copied().unwrap_or(ROW_SLOT);
+        if k != ROW_SLOT {
+            raise_slot(blob, k, mine);
+        }
     }
-    st.all_win.raw_execute()?;
-    Ok(Some(won))
+    if key_only {
+        raise_slot(blob, ROW_SLOT, mine);
+    }
+}
+
+/// Run a clock statement on the row `pk` with stamps `blob`; rows changed.
+fn set_clock(st: &mut rusqlite::CachedStatement, pk: &[&Value], blob: &[u8]) -> Result<usize> {
+    for (k, v) in pk.iter().enumerate() {
+        st.raw_bind_parameter(k + 1, *v)?;
+    }
+    st.raw_bind_parameter(pk.len() + 1, blob)?;
+    Ok(st.raw_execute()?)
+}
+
+/// Run the base-row upsert of every column of a patch.
+fn upsert_all(st: &mut rusqlite::CachedStatement, values: &[Value]) -> Result<()> {
+    for (k, v) in values.iter().enumerate() {
+        st.raw_bind_parameter(k + 1, v)?;
+    }
+    st.raw_execute()?;
+    Ok(())
 }
 
 /// Turn a stored patch row into the columns it set: non-NULL values, plus
