@@ -1,8 +1,9 @@
-//! Bench (c) without JS, for profiling the receive path:
+//! Benches (a) and (c) without JS, for profiling the write and receive paths:
 //!   cargo build --release --example receive && perf record -g target/release/examples/receive
 //! Writes BENCH_N rows on one engine, then times applying its frames on a
 //! second one (BENCH_RUNS times, median printed).
 
+use quilt::core::batch::Batch;
 use quilt::core::engine::{Config, Engine, Migration};
 use quilt::core::value::Value;
 use std::time::Instant;
@@ -44,17 +45,30 @@ fn main() {
         .iter()
         .map(|s| s.to_string())
         .collect();
-    let rows: Vec<Vec<Option<Value>>> = (0..n)
-        .map(|i| {
-            vec![
-                Some(Value::Int(i as i64 + 1)),
-                Some(Value::Int(1 + (i % 16) as i64)),
-                Some(Value::Text(format!("name-{}", i + 1))),
-                Some(Value::Real(i as f64 * 0.25)),
-            ]
-        })
-        .collect();
-    w.upsert_columns("t", &cols, rows).expect("write");
+    let rows = Batch::from_rows((0..n).map(|i| {
+        [
+            Value::Int(i as i64 + 1),
+            Value::Int(1 + (i % 16) as i64),
+            Value::Text(format!("name-{}", i + 1)),
+            Value::Real(i as f64 * 0.25),
+        ]
+        .into_iter()
+        .enumerate()
+    }));
+    // Bench (a) without JS: the same batch on a fresh engine with no peer.
+    let mut wm = Vec::new();
+    for r in 0..runs {
+        let mut e = engine(&dir, &format!("w{r}.db"), 1);
+        let t0 = Instant::now();
+        e.upsert_columns("t", &cols, &rows).expect("write");
+        wm.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    wm.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "write {n} rows, one call, no JS: median {:.1} ms",
+        wm[wm.len() / 2]
+    );
+    w.upsert_columns("t", &cols, &rows).expect("write");
     let frames: Vec<Vec<u8>> = w
         .drain_outbox()
         .into_iter()

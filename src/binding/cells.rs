@@ -5,9 +5,10 @@
 
 use super::values::{array, js_value, number_value, typed_array};
 use super::{check, type_err};
-use crate::core::value::Value;
+use crate::core::batch::Batch;
 use napi::bindgen_prelude::*;
 use napi::sys;
+use rusqlite::types::ValueRef;
 use std::ptr;
 
 /// A flat array of cell values, held as JS handles (valid for the call) and
@@ -18,9 +19,9 @@ pub struct JsCells {
 }
 
 impl JsCells {
-    /// Cell values row by row (`columns.len()` per row); `undefined` is
-    /// `None` (not given).
-    pub fn rows(&self, columns: &[String]) -> Result<Vec<Vec<Option<Value>>>> {
+    /// Cell values row by row (`columns.len()` per row); `undefined` is a
+    /// column that row does not give.
+    pub fn rows(&self, columns: &[String]) -> Result<Batch> {
         let n = columns.len();
         if n == 0 || self.items.len() % n != 0 {
             return Err(type_err(
@@ -28,17 +29,17 @@ impl JsCells {
                 "values must hold columns.length values per row",
             ));
         }
-        let mut rows = Vec::with_capacity(self.items.len() / n);
+        let mut batch = Batch::with_capacity(self.items.len() / n, n, 0);
         for chunk in self.items.chunks(n) {
-            let row = chunk
-                .iter()
-                .zip(columns)
+            for (p, (&v, col)) in chunk.iter().zip(columns).enumerate() {
                 // SAFETY: the handles belong to the current native call's scope.
-                .map(|(&v, col)| unsafe { js_value(self.env, v, col) })
-                .collect::<Result<Vec<_>>>()?;
-            rows.push(row);
+                if let Some(v) = unsafe { js_value(self.env, v, col)? } {
+                    batch.push(p, v.to_ref());
+                }
+            }
+            batch.end_row();
         }
-        Ok(rows)
+        Ok(batch)
     }
 }
 
@@ -123,24 +124,24 @@ pub struct JsPacked {
 }
 
 impl JsPacked {
-    /// Cell values row by row (`columns.len()` per row); `None` is a
-    /// column not given.
-    pub fn rows(&self, columns: &[String]) -> Result<Vec<Vec<Option<Value>>>> {
+    /// Cell values row by row (`columns.len()` per row); a column not
+    /// given is left out of its row.
+    pub fn rows(&self, columns: &[String]) -> Result<Batch> {
         let env = self.env;
         let n = columns.len();
         let bad = || type_err(env, "a packed batch is malformed");
         if n == 0 || self.tags.len() % n != 0 || self.nums.len() != self.tags.len() {
             return Err(bad());
         }
-        let mut rows = Vec::with_capacity(self.tags.len() / n);
-        let mut row = Vec::with_capacity(n);
+        let mut batch = Batch::with_capacity(self.tags.len() / n, n, self.text.len());
         let (mut at, mut other) = (0usize, 0usize);
         for (k, (&tag, &num)) in self.tags.iter().zip(&self.nums).enumerate() {
-            let col = &columns[k % n];
-            row.push(match tag {
-                NOT_GIVEN => None,
-                NULL => Some(Value::Null),
-                NUMBER => Some(number_value(env, num, col)?),
+            let p = k % n;
+            let col = &columns[p];
+            match tag {
+                NOT_GIVEN => {}
+                NULL => batch.push(p, ValueRef::Null),
+                NUMBER => batch.push(p, number_value(env, num, col)?.to_ref()),
                 TEXT => {
                     let len = (num >= 0.0 && num.fract() == 0.0 && num <= usize::MAX as f64)
                         .then_some(num as usize)
@@ -148,24 +149,26 @@ impl JsPacked {
                     let end = at.checked_add(len).ok_or_else(bad)?;
                     let units = self.text.get(at..end).ok_or_else(bad)?;
                     at = end;
-                    Some(Value::Text(String::from_utf16_lossy(units)))
+                    batch.push_utf16(p, units);
                 }
                 OTHER => {
                     let v = *self.others.get(other).ok_or_else(bad)?;
                     other += 1;
                     // SAFETY: the handles belong to the current native call's scope.
-                    unsafe { js_value(env, v, col)? }
+                    if let Some(v) = unsafe { js_value(env, v, col)? } {
+                        batch.push(p, v.to_ref());
+                    }
                 }
                 _ => return Err(bad()),
-            });
-            if row.len() == n {
-                rows.push(std::mem::replace(&mut row, Vec::with_capacity(n)));
+            }
+            if p == n - 1 {
+                batch.end_row();
             }
         }
         if at != self.text.len() || other != self.others.len() {
             return Err(bad());
         }
-        Ok(rows)
+        Ok(batch)
     }
 }
 

@@ -42,7 +42,7 @@ impl NativeReplicator {
     ) -> Result<String> {
         let rows = values.rows(&columns)?;
         self.e(&env)?
-            .upsert_columns(&table.0, &columns, rows)
+            .upsert_columns(&table.0, &columns, &rows)
             .js(&env)
     }
 
@@ -61,7 +61,7 @@ impl NativeReplicator {
     ) -> Result<String> {
         let rows = packed.rows(&columns)?;
         self.e(&env)?
-            .upsert_columns(&table.0, &columns, rows)
+            .upsert_columns(&table.0, &columns, &rows)
             .js(&env)
     }
 

@@ -24,7 +24,6 @@
 //! there, which is still read.
 
 use crate::core::schema::TableInfo;
-use crate::core::value::Value;
 use std::ops::Range;
 
 /// The order of writes: HLC first, then origin peer id, then its sequence.
@@ -281,11 +280,16 @@ pub fn upgrade_clock(old: &[u8], ordinal: impl Fn(&[u8]) -> Option<u16>) -> Vec<
 // ----- explicit NULLs ------------------------------------------------------
 
 /// The `_quiltNulls` bitmap of a patch: bit k set for each column of
-/// ordinal k it sets to NULL. None when it sets none.
-pub fn nulls_bitmap(t: &TableInfo, cols: &[usize], values: &[Value]) -> Option<Vec<u8>> {
+/// ordinal k it sets to NULL (`nulls`: whether each value of `cols` is
+/// NULL). None when it sets none.
+pub fn nulls_bitmap(
+    t: &TableInfo,
+    cols: &[usize],
+    nulls: impl IntoIterator<Item = bool>,
+) -> Option<Vec<u8>> {
     let mut out: Vec<u8> = Vec::new();
-    for (&i, v) in cols.iter().zip(values) {
-        if !v.is_null() {
+    for (&i, null) in cols.iter().zip(nulls) {
+        if !null {
             continue;
         }
         let k = t.ordinals.get(i).copied().unwrap_or(ROW_SLOT);

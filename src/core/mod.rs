@@ -2,6 +2,7 @@
 //! tested with `cargo test` and reusable outside Node.
 
 pub mod atomic;
+pub mod batch;
 pub mod clock;
 pub mod engine;
 pub mod error;

@@ -6,6 +6,7 @@
 use crate::core::error::{frame_err, Error, Result};
 use crate::core::value::Value;
 use hmac::{Hmac, Mac};
+use rusqlite::types::ValueRef;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use std::sync::Arc;
@@ -484,13 +485,16 @@ impl<'k> FrameBuilder<'k> {
 
 /// Upper bound of the MessagePack size of a row's values.
 pub fn estimate_row<'a>(values: impl Iterator<Item = &'a Value>) -> usize {
+    estimate_refs(values.map(Value::to_ref))
+}
+
+/// [`estimate_row`] of borrowed values.
+pub fn estimate_refs<'a>(values: impl Iterator<Item = ValueRef<'a>>) -> usize {
     values
         .map(|v| match v {
-            Value::Null => 1,
-            Value::Int(_) => 9,
-            Value::Real(_) => 9,
-            Value::Text(s) => s.len() + 5,
-            Value::Blob(b) => b.len() + 5,
+            ValueRef::Null => 1,
+            ValueRef::Integer(_) | ValueRef::Real(_) => 9,
+            ValueRef::Text(b) | ValueRef::Blob(b) => b.len() + 5,
         })
         .sum::<usize>()
         + 5

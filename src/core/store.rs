@@ -13,6 +13,7 @@ use crate::core::error::Result;
 use crate::core::protocol::Patch;
 use crate::core::schema::{q, TableInfo, WriteSql, NULLS_COL, WRITE_SQL_CACHED};
 use crate::core::value::Value;
+use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{params_from_iter, Connection, OptionalExtension};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -156,18 +157,18 @@ pub fn patch_insert_sql(t: &TableInfo, cols: &[usize]) -> String {
 }
 
 /// Bind a patch row's parameters (stamp, seq, peer, nulls, values).
-pub fn bind_patch_row(
+pub fn bind_patch_row<'a>(
     st: &mut rusqlite::Statement,
     stamp: Stamp,
     nulls: Option<&[u8]>,
-    values: &[Value],
+    values: impl IntoIterator<Item = ValueRef<'a>>,
 ) -> Result<()> {
     st.raw_bind_parameter(1, stamp.at as i64)?;
     st.raw_bind_parameter(2, stamp.seq as i64)?;
     st.raw_bind_parameter(3, stamp.peer as i64)?;
     st.raw_bind_parameter(4, nulls)?;
-    for (i, v) in values.iter().enumerate() {
-        st.raw_bind_parameter(i + 5, v)?;
+    for (i, v) in values.into_iter().enumerate() {
+        st.raw_bind_parameter(i + 5, ToSqlOutput::Borrowed(v))?;
     }
     Ok(())
 }
@@ -188,8 +189,13 @@ pub fn bind_deletion_row(st: &mut rusqlite::Statement, stamp: Stamp, key: &[Valu
 /// Store the patch row in `<t>_patches`.
 pub fn insert_patch_row(conn: &Connection, t: &TableInfo, sql: &str, p: &RowPatch) -> Result<()> {
     let mut st = conn.prepare_cached(sql)?;
-    let nulls = nulls_bitmap(t, p.cols, p.values);
-    bind_patch_row(&mut st, p.stamp, nulls.as_deref(), p.values)?;
+    let nulls = nulls_bitmap(t, p.cols, p.values.iter().map(Value::is_null));
+    bind_patch_row(
+        &mut st,
+        p.stamp,
+        nulls.as_deref(),
+        p.values.iter().map(Value::to_ref),
+    )?;
     st.raw_execute()?;
     Ok(())
 }

@@ -34,17 +34,22 @@ impl Value {
     pub fn is_null(&self) -> bool {
         matches!(self, Value::Null)
     }
+
+    /// The value borrowed as rusqlite's `ValueRef`.
+    pub fn to_ref(&self) -> ValueRef<'_> {
+        match self {
+            Value::Null => ValueRef::Null,
+            Value::Int(i) => ValueRef::Integer(*i),
+            Value::Real(f) => ValueRef::Real(*f),
+            Value::Text(s) => ValueRef::Text(s.as_bytes()),
+            Value::Blob(b) => ValueRef::Blob(b),
+        }
+    }
 }
 
 impl ToSql for Value {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(match self {
-            Value::Null => ToSqlOutput::Borrowed(ValueRef::Null),
-            Value::Int(i) => ToSqlOutput::Borrowed(ValueRef::Integer(*i)),
-            Value::Real(f) => ToSqlOutput::Borrowed(ValueRef::Real(*f)),
-            Value::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
-            Value::Blob(b) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
-        })
+        Ok(ToSqlOutput::Borrowed(self.to_ref()))
     }
 }
 

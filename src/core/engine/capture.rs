@@ -19,6 +19,7 @@
 use super::fence::{user_err, RawChange, Watch};
 use super::read::order_params;
 use super::*;
+use crate::core::batch::Batch;
 
 /// Every user statement is cached under this prefix, apart from quilt's own
 /// statements and from reads (which are compiled behind the read fence).
@@ -67,11 +68,19 @@ struct Touched {
     new: Option<Vec<Value>>,
 }
 
-/// Patches of one table waiting to be written together.
-struct Batch {
+/// Patches of one table waiting to be written together (cells name
+/// ordinals: `write_checked` gets the identity map).
+struct Pending {
     table: String,
-    values: Vec<Vec<Value>>,
-    resolved: Vec<Vec<usize>>,
+    rows: Batch,
+}
+
+impl Pending {
+    fn write(self, e: &mut Engine) -> Result<String> {
+        let n = e.tables.get(&self.table).map_or(0, |t| t.columns.len());
+        let ords: Vec<usize> = (0..n).collect();
+        e.write_checked(&self.table, &self.rows, &ords, false)
+    }
 }
 
 impl Engine {
@@ -362,7 +371,7 @@ impl Engine {
             }
         }
         // Consecutive patches of one table go through one write.
-        let mut batch: Option<Batch> = None;
+        let mut batch: Option<Pending> = None;
         for row in rows {
             let Some(t) = self.tables.get(&row.table) else {
                 continue;
@@ -377,7 +386,7 @@ impl Engine {
                         .collect();
                     let table = row.table;
                     if let Some(b) = batch.take() {
-                        self.write_checked(&b.table, b.values, b.resolved, false)?;
+                        b.write(self)?;
                     }
                     self.record_delete(&table, pk)?;
                     continue;
@@ -393,25 +402,22 @@ impl Engine {
                 continue; // nothing but the key: nothing changed
             }
             Self::check_key(t, &cols, |p| vals[p].is_null())?;
-            match &mut batch {
-                Some(b) if b.table == row.table => {
-                    b.values.push(vals);
-                    b.resolved.push(cols);
-                }
-                _ => {
-                    if let Some(b) = batch.take() {
-                        self.write_checked(&b.table, b.values, b.resolved, false)?;
-                    }
-                    batch = Some(Batch {
-                        table: row.table,
-                        values: vec![vals],
-                        resolved: vec![cols],
-                    });
+            if batch.as_ref().is_none_or(|b| b.table != row.table) {
+                if let Some(b) = batch.take() {
+                    b.write(self)?;
                 }
             }
+            let b = batch.get_or_insert_with(|| Pending {
+                table: row.table,
+                rows: Batch::default(),
+            });
+            for (i, v) in cols.into_iter().zip(&vals) {
+                b.rows.push(i, v.to_ref());
+            }
+            b.rows.end_row();
         }
         if let Some(b) = batch {
-            self.write_checked(&b.table, b.values, b.resolved, false)?;
+            b.write(self)?;
         }
         Ok(())
     }

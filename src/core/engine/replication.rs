@@ -401,8 +401,10 @@ impl Engine {
                     if is_delete {
                         store::bind_deletion_row(ins_st, rp.stamp, rp.values)?;
                     } else {
-                        let nulls = store::nulls_bitmap(t, rp.cols, rp.values);
-                        store::bind_patch_row(ins_st, rp.stamp, nulls.as_deref(), rp.values)?;
+                        let nulls =
+                            store::nulls_bitmap(t, rp.cols, rp.values.iter().map(Value::is_null));
+                        let values = rp.values.iter().map(Value::to_ref);
+                        store::bind_patch_row(ins_st, rp.stamp, nulls.as_deref(), values)?;
                     }
                     ins_st.raw_execute()?;
                     rowid = self.conn.last_insert_rowid();

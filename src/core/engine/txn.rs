@@ -33,6 +33,7 @@
 //! rolled back") until `fn` is left, so nothing of it is ever half kept.
 
 use super::*;
+use crate::core::batch::Batch;
 
 /// One row a commit changed, for the `'change'` event.
 #[derive(Debug, Clone, PartialEq)]
@@ -148,14 +149,9 @@ fn aborted_err(msg: &str) -> Error {
 }
 
 impl Engine {
-    /// Change records of local writes (`cols`/`values` per row), while
-    /// someone listens.
-    pub(super) fn note_local_changes(
-        &mut self,
-        table: &str,
-        values: &[Vec<Value>],
-        resolved: &[Vec<usize>],
-    ) {
+    /// Change records of local writes (`ords`: the ordinal of each column
+    /// position the batch names), while someone listens.
+    pub(super) fn note_local_changes(&mut self, table: &str, batch: &Batch, ords: &[usize]) {
         if !self.units.collect {
             return;
         }
@@ -163,10 +159,14 @@ impl Engine {
             return;
         };
         let me = self.peer_id;
-        let changes = values
-            .iter()
-            .zip(resolved)
-            .map(|(vals, cols)| Change::of_row(t, me, cols, vals, |_| true));
+        let changes = batch.rows().map(|row| {
+            let cols: Vec<usize> = row
+                .pos
+                .iter()
+                .filter_map(|&p| ords.get(p).copied())
+                .collect();
+            Change::of_row(t, me, &cols, &row.to_values(), |_| true)
+        });
         self.units.changes.extend(changes);
     }
 

@@ -11,8 +11,10 @@
 //! Rust (`clock::merge_clock_into`), no SQL function involved.
 
 use super::*;
+use crate::core::batch::{Batch, Row};
 use crate::core::runs::Runs;
 use crate::core::schema::{TableInfo, WriteSql};
+use rusqlite::types::ToSqlOutput;
 
 /// Statements and clock template for one run of rows with the same columns.
 struct Run<'c> {
@@ -60,19 +62,19 @@ impl<'c> Run<'c> {
         runs: &mut Runs,
         t: &TableInfo,
         stamp: Stamp,
-        values: &[Value],
+        row: Row<'_>,
         buf: &mut Vec<u8>,
     ) -> Result<()> {
         // The base row first: when the user's row breaks a constraint,
         // nothing of the write is left (a light unit goes on: txn.rs).
         if let Some(ups) = self.ups.as_mut() {
-            for (i, v) in values.iter().enumerate() {
-                ups.raw_bind_parameter(i + 1, v)?;
+            for (i, v) in row.values().enumerate() {
+                ups.raw_bind_parameter(i + 1, ToSqlOutput::Borrowed(v))?;
             }
             ups.raw_execute()?;
         }
-        let nulls = store::nulls_bitmap(t, &self.cols, values);
-        store::bind_patch_row(&mut self.ins, stamp, nulls.as_deref(), values)?;
+        let nulls = store::nulls_bitmap(t, &self.cols, (0..row.len()).map(|p| row.is_null(p)));
+        store::bind_patch_row(&mut self.ins, stamp, nulls.as_deref(), row.values())?;
         self.ins.raw_execute()?;
         if t.rowid {
             runs.note(&t.name_arc, stamp.peer, stamp.seq, conn.last_insert_rowid());
@@ -83,7 +85,7 @@ impl<'c> Run<'c> {
         let mut use_merged = false;
         if let Some(sel) = self.select.as_mut() {
             for (k, &p) in self.plan.pk_pos.iter().enumerate() {
-                sel.raw_bind_parameter(k + 1, &values[p])?;
+                sel.raw_bind_parameter(k + 1, ToSqlOutput::Borrowed(row.get(p)))?;
             }
             let mut rows = sel.raw_query();
             if let Some(r) = rows.next()? {
@@ -110,7 +112,8 @@ impl<'c> Run<'c> {
         let blob: &[u8] = if use_merged { &self.merged } else { buf };
         let mut k = 1;
         for &p in &self.plan.pk_pos {
-            self.clock.raw_bind_parameter(k, &values[p])?;
+            self.clock
+                .raw_bind_parameter(k, ToSqlOutput::Borrowed(row.get(p)))?;
             k += 1;
         }
         self.clock.raw_bind_parameter(k, blob)?;
@@ -120,19 +123,6 @@ impl<'c> Run<'c> {
 }
 
 impl Engine {
-    /// Resolve a JS row into column indices, checking names and the key.
-    fn resolve_row(t: &TableInfo, row: &[(String, Value)]) -> Result<Vec<usize>> {
-        let mut cols = Vec::with_capacity(row.len());
-        for (c, _) in row {
-            match t.index.get(c) {
-                Some(&i) => cols.push(i),
-                None => return Err(schema_err(format!("table {} has no column {c}", t.name))),
-            }
-        }
-        Self::check_key(t, &cols, |p| row[p].1.is_null())?;
-        Ok(cols)
-    }
-
     pub(super) fn check_key(
         t: &TableInfo,
         cols: &[usize],
@@ -165,24 +155,27 @@ impl Engine {
     pub fn upsert(&mut self, table: &str, rows: Vec<Vec<(String, Value)>>) -> Result<String> {
         self.check_open()?;
         let t = self.table(table)?;
-        let mut resolved = Vec::with_capacity(rows.len());
-        let mut values = Vec::with_capacity(rows.len());
+        let mut batch = Batch::default();
         for row in rows {
-            let cols = Self::resolve_row(t, &row)?;
-            let vals: Vec<Value> = row.into_iter().map(|r| r.1).collect();
-            resolved.push(cols);
-            values.push(vals);
+            for (c, v) in row {
+                match t.index.get(&c) {
+                    Some(&i) => batch.push(i, v.to_ref()),
+                    None => return Err(schema_err(format!("table {} has no column {c}", t.name))),
+                }
+            }
+            batch.end_row();
         }
-        self.write_checked(table, values, resolved, true)
+        let ords: Vec<usize> = (0..t.columns.len()).collect();
+        self.write_checked(table, &batch, &ords, true)
     }
 
-    /// `upsertMany` as columns once and values per row (`None`: the row
-    /// does not give that column).
+    /// `upsertMany` as column names once and a batch whose cells name
+    /// positions in `columns`.
     pub fn upsert_columns(
         &mut self,
         table: &str,
         columns: &[String],
-        rows: Vec<Vec<Option<Value>>>,
+        batch: &Batch,
     ) -> Result<String> {
         self.check_open()?;
         let t = self.table(table)?;
@@ -194,42 +187,37 @@ impl Engine {
                 None => return Err(schema_err(format!("table {} has no column {c}", t.name))),
             }
         }
-        let mut resolved = Vec::with_capacity(rows.len());
-        let mut values = Vec::with_capacity(rows.len());
-        for row in rows {
-            if row.len() != idx.len() {
-                return Err(Error::Type("a row has more values than columns".into()));
-            }
-            let (cols, vals): (Vec<usize>, Vec<Value>) = if row.iter().all(|v| v.is_some()) {
-                (idx.clone(), row.into_iter().flatten().collect())
-            } else {
-                idx.iter()
-                    .zip(row)
-                    .filter_map(|(&i, v)| v.map(|v| (i, v)))
-                    .unzip()
-            };
-            Self::check_key(t, &cols, |p| vals[p].is_null())?;
-            resolved.push(cols);
-            values.push(vals);
+        if batch.rows().any(|r| r.pos.iter().any(|&p| p >= idx.len())) {
+            return Err(Error::Type("a row has more values than columns".into()));
         }
-        self.write_checked(table, values, resolved, true)
+        self.write_checked(table, batch, &idx, true)
     }
 
-    /// Size and seq-space checks, then the write in its own unit (txn.rs);
-    /// state is restored when it fails. `base`: also upsert the base rows
-    /// (false for captured SQL, which changed them itself and writes inside
-    /// its statement's unit).
+    /// Key, size and seq-space checks, then the write in its own unit
+    /// (txn.rs); state is restored when it fails. `ords`: the ordinal of
+    /// each column position the batch's cells name (each at most once per
+    /// row). `base`: also upsert the base rows (false for captured SQL,
+    /// which changed them itself and writes inside its statement's unit).
     pub(super) fn write_checked(
         &mut self,
         table: &str,
-        values: Vec<Vec<Value>>,
-        resolved: Vec<Vec<usize>>,
+        batch: &Batch,
+        ords: &[usize],
         base: bool,
     ) -> Result<String> {
         let t = self.table(table)?;
         let budget = self.cfg.max_frame_bytes.saturating_sub(64 + t.name.len());
-        for (vals, cols) in values.iter().zip(&resolved) {
-            let size = protocol::estimate_row(vals.iter())
+        let mut cols = Vec::new();
+        for row in batch.rows() {
+            cols.clear();
+            for &p in row.pos {
+                match ords.get(p) {
+                    Some(&i) if !cols.contains(&i) => cols.push(i),
+                    _ => return Err(Error::Type("a row names a column twice or none".into())),
+                }
+            }
+            Self::check_key(t, &cols, |p| row.is_null(p))?;
+            let size = protocol::estimate_refs(row.values())
                 + cols.iter().map(|&i| t.columns[i].len() + 2).sum::<usize>();
             if size > budget {
                 return Err(Error::Range(format!(
@@ -238,10 +226,10 @@ impl Engine {
                 )));
             }
         }
-        if values.is_empty() {
+        if batch.is_empty() {
             return Ok(self.token());
         }
-        let n = values.len();
+        let n = batch.len();
         if self
             .seq
             .checked_add(n as u64)
@@ -256,12 +244,12 @@ impl Engine {
         // which rolls back whole on any error: no unit of its own.
         let written = if base {
             self.light_unit(|e| {
-                e.note_local_changes(table, &values, &resolved);
-                e.write_rows(table, values, &resolved, base)
+                e.note_local_changes(table, batch, ords);
+                e.write_rows(table, batch, ords, base)
             })
         } else {
-            self.note_local_changes(table, &values, &resolved);
-            self.write_rows(table, values, &resolved, base)
+            self.note_local_changes(table, batch, ords);
+            self.write_rows(table, batch, ords, base)
         };
         if let Err(e) = written {
             return Err(match e {
@@ -283,13 +271,7 @@ impl Engine {
 
     /// Stamp and store rows inside the open unit; their `(seq, at)` and
     /// patches are kept aside until the outermost unit commits (txn.rs).
-    fn write_rows(
-        &mut self,
-        table: &str,
-        rows: Vec<Vec<Value>>,
-        resolved: &[Vec<usize>],
-        base: bool,
-    ) -> Result<()> {
+    fn write_rows(&mut self, table: &str, batch: &Batch, ords: &[usize], base: bool) -> Result<()> {
         let t = &self.tables[table];
         let now = hlc::wall_ms();
         // With no peer to send to, nothing is queued: peers that connect
@@ -297,9 +279,12 @@ impl Engine {
         let queue = self.peers.values().any(|p| p.connected);
         let mut run: Option<Run> = None;
         let mut buf = Vec::new();
-        for (values, cols) in rows.into_iter().zip(resolved) {
-            if run.as_ref().is_none_or(|r| &r.cols != cols) {
-                run = Some(Run::new(&self.conn, t, cols, base)?);
+        let mut cols = Vec::new();
+        for row in batch.rows() {
+            cols.clear();
+            cols.extend(row.pos.iter().map(|&p| ords[p]));
+            if run.as_ref().is_none_or(|r| r.cols != cols) {
+                run = Some(Run::new(&self.conn, t, &cols, base)?);
             }
             let Some(r) = run.as_mut() else {
                 return Err(frame_err("internal: no prepared run"));
@@ -316,7 +301,7 @@ impl Engine {
                 &mut self.runs.borrow_mut(),
                 t,
                 stamp,
-                &values,
+                row,
                 &mut buf,
             )?;
             self.units.held.push((self.seq, at));
@@ -329,7 +314,7 @@ impl Engine {
                 seq: self.seq,
                 at,
                 columns: r.plan.names.clone(),
-                values,
+                values: row.to_values(),
             });
         }
         drop(run);
