@@ -191,3 +191,41 @@ test('a batch with more text than one packed string holds lands intact', () => {
   }
   assert.equal(r.get('SELECT a FROM t WHERE id = 7').a, rs[6].a)
 })
+
+test('rows whose keys differ from the first row, even only by inherited ones, land as upsert stores them', () => {
+  const proto = { c: 'inherited' }
+  const withProto = Object.assign(Object.create(proto), { id: 5, a: 'own' })
+  const cases = [
+    // same keys, then one key more, one less, another order
+    [{ id: 1, a: 1 }, { id: 2, a: 2 }, { id: 3, a: 3, b: 'extra' }],
+    [{ id: 1, a: 1, b: 1 }, { id: 2, a: 2 }],
+    [{ id: 1, a: 1 }, { a: 2, id: 2 }],
+    // for...in sees `c` on the prototype, Object.keys does not
+    [{ id: 4, a: 'x', c: 'own c' }, withProto],
+    [withProto, { id: 6, a: 'y', c: 'z' }],
+    // a null-prototype row
+    [{ id: 7, a: 1 }, Object.assign(Object.create(null), { id: 8, a: 2 })]
+  ]
+  for (const rs of cases) {
+    const many = open()
+    const one = open()
+    many.upsertMany('t', rs)
+    for (const r of rs) one.upsert('t', r)
+    assert.deepEqual(dump(many), dump(one), JSON.stringify(rs))
+    assert.deepEqual(patches(many), patches(one), JSON.stringify(rs))
+  }
+  // An enumerable property on Object.prototype is inherited by every plain
+  // row: a column one row owns must not be read from another's prototype.
+  Object.prototype.c = 'polluted' // eslint-disable-line no-extend-native
+  try {
+    const rs = [{ id: 9, a: 1, c: 'own' }, { id: 10, a: 2 }, { id: 11, a: 3, c: null }]
+    const many = open()
+    const one = open()
+    many.upsertMany('t', rs)
+    for (const r of rs) one.upsert('t', r)
+    assert.deepEqual(dump(many), dump(one))
+    assert.equal(dump(many)[1].c, null)
+  } finally {
+    delete Object.prototype.c
+  }
+})

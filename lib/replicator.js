@@ -36,7 +36,12 @@ function checkInterval (v) {
   if (!Number.isFinite(v) || v < 0) throw rangeError('options.snapshot.intervalMs must be a finite number >= 0')
 }
 
-const isRowObject = (r) => r !== null && typeof r === 'object' && !Array.isArray(r) && !ArrayBuffer.isView(r)
+// A plain object (no prototype of its own, so nothing inherited to read).
+const isRowObject = (r) => {
+  if (r === null || typeof r !== 'object') return false
+  const p = Object.getPrototypeOf(r)
+  return p === Object.prototype || p === null
+}
 
 /**
  * Rows as column names once (their keys in first-seen order) and their
@@ -50,17 +55,45 @@ function columnar (rows) {
   if (!Array.isArray(rows) || rows.length === 0 || !rows.every(isRowObject)) return null
   const cols = Object.keys(rows[0])
   let same = true
+  // for...in lists a plain row's own keys, plus any enumerable ones added
+  // to Object.prototype: then only Object.keys tells.
+  const sameKeys = inheritsKeys() ? ownKeysAre : keysAre
   for (let i = 1; i < rows.length; i++) {
-    const keys = Object.keys(rows[i])
-    if (keys.length !== cols.length || !keys.every((k, j) => k === cols[j])) { same = false; break }
+    if (!sameKeys(rows[i], cols)) { same = false; break }
   }
   if (!same) {
     const seen = new Set(cols)
     for (const r of rows) for (const k of Object.keys(r)) if (!seen.has(k)) { seen.add(k); cols.push(k) }
   }
   if (cols.length === 0) return null
-  const packed = pack(rows, cols)
+  const packed = pack(rows, cols, !same)
   return packed === null ? null : [cols, packed]
+}
+
+/**
+ * True when `for...in` over `row` yields exactly `cols`, in order. For a
+ * plain row while `Object.prototype` has no enumerable key, those are its
+ * own keys in `Object.keys` order; no array per row (measured: a quarter
+ * of the cost of `Object.keys` on 100k rows).
+ */
+function keysAre (row, cols) {
+  let j = 0
+  for (const k in row) {
+    if (k !== cols[j]) return false
+    j++
+  }
+  return j === cols.length
+}
+
+function ownKeysAre (row, cols) {
+  const keys = Object.keys(row)
+  return keys.length === cols.length && keys.every((k, j) => k === cols[j])
+}
+
+/** True when someone added an enumerable property to `Object.prototype`. */
+function inheritsKeys () {
+  for (const k in Object.prototype) return k !== undefined
+  return false
 }
 
 // Cell tags of a packed batch (src/binding/cells.rs reads them).
@@ -79,9 +112,12 @@ const MAX_PACKED_TEXT = 1 << 24
  * in `nums`; every string joined in `text`; anything else (bigint, boolean,
  * Buffer, NaN, a wrong type) in `others`, checked natively as a lone value.
  * Two typed arrays and a string cross instead of a handle per cell. `null`
- * when the text would pass `MAX_PACKED_TEXT`.
+ * when the text would pass `MAX_PACKED_TEXT`. `own`: read only a row's own
+ * properties (when rows' keys differ, a column one row owns may be
+ * inherited by another, from an enumerable property added to
+ * `Object.prototype`; `upsert` would not see it).
  */
-function pack (rows, cols) {
+function pack (rows, cols, own) {
   const n = cols.length
   const tags = new Uint8Array(rows.length * n)
   const nums = new Float64Array(rows.length * n)
@@ -92,7 +128,7 @@ function pack (rows, cols) {
   for (let i = 0; i < rows.length; i++) {
     const r = rows[i]
     for (let j = 0; j < n; j++, k++) {
-      const v = r[cols[j]]
+      const v = own && !Object.hasOwn(r, cols[j]) ? undefined : r[cols[j]]
       if (typeof v === 'number' && !Number.isNaN(v)) {
         tags[k] = NUMBER
         nums[k] = v

@@ -99,11 +99,18 @@ impl SeqVector {
 
     /// Record a held patch (idempotent only if the caller checks `holds`).
     pub fn hold(&mut self, origin: u32, seq: u64, at: u64) {
+        self.hold_all(origin, [(seq, at)]);
+    }
+
+    /// [`SeqVector::hold`] of many patches of one origin (one lookup).
+    pub fn hold_all(&mut self, origin: u32, held: impl IntoIterator<Item = (u64, u64)>) {
         let o = self.origin(origin);
-        o.held.insert(seq);
-        o.digest ^= patch_hash(origin, seq, at);
-        if seq < SHADOW_STEP {
-            o.max_seen = o.max_seen.max(seq);
+        for (seq, at) in held {
+            o.held.insert(seq);
+            o.digest ^= patch_hash(origin, seq, at);
+            if seq < SHADOW_STEP {
+                o.max_seen = o.max_seen.max(seq);
+            }
         }
     }
 

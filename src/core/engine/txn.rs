@@ -341,9 +341,7 @@ impl Engine {
         if let Some(&(_, at)) = held.first() {
             self.oldest_at.entry(self.peer_id).or_insert(at);
         }
-        for (seq, at) in held {
-            self.vector.hold(self.peer_id, seq, at);
-        }
+        self.vector.hold_all(self.peer_id, held);
         self.outbox.append(&mut self.units.staged);
         let changes = std::mem::take(&mut self.units.changes);
         if !changes.is_empty() {
