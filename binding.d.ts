@@ -61,7 +61,7 @@ export declare class NativeReplicator {
    */
   upsertColumns(table: string, columns: Array<string>, values: Array<unknown>): string
   /**
-   * `upsertColumns` with the values packed by `lib/replicator.js`
+   * `upsertColumns` with the values packed by `lib/rows.js`
    * `pack()` (`upsertMany`: no N-API call per cell).
    */
   upsertPacked(table: string, columns: Array<string>, packed: [Uint8Array, Float64Array, string, unknown[]]): string

@@ -15,6 +15,7 @@ const { make, typeError, rangeError, closedError } = require('./errors.js')
 const snapshots = require('./snapshot.js')
 const acks = require('./acks.js')
 const sql = require('./sql.js')
+const { columnar, oneRow } = require('./rows.js')
 const debug = require('./debug.js')('quilt:replicator')
 
 const U32_MAX = 0xffffffff
@@ -34,135 +35,6 @@ function checkInterval (v) {
   if (v === undefined) return
   if (typeof v !== 'number' || Number.isNaN(v)) throw typeError('options.snapshot.intervalMs must be a number')
   if (!Number.isFinite(v) || v < 0) throw rangeError('options.snapshot.intervalMs must be a finite number >= 0')
-}
-
-// A plain object (no prototype of its own, so nothing inherited to read).
-const isRowObject = (r) => {
-  if (r === null || typeof r !== 'object') return false
-  const p = Object.getPrototypeOf(r)
-  return p === Object.prototype || p === null
-}
-
-/**
- * Rows as column names once (their keys in first-seen order) and their
- * cells packed by `pack()` (a row lacking a column leaves it not given): the
- * native side then reads typed arrays instead of properties by name. `null` when
- * `rows` is not a non-empty array of row objects with some column: those go
- * to the native `upsertMany`, which checks them and reports what is wrong
- * (this is the choice of a fast path, not a check).
- */
-function columnar (rows) {
-  if (!Array.isArray(rows) || rows.length === 0 || !rows.every(isRowObject)) return null
-  const cols = Object.keys(rows[0])
-  let same = true
-  // for...in lists a plain row's own keys, plus any enumerable ones added
-  // to Object.prototype: then only Object.keys tells.
-  const sameKeys = inheritsKeys() ? ownKeysAre : keysAre
-  for (let i = 1; i < rows.length; i++) {
-    if (!sameKeys(rows[i], cols)) { same = false; break }
-  }
-  if (!same) {
-    const seen = new Set(cols)
-    for (const r of rows) for (const k of Object.keys(r)) if (!seen.has(k)) { seen.add(k); cols.push(k) }
-  }
-  if (cols.length === 0) return null
-  const packed = pack(rows, cols, !same)
-  return packed === null ? null : [cols, packed]
-}
-
-/**
- * True when `for...in` over `row` yields exactly `cols`, in order. For a
- * plain row while `Object.prototype` has no enumerable key, those are its
- * own keys in `Object.keys` order; no array per row (measured: a quarter
- * of the cost of `Object.keys` on 100k rows).
- */
-function keysAre (row, cols) {
-  let j = 0
-  for (const k in row) {
-    if (k !== cols[j]) return false
-    j++
-  }
-  return j === cols.length
-}
-
-function ownKeysAre (row, cols) {
-  const keys = Object.keys(row)
-  return keys.length === cols.length && keys.every((k, j) => k === cols[j])
-}
-
-/** True when someone added an enumerable property to `Object.prototype`. */
-function inheritsKeys () {
-  for (const k in Object.prototype) return k !== undefined
-  return false
-}
-
-// Cell tags of a packed batch (src/binding/cells.rs reads them).
-const NULL = 1
-const NUMBER = 2
-const TEXT = 3
-const OTHER = 4
-// Most UTF-16 code units of text one packed batch joins (32 MB): a batch
-// with more goes through the native object path, string by string, so a
-// large batch never meets V8's string length limit (2^29 units).
-const MAX_PACKED_TEXT = 1 << 24
-
-/**
- * Rows' cells, row by row, as `[tags, nums, text, others]`: a tag per cell
- * (0, the default, is a column not given); a number, or a string's length,
- * in `nums`; every string joined in `text`; anything else (bigint, boolean,
- * Buffer, NaN, a wrong type) in `others`, checked natively as a lone value.
- * Two typed arrays and a string cross instead of a handle per cell. `null`
- * when the text would pass `MAX_PACKED_TEXT`. `own`: read only a row's own
- * properties (when rows' keys differ, a column one row owns may be
- * inherited by another, from an enumerable property added to
- * `Object.prototype`; `upsert` would not see it).
- */
-function pack (rows, cols, own) {
-  const n = cols.length
-  const tags = new Uint8Array(rows.length * n)
-  const nums = new Float64Array(rows.length * n)
-  const strs = []
-  const others = []
-  let text = 0
-  let k = 0
-  for (let i = 0; i < rows.length; i++) {
-    const r = rows[i]
-    for (let j = 0; j < n; j++, k++) {
-      const v = own && !Object.hasOwn(r, cols[j]) ? undefined : r[cols[j]]
-      if (typeof v === 'number' && !Number.isNaN(v)) {
-        tags[k] = NUMBER
-        nums[k] = v
-      } else if (typeof v === 'string') {
-        tags[k] = TEXT
-        nums[k] = v.length
-        text += v.length
-        if (text > MAX_PACKED_TEXT) return null
-        strs.push(v)
-      } else if (v === null) {
-        tags[k] = NULL
-      } else if (v !== undefined) {
-        tags[k] = OTHER
-        others.push(v)
-      }
-    }
-  }
-  return [tags, nums, strs.join(''), others]
-}
-
-/**
- * One plain row object as `[names, values]` for the native `upsertColumns`
- * (measured: reading an object's keys natively costs ~10% of an autocommit
- * `upsert`); `null` for anything else, which the native `upsert` checks and
- * reports. Same meaning: an `undefined` value is a column not given.
- */
-function oneRow (row) {
-  if (row === null || typeof row !== 'object' || Object.getPrototypeOf(row) !== Object.prototype) return null
-  const cols = Object.keys(row)
-  const n = cols.length
-  if (n === 0) return null
-  const vals = new Array(n)
-  for (let i = 0; i < n; i++) vals[i] = row[cols[i]]
-  return [cols, vals]
 }
 
 /** Parse a session token `"<peerId>.<seq>"`; null when it is not one. */

@@ -1,6 +1,6 @@
 //! Values that cross the FFI in bulk: a batch of rows as cells (`JsCells`,
 //! one handle per cell), a batch packed into typed arrays by
-//! `lib/replicator.js` `pack()` (`JsPacked`: no N-API call per cell), and
+//! `lib/rows.js` `pack()` (`JsPacked`: no N-API call per cell), and
 //! the `Float64Array` that `run()` writes its results into (`JsOut`).
 
 use super::values::{array, js_value, number_value, typed_array};
@@ -101,7 +101,7 @@ impl FromNapiValue for JsOut {
     }
 }
 
-/// Tags of a packed batch, one per cell (`lib/replicator.js` `pack()`).
+/// Tags of a packed batch, one per cell (`lib/rows.js` `pack()`).
 const NOT_GIVEN: u8 = 0;
 const NULL: u8 = 1;
 /// A number (not NaN) in `nums`.

@@ -1,5 +1,5 @@
 //! The napi side of local writes: `upsert`, `upsertMany` (as row objects,
-//! as names and cells, or packed by `lib/replicator.js` `pack()`) and
+//! as names and cells, or packed by `lib/rows.js` `pack()`) and
 //! `delete`. Each returns the last write's token.
 
 use super::{JsCells, JsKey, JsPacked, JsRow, JsRowList, JsTable, NativeReplicator, OrJs};
@@ -46,7 +46,7 @@ impl NativeReplicator {
             .js(&env)
     }
 
-    /// `upsertColumns` with the values packed by `lib/replicator.js`
+    /// `upsertColumns` with the values packed by `lib/rows.js`
     /// `pack()` (`upsertMany`: no N-API call per cell).
     #[napi(
         catch_unwind,
