@@ -287,3 +287,17 @@ test('random batches land as upsert stores them, row by row (200 seeded batches)
     one.close({ timeoutMs: 0 })
   }
 })
+
+test('rows that are not plain objects take the object path: stored as upsert stores them, the first bad row decides the error', () => {
+  class Row { constructor (o) { Object.assign(this, o) } get ignored () { return 'getter' } }
+  const many = open()
+  const one = open()
+  const rs = [new Row({ id: 1, a: 'x' }), new Row({ id: 2, b: 2 }), { id: 3, c: null }]
+  many.upsertMany('t', rs)
+  for (const r of rs) one.upsert('t', r)
+  assert.deepEqual(dump(many), dump(one))
+  assert.equal(dump(many).length, 3)
+  assert.throws(() => many.upsertMany('t', [new Row({ a: 1 }), new Row({ id: 9, zz: 1 })]), { code: 'E_ARG' })
+  assert.throws(() => many.upsertMany('t', [new Row({ id: 9, zz: 1 }), new Row({ a: 1 })]), { code: 'E_SCHEMA' })
+  assert.equal(dump(many).length, 3)
+})

@@ -164,6 +164,10 @@ impl Engine {
                 }
             }
             batch.end_row();
+            // Row by row, as before batches: the first bad row decides the
+            // error (write_checked checks every key again).
+            let r = batch.row(batch.len() - 1);
+            Self::check_key(t, r.pos, |p| r.is_null(p))?;
         }
         let ords: Vec<usize> = (0..t.columns.len()).collect();
         self.write_checked(table, &batch, &ords, true)
