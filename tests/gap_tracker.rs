@@ -198,3 +198,19 @@ fn gone_ranges_never_push_a_request_past_its_cap() {
     let ask = g.plan(7, &st, 5, 0, &[8], None, false, 0, 64);
     assert!(ask.is_none_or(|a| a.ranges.len() <= 64));
 }
+
+#[test]
+fn holding_many_is_holding_each_and_nothing_adds_no_origin() {
+    let mut each = SeqVector::default();
+    let mut many = SeqVector::default();
+    let held = [(1u64, 10u64), (2, 11), (4, 12)];
+    for &(seq, at) in &held {
+        each.hold(3, seq, at);
+    }
+    many.hold_all(3, held);
+    assert_eq!(each.ping_vector(), many.ping_vector());
+    assert_eq!(each.origins[&3].digest, many.origins[&3].digest);
+    assert!((1..=5).all(|s| each.holds(3, s) == many.holds(3, s)));
+    many.hold_all(9, []);
+    assert!(!many.origins.contains_key(&9));
+}

@@ -78,11 +78,6 @@ impl Batch {
         self.ends.is_empty()
     }
 
-    /// Cells pushed since the last [`Batch::end_row`].
-    pub fn open_cells(&self) -> usize {
-        self.cells.len() - self.ends.last().copied().unwrap_or(0)
-    }
-
     /// Add a value for column `pos` to the row being built (text and blobs
     /// are copied).
     pub fn push(&mut self, pos: usize, v: ValueRef<'_>) {

@@ -103,7 +103,12 @@ impl SeqVector {
     }
 
     /// [`SeqVector::hold`] of many patches of one origin (one lookup).
+    /// Nothing held adds no origin entry (as a loop of `hold` would not).
     pub fn hold_all(&mut self, origin: u32, held: impl IntoIterator<Item = (u64, u64)>) {
+        let mut held = held.into_iter().peekable();
+        if held.peek().is_none() {
+            return;
+        }
         let o = self.origin(origin);
         for (seq, at) in held {
             o.held.insert(seq);

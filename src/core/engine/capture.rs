@@ -68,8 +68,8 @@ struct Touched {
     new: Option<Vec<Value>>,
 }
 
-/// Patches of one table waiting to be written together (cells name
-/// ordinals: `write_checked` gets the identity map).
+/// Patches of one table waiting to be written together (cells name the
+/// table's column ordinals).
 struct Pending {
     table: String,
     rows: Batch,
@@ -77,9 +77,7 @@ struct Pending {
 
 impl Pending {
     fn write(self, e: &mut Engine) -> Result<String> {
-        let n = e.tables.get(&self.table).map_or(0, |t| t.columns.len());
-        let ords: Vec<usize> = (0..n).collect();
-        e.write_checked(&self.table, &self.rows, &ords, false)
+        e.write_ordinals(&self.table, &self.rows, false)
     }
 }
 

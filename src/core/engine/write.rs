@@ -169,8 +169,20 @@ impl Engine {
             let r = batch.row(batch.len() - 1);
             Self::check_key(t, r.pos, |p| r.is_null(p))?;
         }
-        let ords: Vec<usize> = (0..t.columns.len()).collect();
-        self.write_checked(table, &batch, &ords, true)
+        self.write_ordinals(table, &batch, true)
+    }
+
+    /// [`Engine::write_checked`] of a batch whose cells name the table's
+    /// column ordinals (`upsert` of row objects, captured SQL).
+    pub(super) fn write_ordinals(
+        &mut self,
+        table: &str,
+        batch: &Batch,
+        base: bool,
+    ) -> Result<String> {
+        let n = self.table(table)?.columns.len();
+        let ords: Vec<usize> = (0..n).collect();
+        self.write_checked(table, batch, &ords, base)
     }
 
     /// `upsertMany` as column names once and a batch whose cells name
@@ -190,9 +202,6 @@ impl Engine {
                 Some(_) => return Err(Error::Type(format!("column {c} is given twice"))),
                 None => return Err(schema_err(format!("table {} has no column {c}", t.name))),
             }
-        }
-        if batch.rows().any(|r| r.pos.iter().any(|&p| p >= idx.len())) {
-            return Err(Error::Type("a row has more values than columns".into()));
         }
         self.write_checked(table, batch, &idx, true)
     }
