@@ -86,6 +86,15 @@ pub fn delete(conn: &Connection, key: &str) -> Result<()> {
     Ok(())
 }
 
+/// Every `(key, value)` whose key starts with `prefix`, as integers.
+pub fn with_prefix(conn: &Connection, prefix: &str) -> Result<Vec<(String, i64)>> {
+    let mut st = conn.prepare_cached(
+        "SELECT key, value FROM _quilt_meta WHERE substr(key, 1, length(?1)) = ?1",
+    )?;
+    let rows = st.query_map([prefix], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
 /// Let SQLite refresh its planner statistics (at close; errors ignored).
 pub fn optimize(conn: &Connection) {
     let _ = conn.execute_batch("PRAGMA optimize");

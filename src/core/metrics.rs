@@ -17,6 +17,8 @@ pub struct Counters {
     pub duplicates: u64,
     pub patches_applied: u64,
     pub local_writes: u64,
+    /// Clock rows replayed at open after a run ended with some kept aside.
+    pub clocks_replayed: u64,
     pub send_failures: u64,
     pub purged: u64,
     pub rejected: BTreeMap<&'static str, u64>,
@@ -147,6 +149,13 @@ pub fn render(c: &Counters, g: &Gauges) -> String {
         "Local patches written.",
     );
     let _ = writeln!(o, "quilt_local_writes_total {}", c.local_writes);
+    family(
+        &mut o,
+        "quilt_clock_rows_replayed",
+        "counter",
+        "Clock rows replayed at open, left aside when the last run ended.",
+    );
+    let _ = writeln!(o, "quilt_clock_rows_replayed_total {}", c.clocks_replayed);
     family(
         &mut o,
         "quilt_send_failures",

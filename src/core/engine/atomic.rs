@@ -123,7 +123,7 @@ impl Engine {
         if hit.is_empty() {
             return Ok(());
         }
-        tx::begin(&self.conn)?;
+        self.begin_tx()?;
         let mut changes = Vec::new();
         let done = hit.iter().try_for_each(|&u| {
             self.replay_group(u, &mut changes)?;

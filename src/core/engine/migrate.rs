@@ -62,7 +62,7 @@ impl Engine {
         let from = self.schema_version;
         let to = u32::try_from(migrations.len())
             .map_err(|_| Error::Range("too many migrations".into()))?;
-        tx::begin(&self.conn)?;
+        self.begin_tx()?;
         // A failed COMMIT (a deferred foreign key, a full disk) undoes the
         // migration like any other error.
         let res = self
@@ -344,7 +344,7 @@ impl Engine {
             return Ok(());
         }
         let before = self.schema_version;
-        tx::begin(&self.conn)?;
+        self.begin_tx()?;
         match self.adopt_replic_in_tx() {
             Ok(()) => {
                 tx::commit(&self.conn)?;

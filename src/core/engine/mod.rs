@@ -26,6 +26,7 @@ mod atomic;
 pub mod broadcast;
 mod capture;
 mod clash;
+mod defer;
 mod fence;
 mod gaps;
 mod kept;
@@ -230,6 +231,8 @@ pub struct Engine {
     out_atomic: Vec<crate::core::atomic::Atomic>,
     /// Marks of the vector last saved (persist.rs).
     saved_marks: std::cell::RefCell<Option<persist::Marks>>,
+    /// Clock rows of autocommit writes kept aside (defer.rs).
+    defer: defer::Deferred,
 }
 
 fn random_peer_id() -> u32 {
@@ -313,10 +316,12 @@ impl Engine {
             saved_marks: std::cell::RefCell::new(None),
             waiting: Vec::new(),
             out_atomic: Vec::new(),
+            defer: Default::default(),
             cfg,
         };
         e.adopt_replic()?;
         e.refresh_schema(false)?;
+        e.recover_clock()?;
         e.rebuild_vector()?;
         if let Some(id) = e.cfg.peer_id {
             if id != e.peer_id {
@@ -557,6 +562,8 @@ impl Engine {
         if self.closed {
             return Ok(());
         }
+        // When this fails the marks stay and the next open replays them.
+        let _ = self.settle_clock();
         self.save_state()?;
         self.closed = true;
         meta::optimize(&self.conn);

@@ -204,7 +204,7 @@ impl Engine {
                 hold: hold.clone(),
                 ..Default::default()
             };
-            tx::begin(&self.conn)?;
+            self.begin_tx()?;
             let mut seen: HashSet<(u32, u64)> = HashSet::new();
             let result = body.groups.iter().try_for_each(|g| {
                 self.store_group(g, body.schema_version, careful, &mut seen, &mut st)
@@ -484,6 +484,7 @@ impl Engine {
     /// (once for every peer, see `broadcast.rs`).
     pub(super) fn tick_with(&mut self, ping: bool) -> Result<Vec<Outgoing>> {
         self.check_open()?;
+        self.settle_clock()?;
         self.tick_no += 1;
         self.served_bytes.clear();
         let mut out = self.drain_outbox();

@@ -98,7 +98,7 @@ impl Engine {
         if limit == 0 {
             return Ok(0);
         }
-        tx::begin(&self.conn)?;
+        self.begin_tx()?;
         let done = self.purge_prefix(o, limit, cutoff).and_then(|r| {
             tx::commit(&self.conn)?;
             Ok(r)

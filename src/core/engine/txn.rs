@@ -192,6 +192,10 @@ impl Engine {
         self.units.staged.truncate(m.staged);
         self.units.held.truncate(m.held);
         self.units.changes.truncate(m.changes);
+        if self.units.marks.is_empty() {
+            // The outermost unit: its deferred clock rows go with it.
+            self.defer.discard_staged();
+        }
     }
 
     /// Writes are refused while a rolled-back transaction is being left.
@@ -266,6 +270,11 @@ impl Engine {
         self.check_open()?;
         self.check_not_aborted()?;
         if self.units.marks.is_empty() {
+            // Clock rows kept aside are written first, unless this unit
+            // keeps its own aside too (defer.rs).
+            if !self.defer.active {
+                self.settle_clock()?;
+            }
             // Prepared once: an autocommit write pays for no SQL parsing.
             tx::begin(&self.conn)?;
         } else {
@@ -314,6 +323,7 @@ impl Engine {
             return Err(Error::Arg("internal: commit without an open unit".into()));
         }
         if outer {
+            self.defer.commit();
             self.publish_units();
         }
         Ok(())

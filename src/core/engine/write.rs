@@ -10,6 +10,7 @@
 //! clock row outright; a partial one reads the clock row and merges it in
 //! Rust (`clock::merge_clock_into`), no SQL function involved.
 
+use super::defer::{Deferred, DEFER_MAX, DEFER_ROWS};
 use super::*;
 use crate::core::batch::{Batch, Row};
 use crate::core::runs::Runs;
@@ -55,7 +56,9 @@ impl<'c> Run<'c> {
     }
 
     /// Base row (unless captured SQL already changed it), patch row and
-    /// clock row of one write.
+    /// clock row of one write; with `defer`, the clock row is kept aside
+    /// (defer.rs) instead of written.
+    #[allow(clippy::too_many_arguments)]
     fn write(
         &mut self,
         conn: &Connection,
@@ -64,6 +67,7 @@ impl<'c> Run<'c> {
         stamp: Stamp,
         row: Row<'_>,
         buf: &mut Vec<u8>,
+        defer: Option<&mut Deferred>,
     ) -> Result<()> {
         // The base row first: when the user's row breaks a constraint,
         // nothing of the write is left (a light unit goes on: txn.rs).
@@ -76,12 +80,15 @@ impl<'c> Run<'c> {
         let nulls = store::nulls_bitmap(t, &self.cols, (0..row.len()).map(|p| row.is_null(p)));
         store::bind_patch_row(&mut self.ins, stamp, nulls.as_deref(), row.values())?;
         self.ins.raw_execute()?;
+        let rowid = conn.last_insert_rowid();
         if t.rowid {
-            runs.note(&t.name_arc, stamp.peer, stamp.seq, conn.last_insert_rowid());
+            runs.note(&t.name_arc, stamp.peer, stamp.seq, rowid);
         }
-        buf.clear();
-        buf.extend_from_slice(&self.plan.template);
-        store::fill_clock(buf, &self.plan.slots, stamp);
+        store::local_clock(buf, &self.plan, stamp);
+        if let Some(d) = defer {
+            let pk = self.plan.pk_pos.iter().map(|&p| Value::from(row.get(p)));
+            return d.stage(conn, t, pk.collect(), buf, self.plan.whole, rowid);
+        }
         let mut use_merged = false;
         if let Some(sel) = self.select.as_mut() {
             for (k, &p) in self.plan.pk_pos.iter().enumerate() {
@@ -95,19 +102,6 @@ impl<'c> Run<'c> {
                 store::merge_clock_into(&mut self.merged, old, buf);
                 use_merged = true;
             }
-        }
-        if self.plan.slots.is_empty() {
-            // Key-only: the row exists at this stamp (store.rs, row slot).
-            if !use_merged {
-                self.merged.clear();
-                self.merged.extend_from_slice(buf);
-                use_merged = true;
-            }
-            store::raise_slot(
-                &mut self.merged,
-                store::ROW_SLOT,
-                &store::stamp_bytes(stamp),
-            );
         }
         let blob: &[u8] = if use_merged { &self.merged } else { buf };
         let mut k = 1;
@@ -254,12 +248,19 @@ impl Engine {
             )));
         }
         // Captured SQL (`!base`) writes inside the unit of its statement,
-        // which rolls back whole on any error: no unit of its own.
+        // which rolls back whole on any error: no unit of its own. A small
+        // autocommit write keeps its clock rows aside (defer.rs).
         let written = if base {
-            self.light_unit(|e| {
+            self.defer.active = !self.units.live()
+                && n <= DEFER_ROWS
+                && self.defer.len() < DEFER_MAX
+                && self.tables[table].rowid;
+            let w = self.light_unit(|e| {
                 e.note_local_changes(table, batch, ords);
                 e.write_rows(table, batch, ords, base)
-            })
+            });
+            self.defer.active = false;
+            w
         } else {
             self.note_local_changes(table, batch, ords);
             self.write_rows(table, batch, ords, base)
@@ -309,6 +310,7 @@ impl Engine {
                 peer: self.peer_id,
                 seq: self.seq,
             };
+            let defer = self.defer.active.then_some(&mut self.defer);
             r.write(
                 &self.conn,
                 &mut self.runs.borrow_mut(),
@@ -316,6 +318,7 @@ impl Engine {
                 stamp,
                 row,
                 &mut buf,
+                defer,
             )?;
             self.units.held.push((self.seq, at));
             if !queue {
