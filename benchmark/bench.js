@@ -167,6 +167,37 @@ async function quiltAutocommit (rows) {
 }
 
 /**
+ * (b)'s cost in pages: WAL frames each autocommit write adds, for quilt and
+ * for the plain upsert, counted by a second connection (checkpoint first,
+ * then the WAL's frame count after K commits; fewer than quilt's
+ * autocheckpoint threshold, and better-sqlite3's is off, so none runs in
+ * between: a checkpoint would restart the WAL and the count with it).
+ */
+function pagesPerCommit (rows) {
+  const K = Math.min(600, Math.floor(rows.length / 2))
+  const count = (file, write) => {
+    for (let i = 0; i < K; i++) write(rows[i])
+    const side = new Database(file)
+    side.pragma('wal_checkpoint(TRUNCATE)')
+    for (let i = K; i < 2 * K; i++) write(rows[i])
+    const frames = side.pragma('wal_checkpoint(PASSIVE)')[0].log
+    side.close()
+    return frames / K
+  }
+  const file = path.join(freshDir(), 'q.db')
+  const q = new Replicator({ path: file, peerId: 1, heartbeatMs: 0 })
+  q.migrate(MIGRATIONS)
+  const quilt = count(file, (r) => q.upsert('t', r))
+  q.close({ timeoutMs: 0 })
+  const db = openBetter()
+  db.pragma('wal_autocheckpoint = 0')
+  const stmt = db.prepare(UPSERT)
+  const better = count(db.name, (r) => stmt.run(r))
+  db.close()
+  return { quilt, better, K }
+}
+
+/**
  * A writer (peer 1) with peer 2 registered; returns the frames it hands to
  * peer 2's send after upsertMany(rows) + flush(), and the writer.
  */
@@ -321,6 +352,7 @@ async function main () {
     m.qf.push(lf.ms)
     if (!lf.healed) lossy.healed = false
   }
+  const pages = pagesPerCommit(rowsAuto)
   if (process.stderr.isTTY) process.stderr.write('floor...         \r')
   const floor = runFloor(floorBuilt)
   if (process.stderr.isTTY) process.stderr.write('                 \r')
@@ -357,6 +389,7 @@ async function main () {
   console.log('-'.repeat(widths.reduce((a, b) => a + b + 2, -2)))
   for (const r of table) console.log(line(r))
   console.log('')
+  console.log(`(b): WAL pages written per autocommit write (${pages.K} commits): quilt ${pages.quilt.toFixed(2)}, better-sqlite3 ${pages.better.toFixed(2)}; quilt's base row, patch row and run map, its clock rows written once per up to 512 writes (docs/design.md "Deferred clock rows")`)
   console.log(`(c)/(d): ${frames.length} frame(s), ${wireBytes} bytes for ${N} patches (default maxFrameBytes); applied ${applied} of ${N}`)
   console.log(`(e)/(f): writer maxFrameBytes ${SMALL_FRAME}: ${lossy.frames} frames, ${lossy.dropped} dropped; the gap in (e) leaves ${t.missing} patches missing`)
   console.log(`(f): the writer sent ${lossy.retransmitted} frame(s), ${lossy.retransmittedBytes} bytes to the receiver after the loss (repairs and pings), ${lossy.duplicates} of the patches in them were duplicates; ratio against the plain one-transaction better-sqlite3 upsert of (c)`)
