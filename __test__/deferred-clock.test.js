@@ -23,7 +23,10 @@ const open = (file, peerId) => {
   r.migrate(SCHEMA)
   return r
 }
-const rows = (r) => r.all('SELECT id, v, n FROM t ORDER BY id')
+const rows = (r) => r.all('SELECT id, v, n FROM t WHERE id <= 1000 ORDER BY id')
+// Clock rows are kept aside once a few autocommit writes came in a row
+// (docs/design.md): these go first, on rows the checks leave out.
+const WARM = "for (let i = 1; i <= 4; i++) r.upsert('t', { id: 1000 + i, v: 'warm', n: i })"
 const replayed = (r) => Number(/quilt_clock_rows_replayed_total (\d+)/.exec(r.metrics())[1])
 
 /** Two peers wired in process; frames delivered until quiet, bounded. */
@@ -80,10 +83,11 @@ test('a writer killed with clock rows kept aside: its newer writes still win aft
   for (let i = 1; i <= ROWS; i++) b.upsert('t', { id: i, v: 'b older', n: -i })
   await new Promise((resolve) => setTimeout(resolve, 5))
   await writeAndKill(fa, `
+    ${WARM}
     for (let i = 1; i <= ${ROWS}; i++) r.upsert('t', { id: i, v: 'a newer', n: i })
     for (let i = 1; i <= 10; i++) r.upsert('t', { id: i, n: 1000 + i })
     // Clock rows are written once per batch of writes: none yet.
-    if (r.get('SELECT count(*) AS c FROM _quilt_clock_t').c !== 0) throw new Error('clock rows were written')`)
+    if (r.get('SELECT count(*) AS c FROM _quilt_clock_t WHERE id <= 1000').c !== 0) throw new Error('clock rows were written')`)
   const a = open(fa, 1)
   assert.equal(replayed(a), ROWS + 10, 'the open replays the writes whose clock rows were lost')
   const want = []
@@ -97,7 +101,7 @@ test('a writer killed with clock rows kept aside: its newer writes still win aft
   // Closed cleanly: nothing left to replay.
   const again = open(fa, 1)
   assert.equal(replayed(again), 0)
-  assert.equal(again.get('SELECT count(*) AS c FROM _quilt_clock_t').c, ROWS)
+  assert.equal(again.get('SELECT count(*) AS c FROM _quilt_clock_t WHERE id <= 1000').c, ROWS)
   await again.close({ timeoutMs: 0 })
 })
 

@@ -9,6 +9,9 @@
 //! the clock rows of up to [`DEFER_MAX`] such writes are written together,
 //! in one commit, before anything else reads or writes a clock:
 //!
+//! Deferral starts once [`DEFER_AFTER`] such writes came in a row, with no
+//! other transaction between them.
+//!
 //! - every other unit of work (`transaction(fn)`, captured SQL, a larger
 //!   batch), `applyPatches`, migrations, retention, and atomic groups open
 //!   their transaction with [`Engine::begin_tx`] or `begin_unit`, which
@@ -27,6 +30,10 @@
 
 use super::*;
 
+/// Small autocommit writes in a row before their clock rows are deferred:
+/// a write alone between other transactions would pay a mark and a settle
+/// commit for one clock row (more pages, not fewer).
+pub(super) const DEFER_AFTER: u32 = 4;
 /// Largest batch whose clock rows are deferred (a larger one writes them
 /// in its own transaction: one commit either way).
 pub(super) const DEFER_ROWS: usize = 64;
@@ -57,6 +64,11 @@ pub(super) struct Deferred {
     staged_marks: Vec<Arc<str>>,
     /// The open unit keeps its clock rows aside (write.rs `write_checked`).
     pub(super) active: bool,
+    /// The write about to open its unit is a small autocommit one, deferred
+    /// or not yet ([`DEFER_AFTER`]).
+    pub(super) eligible: bool,
+    /// Small autocommit writes since any other transaction.
+    pub(super) streak: u32,
 }
 
 fn mark_key(table: &str) -> String {
@@ -156,6 +168,7 @@ impl Engine {
     /// `BEGIN IMMEDIATE` for a transaction that may read or write clocks:
     /// the clock rows kept aside are settled first.
     pub(super) fn begin_tx(&mut self) -> Result<()> {
+        self.defer.streak = 0;
         self.settle_clock()?;
         tx::begin(&self.conn)
     }

@@ -273,6 +273,9 @@ impl Engine {
             // Clock rows kept aside are written first, unless this unit
             // keeps its own aside too (defer.rs).
             if !self.defer.active {
+                if !self.defer.eligible {
+                    self.defer.streak = 0;
+                }
                 self.settle_clock()?;
             }
             // Prepared once: an autocommit write pays for no SQL parsing.

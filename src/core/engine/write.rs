@@ -10,7 +10,7 @@
 //! clock row outright; a partial one reads the clock row and merges it in
 //! Rust (`clock::merge_clock_into`), no SQL function involved.
 
-use super::defer::{Deferred, DEFER_MAX, DEFER_ROWS};
+use super::defer::{Deferred, DEFER_AFTER, DEFER_MAX, DEFER_ROWS};
 use super::*;
 use crate::core::batch::{Batch, Row};
 use crate::core::runs::Runs;
@@ -251,15 +251,20 @@ impl Engine {
         // which rolls back whole on any error: no unit of its own. A small
         // autocommit write keeps its clock rows aside (defer.rs).
         let written = if base {
-            self.defer.active = !self.units.live()
+            let d = &mut self.defer;
+            d.eligible = !self.units.live()
                 && n <= DEFER_ROWS
-                && self.defer.len() < DEFER_MAX
-                && self.tables[table].rowid;
+                && self.tables.get(table).is_some_and(|t| t.rowid);
+            if d.eligible {
+                d.streak = d.streak.saturating_add(1);
+            }
+            d.active = d.eligible && d.streak > DEFER_AFTER && d.len() < DEFER_MAX;
             let w = self.light_unit(|e| {
                 e.note_local_changes(table, batch, ords);
                 e.write_rows(table, batch, ords, base)
             });
             self.defer.active = false;
+            self.defer.eligible = false;
             w
         } else {
             self.note_local_changes(table, batch, ords);
