@@ -39,6 +39,10 @@
 //!   patch row and index kept;
 //! - (v-c) (v-b) without the index.
 //!
+//! With `BENCH_FLOOR_ONLY=1` it runs only (v-r) in one transaction and
+//! prints `{"floorMs": .., "runs": [..]}` (bench.js pairs it with each run
+//! of (a)).
+//!
 //! Each row prints the median of BENCH_RUNS (default 3) runs in ms, its
 //! ratio against (i), and the WAL frames (pages) its commit wrote. Then
 //! (i), (iv), (v-b) and (v-c) again in autocommit (one transaction per row,
@@ -484,9 +488,31 @@ fn main() -> Res<()> {
     let dir = std::env::temp_dir().join(format!("quilt-floor-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let db = dir.join("f.db");
-    let result = run(&db, n, runs, n_auto);
+    let result = if std::env::var_os("BENCH_FLOOR_ONLY").is_some() {
+        only_floor(&db, n, runs)
+    } else {
+        run(&db, n, runs, n_auto)
+    };
     let _ = std::fs::remove_dir_all(&dir);
     result
+}
+
+/// `BENCH_FLOOR_ONLY=1`: only quilt's SQL (v-r) in one transaction, as
+/// JSON `{floorMs, runs}`. bench.js runs it right after each run of (a),
+/// so (g) compares two timings taken seconds apart, not minutes.
+fn only_floor(db: &Path, n: usize, runs: usize) -> Res<()> {
+    let Some(c) = CASES.iter().find(|c| c.key == "quilt") else {
+        return Err("no quilt case".into());
+    };
+    one_txn(db, c, &make_rows(2000.min(n)))?;
+    let rows = make_rows(n);
+    let mut ms = Vec::new();
+    for _ in 0..runs {
+        ms.push(one_txn(db, c, &rows)?.0);
+    }
+    let out = serde_json::json!({ "floorMs": median(&mut ms.clone()), "runs": ms });
+    println!("{out}");
+    Ok(())
 }
 
 fn run(db: &Path, n: usize, runs: usize, n_auto: usize) -> Res<()> {

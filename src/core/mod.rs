@@ -4,6 +4,7 @@
 pub mod atomic;
 pub mod batch;
 pub mod clock;
+pub mod clock_rows;
 pub mod engine;
 pub mod error;
 pub mod hlc;

@@ -9,13 +9,14 @@
 //! column (the cr-sqlite insert cost).
 
 pub use crate::core::clock::*;
+use crate::core::clock_rows::exec_clock;
+pub use crate::core::clock_rows::*;
 use crate::core::error::Result;
 use crate::core::protocol::Patch;
 use crate::core::schema::{q, TableInfo, WriteSql, NULLS_COL, WRITE_SQL_CACHED};
 use crate::core::value::Value;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{params_from_iter, Connection, OptionalExtension};
-use std::collections::HashMap;
 use std::sync::Arc;
 
 pub use crate::core::kept::{
@@ -29,7 +30,7 @@ pub struct RowPatch<'a> {
     pub values: &'a [Value],
 }
 
-fn col_list(t: &TableInfo, cols: &[usize]) -> String {
+pub(crate) fn col_list(t: &TableInfo, cols: &[usize]) -> String {
     cols.iter()
         .map(|&i| q(&t.columns[i]))
         .collect::<Vec<_>>()
@@ -428,216 +429,6 @@ pub(crate) fn row_to_patch(
     Ok(patch(columns, values))
 }
 
-/// A row's primary key and its clock BLOB.
-type RowClock = (Vec<Value>, Vec<u8>);
-
-/// Every stored patch of a table (used to rebuild a missing clock table).
-pub fn rebuild_clock(conn: &Connection, t: &TableInfo) -> Result<()> {
-    let sql = format!(
-        "SELECT _patchedAt,_sequenceId,{NULLS_COL},{},_peerId FROM {}",
-        col_list(t, &(0..t.columns.len()).collect::<Vec<_>>()),
-        q(&t.patches())
-    );
-    let mut st = conn.prepare(&sql)?;
-    let peer_idx = 3 + t.columns.len();
-    let mut rows = st.query([])?;
-    let mut clocks: HashMap<Vec<u8>, RowClock> = HashMap::new();
-    let mut deleted: HashMap<Vec<u8>, (Vec<Value>, Stamp)> = HashMap::new();
-    while let Some(r) = rows.next()? {
-        let peer: i64 = r.get(peer_idx)?;
-        let p = row_to_patch(t, peer as u32, r)?;
-        let stamp = Stamp {
-            at: p.at,
-            peer: peer as u32,
-            seq: p.seq,
-        };
-        let pk: Vec<Value> =
-            t.pk.iter()
-                .map(|k| {
-                    p.columns
-                        .iter()
-                        .position(|c| c == k)
-                        .map(|i| p.values[i].clone())
-                        .unwrap_or(Value::Null)
-                })
-                .collect();
-        let key = rmp_serde::to_vec(&pk).unwrap_or_default();
-        if p.columns.last().map(String::as_str) == Some(crate::core::schema::DELETED_COL) {
-            let d = deleted.entry(key).or_insert((pk, stamp));
-            if stamp > d.1 {
-                d.1 = stamp;
-            }
-            continue;
-        }
-        let entry = clocks.entry(key).or_insert_with(|| (pk, empty_clock()));
-        let b = stamp_bytes(stamp);
-        if p.columns.iter().all(|c| t.is_pk(c)) {
-            raise_slot(&mut entry.1, ROW_SLOT, &b);
-        }
-        for c in p.columns.iter() {
-            let k = t.index.get(c).and_then(|&i| t.ordinals.get(i).copied());
-            if let Some(k) = k.filter(|&k| k != ROW_SLOT) {
-                raise_slot(&mut entry.1, k, &b);
-            }
-        }
-    }
-    let mut st = conn.prepare(&t.clock_replace)?;
-    for (_, (pk, blob)) in clocks {
-        let params = pk
-            .iter()
-            .map(|v| v as &dyn rusqlite::ToSql)
-            .chain(std::iter::once(&blob as &dyn rusqlite::ToSql));
-        st.execute(params_from_iter(params))?;
-    }
-    let mut st = conn.prepare(&t.clock_delete)?;
-    for (_, (pk, d)) in deleted {
-        let d = stamp_bytes(d);
-        let params = pk
-            .iter()
-            .map(|v| v as &dyn rusqlite::ToSql)
-            .chain(std::iter::once(&d as &dyn rusqlite::ToSql));
-        st.execute(params_from_iter(params))?;
-    }
-    Ok(())
-}
-
-// ----- deferred clock rows (see engine/defer.rs) ----------------------------
-
-/// Put a local write's clock `blob` (the stamps of the columns it named)
-/// on the row `pk` as write.rs would have: `whole` (every non-key column
-/// named) replaces the row's clock, else the two are merged. Shared by the
-/// write-behind's flush and its recovery at open, so a deferred clock row
-/// ends as the direct write leaves it.
-pub fn put_local_clock(
-    conn: &Connection,
-    t: &TableInfo,
-    pk: &[Value],
-    blob: &[u8],
-    whole: bool,
-) -> Result<()> {
-    let mut merged = Vec::new();
-    let blob = if whole {
-        blob
-    } else {
-        let mut st = conn.prepare_cached(&t.clock_select)?;
-        let mut rows = st.query(params_from_iter(pk.iter()))?;
-        match rows.next()? {
-            Some(r) => {
-                // A clock that is not a BLOB is damaged: merged as empty.
-                let old = r.get_ref(0)?.as_blob_or_null().ok().flatten();
-                merge_clock_into(&mut merged, old.unwrap_or_default(), blob);
-                &merged
-            }
-            None => blob,
-        }
-    };
-    let params = pk
-        .iter()
-        .map(|v| v as &dyn rusqlite::ToSql)
-        .chain(std::iter::once(&blob as &dyn rusqlite::ToSql));
-    conn.prepare_cached(&t.clock_set)?
-        .execute(params_from_iter(params))?;
-    Ok(())
-}
-
-/// The clock blob a local write stamped `stamp` naming the columns of
-/// `plan` leaves (before the merge with the row's clock), into `buf`.
-pub fn local_clock(buf: &mut Vec<u8>, plan: &WriteSql, stamp: Stamp) {
-    buf.clear();
-    buf.extend_from_slice(&plan.template);
-    fill_clock(buf, &plan.slots, stamp);
-    if plan.slots.is_empty() {
-        // Key-only: the row exists at this stamp (docs/design.md).
-        raise_slot(buf, ROW_SLOT, &stamp_bytes(stamp));
-    }
-}
-
-/// Replay, in rowid order, the clocks of the patch rows above rowid
-/// `after`: the local writes whose clock rows were deferred when the last
-/// run ended (engine/defer.rs). Returns the rows replayed.
-pub fn replay_local_clocks(conn: &Connection, t: &TableInfo, after: i64) -> Result<usize> {
-    let sql = format!(
-        "SELECT _patchedAt,_sequenceId,{NULLS_COL},{},_peerId FROM {} WHERE rowid > ?1 ORDER BY rowid",
-        col_list(t, &(0..t.columns.len()).collect::<Vec<_>>()),
-        q(&t.patches())
-    );
-    let mut st = conn.prepare(&sql)?;
-    let peer_idx = 3 + t.columns.len();
-    let mut rows = st.query([after])?;
-    let mut buf = Vec::new();
-    let mut n = 0;
-    while let Some(r) = rows.next()? {
-        let peer: i64 = r.get(peer_idx)?;
-        let p = row_to_patch(t, peer as u32, r)?;
-        let stamp = Stamp {
-            at: p.at,
-            peer: peer as u32,
-            seq: p.seq,
-        };
-        let value_of = |c: &str| p.columns.iter().position(|x| x == c).map(|i| &p.values[i]);
-        let pk: Vec<Value> =
-            t.pk.iter()
-                .map(|k| value_of(k).cloned().unwrap_or(Value::Null))
-                .collect();
-        n += 1;
-        if p.columns.last().map(String::as_str) == Some(crate::core::schema::DELETED_COL) {
-            // Deletions are never deferred; kept at their greatest stamp.
-            let d = stamp_bytes(stamp);
-            let old: Option<Option<Vec<u8>>> = conn
-                .prepare_cached(&t.clock_select)?
-                .query_row(params_from_iter(pk.iter()), |r| r.get(1))
-                .optional()?;
-            if old.flatten().is_none_or(|o| o.as_slice() < d.as_slice()) {
-                let params = pk
-                    .iter()
-                    .map(|v| v as &dyn rusqlite::ToSql)
-                    .chain(std::iter::once(&d as &dyn rusqlite::ToSql));
-                conn.prepare_cached(&t.clock_delete)?
-                    .execute(params_from_iter(params))?;
-            }
-            continue;
-        }
-        let cols: Vec<usize> = p
-            .columns
-            .iter()
-            .filter_map(|c| t.index.get(c).copied())
-            .collect();
-        let plan = write_sql(t, &cols);
-        local_clock(&mut buf, &plan, stamp);
-        put_local_clock(conn, t, &pk, &buf, plan.whole)?;
-    }
-    Ok(n)
-}
-
-// ----- identity clashes (see engine/clash.rs) ------------------------------
-
-/// In the clock row of `pk`, rename the stamp `old` to `new` (the patch
-/// that won those columns now has another identity).
-pub fn rename_stamp(
-    conn: &Connection,
-    t: &TableInfo,
-    pk: &[Value],
-    old: Stamp,
-    new: Stamp,
-) -> Result<()> {
-    let current: Option<Vec<u8>> = conn
-        .prepare_cached(&t.clock_select)?
-        .query_row(params_from_iter(pk.iter()), |r| r.get(0))
-        .optional()?;
-    let Some(mut blob) = current else {
-        return Ok(());
-    };
-    if rename_in_clock(&mut blob, old, new) {
-        let params = pk
-            .iter()
-            .map(|v| v as &dyn rusqlite::ToSql)
-            .chain(std::iter::once(&blob as &dyn rusqlite::ToSql));
-        conn.prepare_cached(&t.clock_set)?
-            .execute(params_from_iter(params))?;
-    }
-    Ok(())
-}
-
 /// Apply a row deletion stamped `stamp` to the row `pk`: columns last
 /// written before it become NULL, the row goes when none was written
 /// after it, and the deletion stamp is kept so that an older write arriving
@@ -691,11 +482,6 @@ pub fn apply_delete(conn: &Connection, t: &TableInfo, pk: &[Value], stamp: Stamp
             .execute(params_from_iter(pk.iter()))?;
         }
     }
-    let params = pk
-        .iter()
-        .map(|v| v as &dyn rusqlite::ToSql)
-        .chain(std::iter::once(&mine as &dyn rusqlite::ToSql));
-    conn.prepare_cached(&t.clock_delete)?
-        .execute(params_from_iter(params))?;
+    exec_clock(&mut *conn.prepare_cached(&t.clock_delete)?, pk, &mine)?;
     Ok(true)
 }
