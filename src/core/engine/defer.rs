@@ -7,10 +7,9 @@
 //! data: the patch rows alone say which stamp won each column. So a small
 //! write outside `transaction(fn)` keeps its clock row aside in memory and
 //! the clock rows of up to [`DEFER_MAX`] such writes are written together,
-//! in one commit, before anything else reads or writes a clock:
-//!
-//! Deferral starts once [`DEFER_AFTER`] such writes came in a row, with no
-//! other transaction between them.
+//! in one commit, before anything else reads or writes a clock. Deferral
+//! starts once [`DEFER_AFTER`] such writes came in a row, with no other
+//! transaction between them. The rows kept aside are settled:
 //!
 //! - every other unit of work (`transaction(fn)`, captured SQL, a larger
 //!   batch), `applyPatches`, migrations, retention, and atomic groups open
@@ -23,9 +22,9 @@
 //! `clock_after:<table>` = the rowid below its patch row; the settle removes
 //! it. A process that dies with clock rows kept aside leaves that mark, and
 //! the next open replays the clocks of the patch rows above it
-//! (`store::replay_local_clocks`) before anything reads a clock. The settle
+//! (`clock_rows::replay_local_clocks`) before anything reads a clock. The settle
 //! and the replay put a row's clock exactly as the direct write would have
-//! (`store::put_local_clock`): a write naming every column replaces the
+//! (`clock_rows::put_local_clock`): a write naming every column replaces the
 //! clock, a partial one merges into it, in commit order.
 
 use super::*;
@@ -183,7 +182,8 @@ impl Engine {
         tx::begin(&self.conn)?;
         let done = (|| -> Result<()> {
             for (key, after) in &marks {
-                let t = self.tables.get(&key[MARK.len()..]).filter(|t| t.rowid);
+                let name = key.strip_prefix(MARK).unwrap_or_default();
+                let t = self.tables.get(name).filter(|t| t.rowid);
                 if let Some(t) = t {
                     let n = store::replay_local_clocks(&self.conn, t, *after)?;
                     self.counters.clocks_replayed += n as u64;
