@@ -32,12 +32,12 @@ use super::*;
 /// Small autocommit writes in a row before their clock rows are deferred:
 /// a write alone between other transactions would pay a mark and a settle
 /// commit for one clock row (more pages, not fewer).
-pub(super) const DEFER_AFTER: u32 = 4;
+const DEFER_AFTER: u32 = 4;
 /// Largest batch whose clock rows are deferred (a larger one writes them
 /// in its own transaction: one commit either way).
-pub(super) const DEFER_ROWS: usize = 64;
+const DEFER_ROWS: usize = 64;
 /// Clock rows kept aside at most; the next write settles them first.
-pub(super) const DEFER_MAX: usize = 512;
+const DEFER_MAX: usize = 512;
 /// `_quilt_meta` key prefix of a table's mark (module docs).
 const MARK: &str = "clock_after:";
 
@@ -65,9 +65,9 @@ pub(super) struct Deferred {
     pub(super) active: bool,
     /// The write about to open its unit is a small autocommit one, deferred
     /// or not yet ([`DEFER_AFTER`]).
-    pub(super) eligible: bool,
+    eligible: bool,
     /// Small autocommit writes since any other transaction.
-    pub(super) streak: u32,
+    streak: u32,
 }
 
 fn mark_key(table: &str) -> String {
@@ -75,9 +75,37 @@ fn mark_key(table: &str) -> String {
 }
 
 impl Deferred {
-    /// Committed clock rows kept aside.
-    pub(super) fn len(&self) -> usize {
-        self.rows.len()
+    /// A local write is about to open its unit; `small`: outside
+    /// `transaction(fn)`, at most [`DEFER_ROWS`] rows, on a table whose
+    /// patch rows have rowids. Decides whether it keeps its clock rows
+    /// aside ([`DEFER_AFTER`], [`DEFER_MAX`]).
+    pub(super) fn start_write(&mut self, small: bool, rows: usize) {
+        self.eligible = small && rows <= DEFER_ROWS;
+        if self.eligible {
+            self.streak = self.streak.saturating_add(1);
+        }
+        self.active = self.eligible && self.streak > DEFER_AFTER && self.rows.len() < DEFER_MAX;
+    }
+
+    /// A transaction that is not a local write: deferral starts over.
+    pub(super) fn end_streak(&mut self) {
+        self.streak = 0;
+    }
+
+    /// The local write's unit is over (committed or not).
+    pub(super) fn end_write(&mut self) {
+        self.active = false;
+        self.eligible = false;
+    }
+
+    /// An outermost unit opens: true when the rows kept aside must be
+    /// settled first (it does not keep its own aside). Any transaction but
+    /// a small autocommit write ends the streak.
+    pub(super) fn must_settle(&mut self) -> bool {
+        if !self.eligible {
+            self.streak = 0;
+        }
+        !self.active
     }
 
     /// Inside the deferring unit, after the patch row `rowid` was inserted:
@@ -167,7 +195,7 @@ impl Engine {
     /// `BEGIN IMMEDIATE` for a transaction that may read or write clocks:
     /// the clock rows kept aside are settled first.
     pub(super) fn begin_tx(&mut self) -> Result<()> {
-        self.defer.streak = 0;
+        self.defer.end_streak();
         self.settle_clock()?;
         tx::begin(&self.conn)
     }

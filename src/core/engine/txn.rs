@@ -272,10 +272,7 @@ impl Engine {
         if self.units.marks.is_empty() {
             // Clock rows kept aside are written first, unless this unit
             // keeps its own aside too (defer.rs).
-            if !self.defer.active {
-                if !self.defer.eligible {
-                    self.defer.streak = 0;
-                }
+            if self.defer.must_settle() {
                 self.settle_clock()?;
             }
             // Prepared once: an autocommit write pays for no SQL parsing.

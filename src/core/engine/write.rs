@@ -10,7 +10,7 @@
 //! clock row outright; a partial one reads the clock row and merges it in
 //! Rust (`clock::merge_clock_into`), no SQL function involved.
 
-use super::defer::{Deferred, DEFER_AFTER, DEFER_MAX, DEFER_ROWS};
+use super::defer::Deferred;
 use super::*;
 use crate::core::batch::{Batch, Row};
 use crate::core::runs::Runs;
@@ -251,20 +251,13 @@ impl Engine {
         // which rolls back whole on any error: no unit of its own. A small
         // autocommit write keeps its clock rows aside (defer.rs).
         let written = if base {
-            let d = &mut self.defer;
-            d.eligible = !self.units.live()
-                && n <= DEFER_ROWS
-                && self.tables.get(table).is_some_and(|t| t.rowid);
-            if d.eligible {
-                d.streak = d.streak.saturating_add(1);
-            }
-            d.active = d.eligible && d.streak > DEFER_AFTER && d.len() < DEFER_MAX;
+            let small = !self.units.live() && self.tables.get(table).is_some_and(|t| t.rowid);
+            self.defer.start_write(small, n);
             let w = self.light_unit(|e| {
                 e.note_local_changes(table, batch, ords);
                 e.write_rows(table, batch, ords, base)
             });
-            self.defer.active = false;
-            self.defer.eligible = false;
+            self.defer.end_write();
             w
         } else {
             self.note_local_changes(table, batch, ords);
