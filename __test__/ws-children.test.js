@@ -92,7 +92,10 @@ describe('two child processes over ws on 127.0.0.1', BUDGET, () => {
     let dumps
     for (;;) {
       dumps = await Promise.all(peers.map((p) => p.ask({ type: 'dump' }, 'rows')))
-      if (dumps[0].hash === dumps[1].hash && dumps.every((d) => d.missing === 0)) break
+      // Same rows is not enough: a lost tail can be hidden by the other
+      // peer's later writes. Each must also hold every patch of the other.
+      const holdsAll = dumps.every((d) => dumps.every((o) => o.peerId === d.peerId || d.holds[o.peerId] === o.seq))
+      if (dumps[0].hash === dumps[1].hash && dumps.every((d) => d.missing === 0) && holdsAll) break
       if (Date.now() > deadline) assert.fail(`no convergence: ${dumps.map((d) => `peer ${d.peerId} ${d.rows.length} rows #${d.hash.slice(0, 8)} missing ${d.missing}`).join(', ')}`)
       await new Promise((resolve) => setTimeout(resolve, 100))
     }

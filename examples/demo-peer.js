@@ -41,11 +41,14 @@ replicator.on('error', (err) => {
   if (counters.errors <= 5) console.error(`[quilt] ${err.code}: ${err.message}`)
 })
 
-let stopping = false
+let stopping = false // close() has started: no redials, no new writes
+let closed = false // the replicator is closed: frames are dropped
 const outgoing = new Map() // peer id -> WebSocket this peer dialled
 
 function onFrame (data, isBinary) {
-  if (!isBinary || stopping) return
+  // Frames are still applied while close() waits for acks: the peer closing
+  // at the same time may be retransmitting the tail it is waiting on.
+  if (!isBinary || closed) return
   try {
     replicator.applyPatches(data)
   } catch (err) {
@@ -142,6 +145,8 @@ function dump () {
     hash,
     seq: s.seq,
     missing: s.peers.reduce((n, p) => n + p.missing, 0),
+    // what this peer holds of each other peer, contiguously
+    holds: Object.fromEntries(s.peers.map((p) => [p.peerId, p.contiguousSeq])),
     rejected: counters.rejected,
     errors: counters.errors
   })
@@ -155,6 +160,7 @@ async function stop () {
   } catch (err) {
     console.error(`[quilt] close: ${err.message}`)
   }
+  closed = true
   for (const ws of outgoing.values()) ws.terminate()
   for (const c of wss.clients) c.terminate()
   wss.close()
