@@ -39,6 +39,8 @@ class Statement {
   constructor (replicator, source, info) {
     this._r = replicator
     this._names = info.params ?? null
+    // The native statement (no SQL text crosses per call).
+    this._handle = info.handle
     // run()'s results, written natively: [changes, lastInsertRowid, seq].
     this._out = new Float64Array(3)
     /** The SQL text. */
@@ -54,7 +56,7 @@ class Statement {
     const r = this._r
     r._checkOpen()
     const out = this._out
-    r._native.run(this.source, bindArgs(params, this._names), out)
+    r._native.run(this._handle, bindArgs(params, this._names), out)
     // Inside transaction(fn) the commit does what follows a write.
     if (!this.readonly && r._txDepth === 0) r._afterWrite()
     return { changes: out[0], lastInsertRowid: out[1], token: `${r.peerId}.${out[2]}` }
@@ -64,7 +66,7 @@ class Statement {
   all (...params) {
     this._checkReader('all')
     const r = this._r
-    const rows = r._native.sqlAll(this.source, bindArgs(params, this._names))
+    const rows = r._native.sqlAll(this._handle, bindArgs(params, this._names))
     if (!this.readonly) r._afterWrite()
     return rows
   }
@@ -73,7 +75,7 @@ class Statement {
   get (...params) {
     this._checkReader('get')
     const r = this._r
-    const row = r._native.sqlGet(this.source, bindArgs(params, this._names))
+    const row = r._native.sqlGet(this._handle, bindArgs(params, this._names))
     if (!this.readonly) r._afterWrite()
     return row
   }

@@ -3,12 +3,12 @@
 //! better-sqlite3-shaped `Statement` and `transaction` on top of these.
 
 use super::{JsOut, JsParams, JsRows, JsSql, NativeReplicator, OrJs};
-use crate::core::engine::{Change, Params, SqlMode};
+use crate::core::engine::{Change, Params, PreparedSql, SqlMode};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
 /// What `prepare()` learned about a statement.
-#[napi(object)]
+#[napi(object, object_from_js = false)]
 pub struct NativeStatementInfo {
     /// It returns rows.
     pub reader: bool,
@@ -17,6 +17,9 @@ pub struct NativeStatementInfo {
     /// Parameter names in binding order (all named), else null: lets
     /// `lib/sql.js` pass an object's values as an array.
     pub params: Option<Vec<String>>,
+    /// Passed back to `run`/`sqlAll`/`sqlGet` (no SQL text per call).
+    #[napi(ts_type = "ExternalObject<unknown>")]
+    pub handle: External<PreparedSql>,
 }
 
 /// One changed row of a `'change'` event.
@@ -70,6 +73,7 @@ impl NativeReplicator {
             reader: info.reader,
             readonly: info.readonly,
             params: info.params,
+            handle: External::new(info.prepared),
         })
     }
 
@@ -78,29 +82,37 @@ impl NativeReplicator {
     /// token is `"<peerId>.<seq>"`).
     #[napi(
         catch_unwind,
-        ts_args_type = "sql: string, params: unknown, out: Float64Array"
+        ts_args_type = "handle: ExternalObject<unknown>, params: unknown, out: Float64Array"
     )]
     pub fn run(
         &mut self,
         env: Env,
-        sql: JsSql,
+        handle: &External<PreparedSql>,
         params_: Option<JsParams>,
         out: JsOut,
     ) -> Result<()> {
         let r = self
             .e(&env)?
-            .run_sql(&sql.0, params(&params_), SqlMode::Run)
+            .run_prepared(handle, params(&params_), SqlMode::Run)
             .js(&env)?;
         out.set(&[r.changes as f64, r.last_insert_rowid as f64, r.seq as f64]);
         Ok(())
     }
 
     /// Every row of a prepared statement (writes are captured).
-    #[napi(catch_unwind, ts_args_type = "sql: string, params?: unknown")]
-    pub fn sql_all(&mut self, env: Env, sql: JsSql, params_: Option<JsParams>) -> Result<JsRows> {
+    #[napi(
+        catch_unwind,
+        ts_args_type = "handle: ExternalObject<unknown>, params?: unknown"
+    )]
+    pub fn sql_all(
+        &mut self,
+        env: Env,
+        handle: &External<PreparedSql>,
+        params_: Option<JsParams>,
+    ) -> Result<JsRows> {
         let out = self
             .e(&env)?
-            .run_sql(&sql.0, params(&params_), SqlMode::All)
+            .run_prepared(handle, params(&params_), SqlMode::All)
             .js(&env)?;
         Ok(JsRows {
             names: out.names,
@@ -110,11 +122,19 @@ impl NativeReplicator {
     }
 
     /// The first row of a prepared statement, or undefined.
-    #[napi(catch_unwind, ts_args_type = "sql: string, params?: unknown")]
-    pub fn sql_get(&mut self, env: Env, sql: JsSql, params_: Option<JsParams>) -> Result<JsRows> {
+    #[napi(
+        catch_unwind,
+        ts_args_type = "handle: ExternalObject<unknown>, params?: unknown"
+    )]
+    pub fn sql_get(
+        &mut self,
+        env: Env,
+        handle: &External<PreparedSql>,
+        params_: Option<JsParams>,
+    ) -> Result<JsRows> {
         let out = self
             .e(&env)?
-            .run_sql(&sql.0, params(&params_), SqlMode::Get)
+            .run_prepared(handle, params(&params_), SqlMode::Get)
             .js(&env)?;
         Ok(JsRows {
             names: out.names,

@@ -59,6 +59,20 @@ pub struct StatementInfo {
     /// The name of each parameter, without its `@`/`:`/`$`, in binding
     /// order; `None` when one of them is positional (`?`).
     pub params: Option<Vec<String>>,
+    /// What each `run`/`all`/`get` of it needs (the binding keeps it with
+    /// the JS statement, so no SQL text crosses per call).
+    pub prepared: PreparedSql,
+}
+
+/// A statement `prepare()` compiled: its cache key and what does not
+/// change between runs (a statement's kind is fixed by its text).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreparedSql {
+    /// The statement-cache key (`tagged`).
+    key: String,
+    /// It may be DDL (`maybe_ddl`): a run reads the schema cookie.
+    ddl: bool,
+    readonly: bool,
 }
 
 /// One row's first old image and last new image within a unit of capture.
@@ -124,6 +138,11 @@ impl Engine {
             .conn
             .prepare_cached(&tagged(sql))
             .map_err(|e| user_err(e.into()))?;
+        let prepared = PreparedSql {
+            key: tagged(sql),
+            ddl: maybe_ddl(sql),
+            readonly: st.readonly(),
+        };
         let params = (1..=st.parameter_count())
             .map(|i| {
                 st.parameter_name(i)
@@ -134,8 +153,9 @@ impl Engine {
             .collect();
         Ok(StatementInfo {
             reader: st.column_count() > 0,
-            readonly: st.readonly(),
+            readonly: prepared.readonly,
             params,
+            prepared,
         })
     }
 
@@ -162,34 +182,39 @@ impl Engine {
         })
     }
 
+    /// [`Engine::run_prepared`] of `sql`, prepared first (cached).
+    pub fn run_sql(&mut self, sql: &str, params: Params, mode: SqlMode) -> Result<SqlOutput> {
+        let p = self.prepare_sql(sql)?.prepared;
+        self.run_prepared(&p, params, mode)
+    }
+
     /// `run`/`all`/`get` of a prepared statement. A statement that writes
     /// runs in its own unit (a light one inside `transaction(fn)`: txn.rs)
     /// and its changes to replicated tables are captured.
-    pub fn run_sql(&mut self, sql: &str, params: Params, mode: SqlMode) -> Result<SqlOutput> {
+    pub fn run_prepared(
+        &mut self,
+        p: &PreparedSql,
+        params: Params,
+        mode: SqlMode,
+    ) -> Result<SqlOutput> {
         self.check_open()?;
-        // Only a statement that may be DDL can change which tables are
-        // replicated; others skip reading the schema cookie.
-        let ddl = maybe_ddl(sql);
         // Inside a transaction a light unit costs nothing, so a read runs
         // in one too (the hook sees no change); outside, a read must not
         // take the write lock of a unit.
-        if !self.units.live() {
-            let readonly = {
-                let _watch = Watch::start(&self.conn, self.fence_names(), false);
-                self.conn
-                    .prepare_cached(&tagged(sql))
-                    .map_err(|e| user_err(e.into()))?
-                    .readonly()
-            };
-            if readonly {
-                let (mut out, _) = self.step_sql(sql, params, mode, false).map_err(|e| e.0)?;
-                out.seq = self.seq;
-                return Ok(out);
-            }
+        if p.readonly && !self.units.live() {
+            let (mut out, _) = self.step_sql(p, params, mode, false).map_err(|e| e.0)?;
+            out.seq = self.seq;
+            return Ok(out);
         }
         self.light_unit(|e| {
-            let cookie = if ddl { Some(e.schema_cookie()?) } else { None };
-            let (mut out, raw) = match e.step_sql(sql, params, mode, true) {
+            // Only a statement that may be DDL can change which tables are
+            // replicated; others skip reading the schema cookie.
+            let cookie = if p.ddl {
+                Some(e.schema_cookie()?)
+            } else {
+                None
+            };
+            let (mut out, raw) = match e.step_sql(p, params, mode, true) {
                 Ok(r) => r,
                 Err((err, raw)) => {
                     // Rows a failed statement changed may still be there
@@ -212,14 +237,14 @@ impl Engine {
     /// What the hook saw comes back on failure too.
     fn step_sql(
         &self,
-        sql: &str,
+        p: &PreparedSql,
         params: Params,
         mode: SqlMode,
         hook: bool,
     ) -> std::result::Result<(SqlOutput, Vec<RawChange>), (Error, Vec<RawChange>)> {
         let mut watch = Watch::start(&self.conn, self.fence_names(), hook);
         let run = || -> Result<SqlOutput> {
-            let mut st = self.conn.prepare_cached(&tagged(sql))?;
+            let mut st = self.conn.prepare_cached(&p.key)?;
             let values = order_params(&st, params)?;
             for (i, v) in values.iter().enumerate() {
                 st.raw_bind_parameter(i + 1, v)?;

@@ -40,7 +40,7 @@ mod retention;
 mod txn;
 mod write;
 
-pub use capture::{SqlMode, SqlOutput, StatementInfo};
+pub use capture::{PreparedSql, SqlMode, SqlOutput, StatementInfo};
 pub use txn::Change;
 
 /// Options of a replicator (API.md, `new Replicator(options)`).
