@@ -41,6 +41,27 @@ fn params(p: &Option<JsParams>) -> Params<'_> {
     }
 }
 
+impl NativeReplicator {
+    /// `sqlAll`/`sqlGet`: the rows `mode` asks for, as `JsRows`.
+    fn rows(
+        &mut self,
+        env: &Env,
+        handle: &PreparedSql,
+        params_: &Option<JsParams>,
+        mode: SqlMode,
+    ) -> Result<JsRows> {
+        let out = self
+            .e(env)?
+            .run_prepared(handle, params(params_), mode)
+            .js(env)?;
+        Ok(JsRows {
+            names: out.names,
+            rows: out.rows,
+            one: mode == SqlMode::Get,
+        })
+    }
+}
+
 fn change(c: Change) -> NativeChange {
     let (names, values) = c.key.into_iter().unzip();
     NativeChange {
@@ -110,15 +131,7 @@ impl NativeReplicator {
         handle: &External<PreparedSql>,
         params_: Option<JsParams>,
     ) -> Result<JsRows> {
-        let out = self
-            .e(&env)?
-            .run_prepared(handle, params(&params_), SqlMode::All)
-            .js(&env)?;
-        Ok(JsRows {
-            names: out.names,
-            rows: out.rows,
-            one: false,
-        })
+        self.rows(&env, handle, &params_, SqlMode::All)
     }
 
     /// The first row of a prepared statement, or undefined.
@@ -132,15 +145,7 @@ impl NativeReplicator {
         handle: &External<PreparedSql>,
         params_: Option<JsParams>,
     ) -> Result<JsRows> {
-        let out = self
-            .e(&env)?
-            .run_prepared(handle, params(&params_), SqlMode::Get)
-            .js(&env)?;
-        Ok(JsRows {
-            names: out.names,
-            rows: out.rows,
-            one: true,
-        })
+        self.rows(&env, handle, &params_, SqlMode::Get)
     }
 
     /// `transaction(fn)` starts (nested: a savepoint).
