@@ -5,7 +5,7 @@
 // refused and change nothing; tables without a _patches twin stay local.
 const test = require('node:test')
 const assert = require('node:assert/strict')
-const { cluster } = require('./helpers/pair.js')
+const { cluster, SCHEMA } = require('./helpers/pair.js')
 
 const patches = (r, table = 't') => r.all(`SELECT _sequenceId AS seq, * FROM ${table}_patches ORDER BY _sequenceId`)
 
@@ -236,4 +236,43 @@ test('statements: all/get/iterate, params, reader/readonly, errors', async () =>
     await c.close()
   }
   assert.throws(() => a.exec('SELECT 1'), { code: 'E_CLOSED' })
+})
+
+test('a prepared statement keeps working across migrate(), and a prepared DDL statement is checked on every run', async () => {
+  // prepare() keeps a native handle (the cache key, whether the statement
+  // writes, whether it may be DDL), not a compiled statement: after a
+  // migration changes the table, the next run recompiles and is captured.
+  const c = cluster()
+  const a = c.open(1)
+  const b = c.open(2)
+  c.connect()
+  const sync = () => { a.flush(); b.flush(); c.deliver() }
+  try {
+    const ins = a.prepare('INSERT INTO t (id, a) VALUES (?, ?)')
+    const read = a.prepare('SELECT id, a FROM t ORDER BY id')
+    assert.equal(read.readonly, true)
+    ins.run(1, 'before')
+    const next = {
+      up: 'ALTER TABLE t ADD COLUMN c TEXT; ALTER TABLE t_patches ADD COLUMN c TEXT;',
+      down: 'ALTER TABLE t DROP COLUMN c; ALTER TABLE t_patches DROP COLUMN c;'
+    }
+    for (const r of [a, b]) r.migrate([SCHEMA, next])
+    assert.equal(ins.run(2, 'after').token, '1.2')
+    assert.deepEqual(read.all(), [{ id: 1, a: 'before' }, { id: 2, a: 'after' }])
+    a.prepare('UPDATE t SET c = ? WHERE id = ?').run('new column', 2)
+    sync()
+    assert.deepEqual(b.all('SELECT id, a, c FROM t ORDER BY id'), [{ id: 1, a: 'before', c: null }, { id: 2, a: 'after', c: 'new column' }])
+
+    // DDL through a prepared statement: refused on each run, nothing changed.
+    const ddl = a.prepare('CREATE TABLE IF NOT EXISTS scratch (x INTEGER)')
+    ddl.run()
+    ddl.run()
+    // notes has no _patches twin: this rename would make it replicated.
+    const rename = a.prepare('ALTER TABLE scratch RENAME TO notes_patches')
+    assert.throws(() => rename.run(), { code: 'E_SCHEMA' })
+    assert.throws(() => rename.run(), { code: 'E_SCHEMA' })
+    assert.deepEqual(a.all("SELECT name FROM sqlite_master WHERE name LIKE 'scratch%'"), [{ name: 'scratch' }])
+  } finally {
+    await c.close()
+  }
 })
