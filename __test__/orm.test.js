@@ -14,7 +14,7 @@ test('Kysely reads and writes through quilt, and its writes replicate', async ()
   const a = c.open(1)
   const b = c.open(2)
   c.connect()
-  const sync = () => { a.flush(); b.flush(); c.deliver() }
+  const sync = () => c.sync()
   const db = new Kysely({ dialect: new SqliteDialect({ database: kyselyDatabase(a) }) })
   const dbB = new Kysely({ dialect: new SqliteDialect({ database: kyselyDatabase(b) }) })
   try {

@@ -109,7 +109,7 @@ test('SQL DELETE replicates as a row deletion; a key change is a deletion plus a
   const a = c.open(1)
   const b = c.open(2)
   c.connect()
-  const sync = () => { a.flush(); b.flush(); c.deliver() }
+  const sync = () => c.sync()
   try {
     a.exec("INSERT INTO t (id, a) VALUES (1, 'x'), (2, 'y'), (3, 'z')")
     sync()
@@ -246,7 +246,7 @@ test('a prepared statement keeps working across migrate(), and a prepared DDL st
   const a = c.open(1)
   const b = c.open(2)
   c.connect()
-  const sync = () => { a.flush(); b.flush(); c.deliver() }
+  const sync = () => c.sync()
   try {
     const ins = a.prepare('INSERT INTO t (id, a) VALUES (?, ?)')
     const read = a.prepare('SELECT id, a FROM t ORDER BY id')

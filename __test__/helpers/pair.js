@@ -44,6 +44,11 @@ function cluster (prefix = 'quilt-pair-') {
       }
       this.deliver()
     },
+    /** Every replicator flushes, then every frame is delivered. */
+    sync () {
+      for (const r of opened) r.flush()
+      this.deliver()
+    },
     /** Frames queued for `peerId` (taken). */
     take (peerId) {
       const q = queues.get(peerId)

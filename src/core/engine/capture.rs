@@ -134,12 +134,13 @@ impl Engine {
     pub fn prepare_sql(&mut self, sql: &str) -> Result<StatementInfo> {
         self.check_open()?;
         let _watch = Watch::start(&self.conn, self.fence_names(), false);
+        let key = tagged(sql);
         let st = self
             .conn
-            .prepare_cached(&tagged(sql))
+            .prepare_cached(&key)
             .map_err(|e| user_err(e.into()))?;
         let prepared = PreparedSql {
-            key: tagged(sql),
+            key,
             ddl: maybe_ddl(sql),
             readonly: st.readonly(),
         };
