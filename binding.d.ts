@@ -41,6 +41,13 @@ export declare class NativeReplicator {
    * token is `"<peerId>.<seq>"`).
    */
   run(handle: ExternalObject<unknown>, params: unknown, out: Float64Array): void
+  /**
+   * `run` with its parameters packed by `lib/sql.js` (no N-API call
+   * per parameter): a tag per parameter in `tags`, their numbers in
+   * `io` from index 3, their strings joined in `text`. `io[0..3]`
+   * receives `[changes, lastInsertRowid, seq]` as `run`'s `out` does.
+   */
+  runPacked(handle: ExternalObject<unknown>, tags: Uint8Array, io: Float64Array, text: string): void
   /** Every row of a prepared statement (writes are captured). */
   sqlAll(handle: ExternalObject<unknown>, params?: unknown): JsRows
   /** The first row of a prepared statement, or undefined. */
@@ -192,6 +199,8 @@ export interface NativeStatementInfo {
    * `lib/sql.js` pass an object's values as an array.
    */
   params?: Array<string>
+  /** How many parameters it binds. */
+  count: number
   /** Passed back to `run`/`sqlAll`/`sqlGet` (no SQL text per call). */
   handle: ExternalObject<unknown>
 }

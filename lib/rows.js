@@ -135,4 +135,4 @@ function oneRow (row) {
   return [cols, vals]
 }
 
-module.exports = { columnar, oneRow }
+module.exports = { columnar, oneRow, cellTags: { NULL, NUMBER, TEXT } }

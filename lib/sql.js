@@ -5,6 +5,7 @@
 // captured as patches natively (src/core/engine/capture.rs); this file only
 // shapes arguments and results.
 const { typeError } = require('./errors.js')
+const { NULL, NUMBER, TEXT } = require('./rows.js').cellTags
 
 /**
  * Bind parameters the way better-sqlite3 takes them: nothing, one array,
@@ -41,8 +42,12 @@ class Statement {
     this._names = info.params ?? null
     // The native statement (no SQL text crosses per call).
     this._handle = info.handle
-    // run()'s results, written natively: [changes, lastInsertRowid, seq].
-    this._out = new Float64Array(3)
+    // run()'s parameters, packed by `_pack` (a tag each, and numbers from
+    // io[3]), and its results, written natively into io[0..3]: [changes,
+    // lastInsertRowid, seq].
+    this._count = info.count
+    this._tags = new Uint8Array(info.count)
+    this._io = new Float64Array(3 + info.count)
     /** The SQL text. */
     this.source = source
     /** True when the statement returns rows. */
@@ -55,8 +60,10 @@ class Statement {
   run (...params) {
     const r = this._r
     r._checkOpen()
-    const out = this._out
-    r._native.run(this._handle, bindArgs(params, this._names), out)
+    const out = this._io
+    const text = this._pack(params)
+    if (text === undefined) r._native.run(this._handle, bindArgs(params, this._names), out)
+    else r._native.runPacked(this._handle, this._tags, out, text)
     // Inside transaction(fn) the commit does what follows a write.
     if (!this.readonly && r._txDepth === 0) r._afterWrite()
     return { changes: out[0], lastInsertRowid: out[1], token: `${r.peerId}.${out[2]}` }
@@ -86,6 +93,49 @@ class Statement {
    */
   * iterate (...params) {
     yield * this.all(...params)
+  }
+
+  /**
+   * Pack `run()`'s parameters when each is a number (not NaN), a string or
+   * null, and they are as many as the statement binds: tags into
+   * `_tags`, numbers (a string's length) into `_io` from index 3. Returns
+   * the strings joined, or `undefined` for anything else, which goes over
+   * as it is and is checked natively (this chooses a fast path; it does not
+   * validate).
+   */
+  _pack (args) {
+    const n = this._count
+    let src = args
+    let named = null
+    if (args.length === 1) {
+      const p = args[0]
+      if (Array.isArray(p)) src = p
+      else if (p !== null && typeof p === 'object') {
+        if (this._names === null || p instanceof Uint8Array) return undefined
+        named = p
+      }
+    }
+    if (named === null && src.length !== n) return undefined
+    const tags = this._tags
+    const io = this._io
+    const names = this._names
+    let text = ''
+    for (let i = 0; i < n; i++) {
+      const v = named === null ? src[i] : named[names[i]]
+      if (typeof v === 'number' && !Number.isNaN(v)) {
+        tags[i] = NUMBER
+        io[3 + i] = v
+      } else if (typeof v === 'string') {
+        tags[i] = TEXT
+        io[3 + i] = v.length
+        text += v
+      } else if (v === null) {
+        tags[i] = NULL
+      } else {
+        return undefined
+      }
+    }
+    return text
   }
 
   _checkReader (what) {

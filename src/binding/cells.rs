@@ -6,6 +6,7 @@
 use super::values::{array, js_value, number_value, typed_array};
 use super::{check, type_err};
 use crate::core::batch::Batch;
+use crate::core::value::Value;
 use napi::bindgen_prelude::*;
 use napi::sys;
 use rusqlite::types::ValueRef;
@@ -76,6 +77,108 @@ impl JsOut {
     }
 }
 
+impl JsOut {
+    /// Element `i` (`None` past the end).
+    fn get(&self, i: usize) -> Option<f64> {
+        // SAFETY: as in `set`; `i < len` is checked.
+        (i < self.len).then(|| unsafe { self.data.add(i).read_unaligned() })
+    }
+
+    /// One statement's parameters packed by `lib/sql.js` (`pack`): a tag
+    /// per parameter in `tags` (those of a packed batch: null, number,
+    /// text), its number (a string's UTF-16 length) in this array from
+    /// index `at`, every string joined in `text`. In binding order.
+    pub fn params(
+        &self,
+        env: sys::napi_env,
+        tags: &[u8],
+        at: usize,
+        text: &[u16],
+    ) -> Result<Vec<Value>> {
+        let bad = || type_err(env, "packed parameters are malformed");
+        let mut out = Vec::with_capacity(tags.len());
+        let mut pos = 0usize;
+        for (i, &tag) in tags.iter().enumerate() {
+            let num = at
+                .checked_add(i)
+                .and_then(|k| self.get(k))
+                .ok_or_else(bad)?;
+            out.push(match tag {
+                NULL => Value::Null,
+                NUMBER => number_value(env, num, "param")?,
+                TEXT => {
+                    let end = text_len(num)
+                        .and_then(|len| pos.checked_add(len))
+                        .ok_or_else(bad)?;
+                    let units = text.get(pos..end).ok_or_else(bad)?;
+                    pos = end;
+                    Value::Text(text_of(units))
+                }
+                _ => return Err(bad()),
+            });
+        }
+        if pos != text.len() {
+            return Err(bad());
+        }
+        Ok(out)
+    }
+}
+
+/// UTF-16 code units as a `String` (a lone surrogate becomes U+FFFD, as
+/// in N-API's UTF-8 strings); ASCII in one pass.
+fn text_of(units: &[u16]) -> String {
+    if units.iter().all(|&u| u < 0x80) {
+        units.iter().map(|&u| char::from(u as u8)).collect()
+    } else {
+        String::from_utf16_lossy(units)
+    }
+}
+
+/// A string's UTF-16 length as packed in a `Float64Array`.
+fn text_len(num: f64) -> Option<usize> {
+    (num >= 0.0 && num.fract() == 0.0 && num <= usize::MAX as f64).then_some(num as usize)
+}
+
+/// A `Uint8Array`'s bytes, copied (packed parameters' tags).
+pub struct JsTags(pub Vec<u8>);
+
+impl TypeName for JsTags {
+    fn type_name() -> &'static str {
+        "Uint8Array"
+    }
+    fn value_type() -> ValueType {
+        ValueType::Object
+    }
+}
+
+impl FromNapiValue for JsTags {
+    unsafe fn from_napi_value(env: sys::napi_env, v: sys::napi_value) -> Result<Self> {
+        typed(env, v, sys::TypedarrayType::uint8_array)?
+            .map(JsTags)
+            .ok_or_else(|| type_err(env, "tags must be a Uint8Array"))
+    }
+}
+
+/// A string's UTF-16 code units (packed parameters' joined text).
+pub struct JsUtf16(pub Vec<u16>);
+
+impl TypeName for JsUtf16 {
+    fn type_name() -> &'static str {
+        "string"
+    }
+    fn value_type() -> ValueType {
+        ValueType::String
+    }
+}
+
+impl FromNapiValue for JsUtf16 {
+    unsafe fn from_napi_value(env: sys::napi_env, v: sys::napi_value) -> Result<Self> {
+        utf16(env, v)?
+            .map(JsUtf16)
+            .ok_or_else(|| type_err(env, "text must be a string"))
+    }
+}
+
 impl TypeName for JsOut {
     fn type_name() -> &'static str {
         "Float64Array"
@@ -143,10 +246,9 @@ impl JsPacked {
                 NULL => batch.push(p, ValueRef::Null),
                 NUMBER => batch.push(p, number_value(env, num, col)?.to_ref()),
                 TEXT => {
-                    let len = (num >= 0.0 && num.fract() == 0.0 && num <= usize::MAX as f64)
-                        .then_some(num as usize)
+                    let end = text_len(num)
+                        .and_then(|len| at.checked_add(len))
                         .ok_or_else(bad)?;
-                    let end = at.checked_add(len).ok_or_else(bad)?;
                     let units = self.text.get(at..end).ok_or_else(bad)?;
                     at = end;
                     batch.push_utf16(p, units);

@@ -2,7 +2,7 @@
 //! `transaction(fn)` and of `'change'` records. `lib/sql.js` builds the
 //! better-sqlite3-shaped `Statement` and `transaction` on top of these.
 
-use super::{JsOut, JsParams, JsRows, JsSql, NativeReplicator, OrJs};
+use super::{JsOut, JsParams, JsRows, JsSql, JsTags, JsUtf16, NativeReplicator, OrJs};
 use crate::core::engine::{Change, Params, PreparedSql, SqlMode};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
@@ -17,6 +17,8 @@ pub struct NativeStatementInfo {
     /// Parameter names in binding order (all named), else null: lets
     /// `lib/sql.js` pass an object's values as an array.
     pub params: Option<Vec<String>>,
+    /// How many parameters it binds.
+    pub count: u32,
     /// Passed back to `run`/`sqlAll`/`sqlGet` (no SQL text per call).
     #[napi(ts_type = "ExternalObject<unknown>")]
     pub handle: External<PreparedSql>,
@@ -94,6 +96,7 @@ impl NativeReplicator {
             reader: info.reader,
             readonly: info.readonly,
             params: info.params,
+            count: u32::try_from(info.count).unwrap_or(u32::MAX),
             handle: External::new(info.prepared),
         })
     }
@@ -117,6 +120,31 @@ impl NativeReplicator {
             .run_prepared(handle, params(&params_), SqlMode::Run)
             .js(&env)?;
         out.set(&[r.changes as f64, r.last_insert_rowid as f64, r.seq as f64]);
+        Ok(())
+    }
+
+    /// `run` with its parameters packed by `lib/sql.js` (no N-API call
+    /// per parameter): a tag per parameter in `tags`, their numbers in
+    /// `io` from index 3, their strings joined in `text`. `io[0..3]`
+    /// receives `[changes, lastInsertRowid, seq]` as `run`'s `out` does.
+    #[napi(
+        catch_unwind,
+        ts_args_type = "handle: ExternalObject<unknown>, tags: Uint8Array, io: Float64Array, text: string"
+    )]
+    pub fn run_packed(
+        &mut self,
+        env: Env,
+        handle: &External<PreparedSql>,
+        tags: JsTags,
+        io: JsOut,
+        text: JsUtf16,
+    ) -> Result<()> {
+        let values = io.params(env.raw(), &tags.0, 3, &text.0)?;
+        let r = self
+            .e(&env)?
+            .run_prepared(handle, Params::Positional(&values), SqlMode::Run)
+            .js(&env)?;
+        io.set(&[r.changes as f64, r.last_insert_rowid as f64, r.seq as f64]);
         Ok(())
     }
 

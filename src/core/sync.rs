@@ -110,12 +110,24 @@ impl SeqVector {
             return;
         }
         let o = self.origin(origin);
+        // Consecutive seqs (a local batch) go in as one range.
+        let mut run: Option<(u64, u64)> = None;
         for (seq, at) in held {
-            o.held.insert(seq);
+            run = match run {
+                Some((a, b)) if b.checked_add(1) == Some(seq) => Some((a, seq)),
+                Some((a, b)) => {
+                    o.held.insert_range(a, b);
+                    Some((seq, seq))
+                }
+                None => Some((seq, seq)),
+            };
             o.digest ^= patch_hash(origin, seq, at);
             if seq < SHADOW_STEP {
                 o.max_seen = o.max_seen.max(seq);
             }
+        }
+        if let Some((a, b)) = run {
+            o.held.insert_range(a, b);
         }
     }
 
@@ -517,4 +529,48 @@ impl GapTracker {
 /// Backoff in heartbeats after `attempts` unanswered requests: 1, 2, 4, 4...
 pub fn backoff_ticks(attempts: u32) -> u64 {
     1u64 << attempts.min(2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SeqVector;
+
+    /// `hold_all` (consecutive seqs as one range) holds what one `hold`
+    /// per patch holds: same ranges, digest and highest seq seen.
+    #[test]
+    fn hold_all_matches_holding_one_by_one() {
+        let batches: [&[(u64, u64)]; 4] = [
+            &[(1, 10), (2, 11), (3, 12), (7, 13), (8, 14), (5, 15)],
+            &[(4, 1)],
+            &[
+                (9, 2),
+                (9, 2),
+                (10, 3),
+                (u64::MAX, 4),
+                (1 << 50, 5),
+                ((1 << 50) + 1, 6),
+            ],
+            &[],
+        ];
+        let mut all = SeqVector::default();
+        let mut one = SeqVector::default();
+        for b in batches {
+            all.hold_all(3, b.iter().copied());
+            for &(seq, at) in b {
+                one.origin(3).held.insert(seq);
+                let o = one.origin(3);
+                o.digest ^= super::patch_hash(3, seq, at);
+                if seq < super::SHADOW_STEP {
+                    o.max_seen = o.max_seen.max(seq);
+                }
+            }
+            let (a, o) = (&all.origins[&3], &one.origins[&3]);
+            assert_eq!(
+                a.held.ranges_from(0, usize::MAX),
+                o.held.ranges_from(0, usize::MAX)
+            );
+            assert_eq!((a.digest, a.max_seen), (o.digest, o.max_seen));
+        }
+        assert_eq!(all.contiguous(3), 5);
+    }
 }

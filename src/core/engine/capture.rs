@@ -59,6 +59,8 @@ pub struct StatementInfo {
     /// The name of each parameter, without its `@`/`:`/`$`, in binding
     /// order; `None` when one of them is positional (`?`).
     pub params: Option<Vec<String>>,
+    /// How many parameters it binds.
+    pub count: usize,
     /// What each `run`/`all`/`get` of it needs (the binding keeps it with
     /// the JS statement, so no SQL text crosses per call).
     pub prepared: PreparedSql,
@@ -90,19 +92,18 @@ struct Pending {
 }
 
 impl Pending {
-    fn write(self, e: &mut Engine) -> Result<String> {
+    fn write(self, e: &mut Engine) -> Result<()> {
         e.write_ordinals(&self.table, &self.rows, false)
     }
 }
 
 impl Engine {
-    /// Replicated table names for the fence (rebuilt when the tables change).
+    /// Replicated table names for the fence (`set_tables` forgets them
+    /// when the tables change).
     fn fence_names(&self) -> Arc<HashSet<String>> {
         let mut cached = self.units.fence.borrow_mut();
         if let Some(names) = cached.as_ref() {
-            if names.len() == self.tables.len() && self.tables.keys().all(|k| names.contains(k)) {
-                return names.clone();
-            }
+            return names.clone();
         }
         let names: Arc<HashSet<String>> = Arc::new(self.tables.keys().cloned().collect());
         *cached = Some(names.clone());
@@ -144,7 +145,8 @@ impl Engine {
             ddl: maybe_ddl(sql),
             readonly: st.readonly(),
         };
-        let params = (1..=st.parameter_count())
+        let count = st.parameter_count();
+        let params = (1..=count)
             .map(|i| {
                 st.parameter_name(i)
                     .filter(|n| !n.starts_with('?'))
@@ -156,6 +158,7 @@ impl Engine {
             reader: st.column_count() > 0,
             readonly: prepared.readonly,
             params,
+            count,
             prepared,
         })
     }
@@ -360,7 +363,8 @@ impl Engine {
                     t.pk_index.iter().map(|&i| &row[i]).collect::<Vec<_>>()
                 )
             };
-            if single && !matches!((&r.old, &r.new), (Some(o), Some(n)) if key(o) != key(n)) {
+            let moved = |o: &[Value], n: &[Value]| t.pk_index.iter().any(|&i| o[i] != n[i]);
+            if single && !matches!((&r.old, &r.new), (Some(o), Some(n)) if moved(o, n)) {
                 // One row changed (a one-row statement): no folding to do.
                 rows.push(Touched {
                     table: r.table,
@@ -383,7 +387,7 @@ impl Engine {
                 }
             };
             match (r.old, r.new) {
-                (Some(old), Some(new)) if key(&old) != key(&new) => {
+                (Some(old), Some(new)) if moved(&old, &new) => {
                     // A key change: the old row goes, a new one comes.
                     touch(key(&old), Some(old), None);
                     touch(key(&new), None, Some(new));

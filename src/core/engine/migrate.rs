@@ -215,10 +215,11 @@ impl Engine {
         }
         // Only tables that already have quilt's hidden column and index
         // (created before this migrate()) can hold patches to keep.
-        self.tables = after
+        let kept = after
             .into_iter()
             .filter(|(name, _)| self.tables.contains_key(name))
             .collect();
+        self.set_tables(kept);
         Ok(())
     }
 

@@ -430,8 +430,15 @@ impl Engine {
                 return Err(e);
             }
         }
-        self.tables = tables;
+        self.set_tables(tables);
         Ok(())
+    }
+
+    /// Replace the replicated tables (the fence's list of names is rebuilt
+    /// on next use).
+    fn set_tables(&mut self, tables: BTreeMap<String, TableInfo>) {
+        self.tables = tables;
+        *self.units.fence.borrow_mut() = None;
     }
 
     /// The declared renames of every recorded migration, in version order.

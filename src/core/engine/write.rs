@@ -163,17 +163,13 @@ impl Engine {
             let r = batch.row(batch.len() - 1);
             Self::check_key(t, r.pos, |p| r.is_null(p))?;
         }
-        self.write_ordinals(table, &batch, true)
+        self.write_ordinals(table, &batch, true)?;
+        Ok(self.token())
     }
 
     /// [`Engine::write_checked`] of a batch whose cells name the table's
     /// column ordinals (`upsert` of row objects, captured SQL).
-    pub(super) fn write_ordinals(
-        &mut self,
-        table: &str,
-        batch: &Batch,
-        base: bool,
-    ) -> Result<String> {
+    pub(super) fn write_ordinals(&mut self, table: &str, batch: &Batch, base: bool) -> Result<()> {
         let n = self.table(table)?.columns.len();
         let ords: Vec<usize> = (0..n).collect();
         self.write_checked(table, batch, &ords, base)
@@ -197,7 +193,8 @@ impl Engine {
                 None => return Err(schema_err(format!("table {} has no column {c}", t.name))),
             }
         }
-        self.write_checked(table, batch, &idx, true)
+        self.write_checked(table, batch, &idx, true)?;
+        Ok(self.token())
     }
 
     /// Key, size and seq-space checks, then the write in its own unit
@@ -211,7 +208,7 @@ impl Engine {
         batch: &Batch,
         ords: &[usize],
         base: bool,
-    ) -> Result<String> {
+    ) -> Result<()> {
         let t = self.table(table)?;
         let budget = self.cfg.max_frame_bytes.saturating_sub(64 + t.name.len());
         let mut cols = Vec::new();
@@ -234,7 +231,7 @@ impl Engine {
             }
         }
         if batch.is_empty() {
-            return Ok(self.token());
+            return Ok(());
         }
         let n = batch.len();
         if self
@@ -278,7 +275,7 @@ impl Engine {
             });
         }
         self.counters.local_writes += n as u64;
-        Ok(self.token())
+        Ok(())
     }
 
     /// Stamp and store rows inside the open unit; their `(seq, at)` and

@@ -1,0 +1,128 @@
+'use strict'
+// prepare().run() packs its parameters into typed arrays when each is a
+// number, a string or null (lib/sql.js `_pack`); anything else goes over
+// value by value. Both ways must bind exactly the same values: random
+// parameters of every kind run through a statement on the fast path and
+// through one held on the slow path, and the stored cells (type and
+// value), the patches and the errors must match.
+const test = require('node:test')
+const assert = require('node:assert/strict')
+const fs = require('node:fs')
+const os = require('node:os')
+const path = require('node:path')
+const { Replicator } = require('..')
+
+const SCHEMA = `CREATE TABLE t (id INTEGER PRIMARY KEY, a, b, c);
+CREATE TABLE t_patches (_patchedAt INTEGER NOT NULL, _sequenceId INTEGER NOT NULL, _peerId INTEGER NOT NULL, id INTEGER, a, b, c);`
+
+// A small seeded generator (mulberry32), so a failure can be replayed.
+function rng (seed) {
+  return () => {
+    seed = (seed + 0x6d2b79f5) | 0
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed)
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+const KINDS = [
+  () => 0, () => -0, () => 1, () => -7, () => 2 ** 53 - 1, () => 2 ** 53 + 2, () => -(2 ** 60),
+  () => 0.5, () => -1e-300, () => 1e300, () => Infinity, () => -Infinity, () => NaN,
+  () => '', () => 'plain', () => 'héllo 😀', () => '\ud800 lone', () => 'x'.repeat(3000), () => '\u0000nul',
+  () => null, () => undefined, () => true, () => 12n, () => Buffer.from([1, 2, 3]), () => ({})
+]
+
+function open (dir, name) {
+  const r = new Replicator({ path: path.join(dir, `${name}.db`), peerId: name === 'fast' ? 1 : 2, heartbeatMs: 0 })
+  r.migrate([{ up: SCHEMA }])
+  return r
+}
+
+function cells (r) {
+  return r.prepare('SELECT id, typeof(a) AS ta, quote(a) AS qa, typeof(b) AS tb, quote(b) AS qb, typeof(c) AS tc, quote(c) AS qc FROM t ORDER BY id').all()
+}
+
+function patchCells (r) {
+  return r.prepare('SELECT _sequenceId AS seq, id, quote(a) AS qa, quote(b) AS qb, quote(c) AS qc, _quiltNulls AS nulls FROM t_patches ORDER BY _sequenceId').all()
+}
+
+function attempt (fn) {
+  try {
+    return { ok: fn() }
+  } catch (e) {
+    return { code: e.code, name: e.name, message: e.message }
+  }
+}
+
+test('packed parameters bind exactly what value-by-value parameters bind', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'quilt-packed-'))
+  const fast = open(dir, 'fast')
+  const slow = open(dir, 'slow')
+  let packed = 0
+  const runPacked = fast._native.runPacked.bind(fast._native)
+  fast._native.runPacked = (...a) => { packed++; return runPacked(...a) }
+  slow._native.runPacked = () => { throw new Error('the slow statement must not take the packed path') }
+  try {
+    const forms = [
+      ['INSERT INTO t (id, a, b, c) VALUES (?, ?, ?, ?)', (id, v) => [[id, ...v]]],
+      ['INSERT INTO t (id, a, b, c) VALUES (?, ?, ?, ?)', (id, v) => [id, ...v]],
+      ['INSERT INTO t (id, a, b, c) VALUES (@id, @a, $b, :c)', (id, v) => [{ id, a: v[0], b: v[1], c: v[2] }]],
+      ['UPDATE t SET a = ?2, b = ?3, c = ?4 WHERE id = ?1', (id, v) => [[id - 1, ...v]]],
+      // Too few, too many: checked natively either way.
+      ['INSERT INTO t (id, a, b, c) VALUES (?, ?, ?, ?)', (id, v) => [id, ...v.slice(0, 2)]],
+      ['INSERT INTO t (id, a) VALUES (?, ?)', (id, v) => [id, ...v]]
+    ]
+    const stmts = forms.map(([sql, args]) => ({ f: fast.prepare(sql), s: slow.prepare(sql), args }))
+    for (const st of stmts) st.s._pack = () => undefined
+    const rand = rng(20261206)
+    for (let id = 1; id <= 600; id++) {
+      const pick = () => KINDS[Math.floor(rand() * KINDS.length)]()
+      // Mostly packable values, so both paths are exercised.
+      const common = () => KINDS[Math.floor(rand() * 20)]()
+      const vals = [0, 1, 2].map(() => (rand() < 0.85 ? common() : pick()))
+      const st = stmts[Math.floor(rand() * stmts.length)]
+      const a = attempt(() => st.f.run(...st.args(id, vals)))
+      const b = attempt(() => st.s.run(...st.args(id, vals)))
+      if (a.ok) assert.equal(a.ok.token.split('.')[1], b.ok && b.ok.token.split('.')[1], `id ${id}: ${JSON.stringify(b)}`)
+      else assert.deepEqual(a, b, `id ${id}: both fail alike`)
+      if (a.ok) assert.deepEqual([a.ok.changes, a.ok.lastInsertRowid], [b.ok.changes, b.ok.lastInsertRowid])
+    }
+    assert.ok(packed > 300, `the packed path ran ${packed} times`)
+    const fc = cells(fast)
+    assert.ok(fc.length > 200, `rows stored: ${fc.length}`)
+    assert.deepEqual(fc, cells(slow))
+    assert.deepEqual(patchCells(fast), patchCells(slow))
+  } finally {
+    await fast.close({ timeoutMs: 0 })
+    await slow.close({ timeoutMs: 0 })
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+})
+
+test('a statement with no parameters, or given the wrong kind of argument, still runs or fails as before', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'quilt-packed-'))
+  const r = open(dir, 'fast')
+  try {
+    assert.equal(r.prepare("INSERT INTO t (id, a) VALUES (1, 'z')").run().changes, 1)
+    const named = r.prepare('UPDATE t SET a = @a WHERE id = @id')
+    assert.equal(named.run({ id: 1, a: 'y' }).changes, 1)
+    // An array binds in the statement's order: @a, then @id.
+    assert.equal(named.run(['w', 1]).changes, 1)
+    assert.throws(() => named.run({ id: 1 }), (e) => e.code === 'E_ARG')
+    assert.throws(() => named.run(1), (e) => e.code === 'E_ARG')
+    assert.deepEqual(r.prepare('SELECT a FROM t').all(), [{ a: 'w' }])
+    // A forged packed call is refused, not read past its arrays.
+    const st = r.prepare('INSERT INTO t (id, a) VALUES (?, ?)')
+    const io = new Float64Array(5)
+    io[3] = 2
+    io[4] = 10
+    assert.throws(() => r._native.runPacked(st._handle, new Uint8Array([2, 3]), io, 'abc'), (e) => e.code === 'E_ARG')
+    assert.throws(() => r._native.runPacked(st._handle, new Uint8Array([2, 9]), io, ''), (e) => e.code === 'E_ARG')
+    assert.throws(() => r._native.runPacked(st._handle, new Uint8Array([2, 2, 2]), io, ''), (e) => e.code === 'E_ARG')
+    assert.throws(() => r._native.runPacked(st._handle, new Uint8Array([2]), new Float64Array(3), ''), (e) => e.code === 'E_ARG')
+    assert.equal(r.prepare('SELECT count(*) AS n FROM t').get().n, 1)
+  } finally {
+    await r.close({ timeoutMs: 0 })
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+})
