@@ -43,15 +43,20 @@ export declare class NativeReplicator {
   run(handle: ExternalObject<unknown>, params: unknown, out: Float64Array): void
   /**
    * `run` with its parameters packed by `lib/sql.js` (no N-API call
-   * per parameter): a tag per parameter in `tags`, their numbers in
-   * `io` from index 3, their strings joined in `text`. `io[0..3]`
-   * receives `[changes, lastInsertRowid, seq]` as `run`'s `out` does.
+   * per parameter): in `io` from index 3 a tag per parameter, then
+   * their numbers; their strings joined in `text`. `io[0..3]` receives
+   * `[changes, lastInsertRowid, seq]` as `run`'s `out` does.
    */
-  runPacked(handle: ExternalObject<unknown>, tags: Uint8Array, io: Float64Array, text: string): void
+  runPacked(handle: ExternalObject<unknown>, io: Float64Array, text: string): void
   /** Every row of a prepared statement (writes are captured). */
   sqlAll(handle: ExternalObject<unknown>, params?: unknown): JsRows
   /** The first row of a prepared statement, or undefined. */
   sqlGet(handle: ExternalObject<unknown>, params?: unknown): JsRows
+  /**
+   * `sqlAll` (`one` false) or `sqlGet` (`one` true) with parameters
+   * packed as for `runPacked` (nothing is written back).
+   */
+  rowsPacked(handle: ExternalObject<unknown>, io: Float64Array, text: string, one: boolean): JsRows
   /** `transaction(fn)` starts (nested: a savepoint). */
   begin(): void
   /** `transaction(fn)` returned: commit. */

@@ -88,6 +88,25 @@ test('packed parameters bind exactly what value-by-value parameters bind', async
       if (a.ok) assert.deepEqual([a.ok.changes, a.ok.lastInsertRowid], [b.ok.changes, b.ok.lastInsertRowid])
     }
     assert.ok(packed > 300, `the packed path ran ${packed} times`)
+    // Reads with packed parameters find what value-by-value ones find.
+    const finds = ['SELECT id, a, b, c FROM t WHERE a IS ? OR b IS ? OR c IS ? ORDER BY id', 'SELECT ? AS x, ? AS y, ? AS z']
+    const reads = finds.map((sql) => ({ f: fast.prepare(sql), s: slow.prepare(sql) }))
+    for (const st of reads) st.s._pack = () => undefined
+    let packedReads = 0
+    const rowsPacked = fast._native.rowsPacked.bind(fast._native)
+    fast._native.rowsPacked = (...a) => { packedReads++; return rowsPacked(...a) }
+    const slowRows = slow._native.rowsPacked.bind(slow._native)
+    let slowPacked = 0
+    slow._native.rowsPacked = (...a) => { slowPacked++; return slowRows(...a) }
+    for (let i = 0; i < 200; i++) {
+      const vals = [0, 1, 2].map(() => KINDS[Math.floor(rand() * (rand() < 0.9 ? 20 : KINDS.length))]())
+      const st = reads[i % reads.length]
+      const args = i % 3 === 0 ? [vals] : vals
+      assert.deepEqual(attempt(() => st.f.all(...args)), attempt(() => st.s.all(...args)), `all() ${i}`)
+      assert.deepEqual(attempt(() => st.f.get(...args)), attempt(() => st.s.get(...args)), `get() ${i}`)
+    }
+    assert.ok(packedReads > 200, `packed reads: ${packedReads}`)
+    assert.equal(slowPacked, 0, 'the slow statements never took the packed path')
     const fc = cells(fast)
     assert.ok(fc.length > 200, `rows stored: ${fc.length}`)
     assert.deepEqual(fc, cells(slow))
@@ -111,15 +130,22 @@ test('a statement with no parameters, or given the wrong kind of argument, still
     assert.throws(() => named.run({ id: 1 }), (e) => e.code === 'E_ARG')
     assert.throws(() => named.run(1), (e) => e.code === 'E_ARG')
     assert.deepEqual(r.prepare('SELECT a FROM t').all(), [{ a: 'w' }])
-    // A forged packed call is refused, not read past its arrays.
+    // A forged packed call is refused, not read past its array: io is
+    // [changes, rowid, seq, tag per parameter..., number per parameter...].
     const st = r.prepare('INSERT INTO t (id, a) VALUES (?, ?)')
-    const io = new Float64Array(5)
-    io[3] = 2
-    io[4] = 10
-    assert.throws(() => r._native.runPacked(st._handle, new Uint8Array([2, 3]), io, 'abc'), (e) => e.code === 'E_ARG')
-    assert.throws(() => r._native.runPacked(st._handle, new Uint8Array([2, 9]), io, ''), (e) => e.code === 'E_ARG')
-    assert.throws(() => r._native.runPacked(st._handle, new Uint8Array([2, 2, 2]), io, ''), (e) => e.code === 'E_ARG')
-    assert.throws(() => r._native.runPacked(st._handle, new Uint8Array([2]), new Float64Array(3), ''), (e) => e.code === 'E_ARG')
+    const forged = (io, text) => () => r._native.runPacked(st._handle, new Float64Array(io), text)
+    const refused = (e) => e.code === 'E_ARG'
+    assert.throws(forged([0, 0, 0, 2, 3, 2, 10], 'abc'), refused, 'text longer than its lengths')
+    assert.throws(forged([0, 0, 0, 2, 3, 2, 10], 'a'), refused, 'text shorter than its lengths')
+    assert.throws(forged([0, 0, 0, 2, 9, 2, 10], ''), refused, 'an unknown tag')
+    assert.throws(forged([0, 0, 0, 2, 2.5, 2, 10], ''), refused, 'a tag that is not an integer')
+    assert.throws(forged([0, 0, 0, 2, 3, 2, -1], ''), refused, 'a negative length')
+    assert.throws(forged([0, 0, 0, 2, 3, 2, 1e300], 'a'), refused, 'a huge length')
+    assert.throws(forged([0, 0, 0, 2, 2, 2], ''), refused, 'an odd count of slots')
+    assert.throws(forged([0, 0], ''), refused, 'shorter than its results')
+    assert.throws(forged([0, 0, 0, 2, 2, 2, 2, 2, 2], ''), refused, 'more parameters than the statement binds')
+    assert.throws(() => r._native.rowsPacked(st._handle, new Float64Array([0, 0, 0, 7, 1]), '', true), refused)
+    assert.throws(() => r._native.runPacked(st._handle, new Uint8Array(7), ''), (e) => e instanceof TypeError)
     assert.equal(r.prepare('SELECT count(*) AS n FROM t').get().n, 1)
   } finally {
     await r.close({ timeoutMs: 0 })

@@ -42,12 +42,11 @@ class Statement {
     this._names = info.params ?? null
     // The native statement (no SQL text crosses per call).
     this._handle = info.handle
-    // run()'s parameters, packed by `_pack` (a tag each, and numbers from
-    // io[3]), and its results, written natively into io[0..3]: [changes,
-    // lastInsertRowid, seq].
+    // Parameters packed by `_pack` (from io[3], a tag each, then their
+    // numbers) and run()'s results, written natively into io[0..3]:
+    // [changes, lastInsertRowid, seq].
     this._count = info.count
-    this._tags = new Uint8Array(info.count)
-    this._io = new Float64Array(3 + info.count)
+    this._io = new Float64Array(3 + 2 * info.count)
     /** The SQL text. */
     this.source = source
     /** True when the statement returns rows. */
@@ -63,7 +62,7 @@ class Statement {
     const out = this._io
     const text = this._pack(params)
     if (text === undefined) r._native.run(this._handle, bindArgs(params, this._names), out)
-    else r._native.runPacked(this._handle, this._tags, out, text)
+    else r._native.runPacked(this._handle, out, text)
     // Inside transaction(fn) the commit does what follows a write.
     if (!this.readonly && r._txDepth === 0) r._afterWrite()
     return { changes: out[0], lastInsertRowid: out[1], token: `${r.peerId}.${out[2]}` }
@@ -73,7 +72,10 @@ class Statement {
   all (...params) {
     this._checkReader('all')
     const r = this._r
-    const rows = r._native.sqlAll(this._handle, bindArgs(params, this._names))
+    const text = this._pack(params)
+    const rows = text === undefined
+      ? r._native.sqlAll(this._handle, bindArgs(params, this._names))
+      : r._native.rowsPacked(this._handle, this._io, text, false)
     if (!this.readonly) r._afterWrite()
     return rows
   }
@@ -82,7 +84,10 @@ class Statement {
   get (...params) {
     this._checkReader('get')
     const r = this._r
-    const row = r._native.sqlGet(this._handle, bindArgs(params, this._names))
+    const text = this._pack(params)
+    const row = text === undefined
+      ? r._native.sqlGet(this._handle, bindArgs(params, this._names))
+      : r._native.rowsPacked(this._handle, this._io, text, true)
     if (!this.readonly) r._afterWrite()
     return row
   }
@@ -96,9 +101,10 @@ class Statement {
   }
 
   /**
-   * Pack `run()`'s parameters when each is a number (not NaN), a string or
-   * null, and they are as many as the statement binds: tags into
-   * `_tags`, numbers (a string's length) into `_io` from index 3. Returns
+   * Pack the parameters of `run()`, `all()` or `get()` when each is a
+   * number (not NaN), a string or null, and they are as many as the
+   * statement binds: into `_io` from index 3 a tag each, then each one's
+   * number (a string's length). Returns
    * the strings joined, or `undefined` for anything else, which goes over
    * as it is and is checked natively (this chooses a fast path; it does not
    * validate).
@@ -116,21 +122,21 @@ class Statement {
       }
     }
     if (named === null && src.length !== n) return undefined
-    const tags = this._tags
     const io = this._io
+    const at = 3 + n
     const names = this._names
     let text = ''
     for (let i = 0; i < n; i++) {
       const v = named === null ? src[i] : named[names[i]]
       if (typeof v === 'number' && !Number.isNaN(v)) {
-        tags[i] = NUMBER
-        io[3 + i] = v
+        io[3 + i] = NUMBER
+        io[at + i] = v
       } else if (typeof v === 'string') {
-        tags[i] = TEXT
-        io[3 + i] = v.length
+        io[3 + i] = TEXT
+        io[at + i] = v.length
         text += v
       } else if (v === null) {
-        tags[i] = NULL
+        io[3 + i] = NULL
       } else {
         return undefined
       }

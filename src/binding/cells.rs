@@ -84,29 +84,27 @@ impl JsOut {
         (i < self.len).then(|| unsafe { self.data.add(i).read_unaligned() })
     }
 
-    /// One statement's parameters packed by `lib/sql.js` (`pack`): a tag
-    /// per parameter in `tags` (those of a packed batch: null, number,
-    /// text), its number (a string's UTF-16 length) in this array from
-    /// index `at`, every string joined in `text`. In binding order.
-    pub fn params(
-        &self,
-        env: sys::napi_env,
-        tags: &[u8],
-        at: usize,
-        text: &[u16],
-    ) -> Result<Vec<Value>> {
+    /// One statement's parameters packed by `lib/sql.js` (`_pack`): from
+    /// index `at` on, a tag per parameter (those of a packed batch: null,
+    /// number, text), then each one's number (a string's UTF-16 length);
+    /// every string joined in `text`. In binding order.
+    pub fn params(&self, env: sys::napi_env, at: usize, text: &[u16]) -> Result<Vec<Value>> {
         let bad = || type_err(env, "packed parameters are malformed");
-        let mut out = Vec::with_capacity(tags.len());
+        let rest = self.len.checked_sub(at).ok_or_else(bad)?;
+        if rest % 2 != 0 {
+            return Err(bad());
+        }
+        let n = rest / 2;
+        let mut out = Vec::with_capacity(n);
         let mut pos = 0usize;
-        for (i, &tag) in tags.iter().enumerate() {
-            let num = at
-                .checked_add(i)
-                .and_then(|k| self.get(k))
-                .ok_or_else(bad)?;
+        for i in 0..n {
+            let (Some(tag), Some(num)) = (self.get(at + i), self.get(at + n + i)) else {
+                return Err(bad());
+            };
             out.push(match tag {
-                NULL => Value::Null,
-                NUMBER => number_value(env, num, "param")?,
-                TEXT => {
+                t if t == f64::from(NULL) => Value::Null,
+                t if t == f64::from(NUMBER) => number_value(env, num, "param")?,
+                t if t == f64::from(TEXT) => {
                     let end = text_len(num)
                         .and_then(|len| pos.checked_add(len))
                         .ok_or_else(bad)?;
@@ -137,26 +135,6 @@ fn text_of(units: &[u16]) -> String {
 /// A string's UTF-16 length as packed in a `Float64Array`.
 fn text_len(num: f64) -> Option<usize> {
     (num >= 0.0 && num.fract() == 0.0 && num <= usize::MAX as f64).then_some(num as usize)
-}
-
-/// A `Uint8Array`'s bytes, copied (packed parameters' tags).
-pub struct JsTags(pub Vec<u8>);
-
-impl TypeName for JsTags {
-    fn type_name() -> &'static str {
-        "Uint8Array"
-    }
-    fn value_type() -> ValueType {
-        ValueType::Object
-    }
-}
-
-impl FromNapiValue for JsTags {
-    unsafe fn from_napi_value(env: sys::napi_env, v: sys::napi_value) -> Result<Self> {
-        typed(env, v, sys::TypedarrayType::uint8_array)?
-            .map(JsTags)
-            .ok_or_else(|| type_err(env, "tags must be a Uint8Array"))
-    }
 }
 
 /// A string's UTF-16 code units (packed parameters' joined text).
@@ -313,6 +291,9 @@ unsafe fn utf16(env: sys::napi_env, v: sys::napi_value) -> Result<Option<Vec<u16
         sys::napi_get_value_string_utf16(env, v, ptr::null_mut(), 0, &mut len),
         "text",
     )?;
+    if len == 0 {
+        return Ok(Some(Vec::new()));
+    }
     let mut buf = vec![0u16; len + 1];
     let mut written = 0usize;
     check(

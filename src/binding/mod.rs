@@ -25,7 +25,7 @@ mod values;
 mod write;
 
 pub use args::{JsMigrations, NativeOptions, RestoreArgs};
-pub use cells::{JsCells, JsOut, JsPacked, JsTags, JsUtf16};
+pub use cells::{JsCells, JsOut, JsPacked, JsUtf16};
 pub use values::{JsBytes, JsKey, JsParams, JsPeerId, JsRow, JsRowList, JsRows, JsSql, JsTable};
 
 /// The constructor of the JS error class for coded errors, registered once

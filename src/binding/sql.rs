@@ -2,7 +2,7 @@
 //! `transaction(fn)` and of `'change'` records. `lib/sql.js` builds the
 //! better-sqlite3-shaped `Statement` and `transaction` on top of these.
 
-use super::{JsOut, JsParams, JsRows, JsSql, JsTags, JsUtf16, NativeReplicator, OrJs};
+use super::{JsOut, JsParams, JsRows, JsSql, JsUtf16, NativeReplicator, OrJs};
 use crate::core::engine::{Change, Params, PreparedSql, SqlMode};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
@@ -49,13 +49,10 @@ impl NativeReplicator {
         &mut self,
         env: &Env,
         handle: &PreparedSql,
-        params_: &Option<JsParams>,
+        params: Params<'_>,
         mode: SqlMode,
     ) -> Result<JsRows> {
-        let out = self
-            .e(env)?
-            .run_prepared(handle, params(params_), mode)
-            .js(env)?;
+        let out = self.e(env)?.run_prepared(handle, params, mode).js(env)?;
         Ok(JsRows {
             names: out.names,
             rows: out.rows,
@@ -124,22 +121,21 @@ impl NativeReplicator {
     }
 
     /// `run` with its parameters packed by `lib/sql.js` (no N-API call
-    /// per parameter): a tag per parameter in `tags`, their numbers in
-    /// `io` from index 3, their strings joined in `text`. `io[0..3]`
-    /// receives `[changes, lastInsertRowid, seq]` as `run`'s `out` does.
+    /// per parameter): in `io` from index 3 a tag per parameter, then
+    /// their numbers; their strings joined in `text`. `io[0..3]` receives
+    /// `[changes, lastInsertRowid, seq]` as `run`'s `out` does.
     #[napi(
         catch_unwind,
-        ts_args_type = "handle: ExternalObject<unknown>, tags: Uint8Array, io: Float64Array, text: string"
+        ts_args_type = "handle: ExternalObject<unknown>, io: Float64Array, text: string"
     )]
     pub fn run_packed(
         &mut self,
         env: Env,
         handle: &External<PreparedSql>,
-        tags: JsTags,
         io: JsOut,
         text: JsUtf16,
     ) -> Result<()> {
-        let values = io.params(env.raw(), &tags.0, 3, &text.0)?;
+        let values = io.params(env.raw(), 3, &text.0)?;
         let r = self
             .e(&env)?
             .run_prepared(handle, Params::Positional(&values), SqlMode::Run)
@@ -159,7 +155,7 @@ impl NativeReplicator {
         handle: &External<PreparedSql>,
         params_: Option<JsParams>,
     ) -> Result<JsRows> {
-        self.rows(&env, handle, &params_, SqlMode::All)
+        self.rows(&env, handle, params(&params_), SqlMode::All)
     }
 
     /// The first row of a prepared statement, or undefined.
@@ -173,7 +169,26 @@ impl NativeReplicator {
         handle: &External<PreparedSql>,
         params_: Option<JsParams>,
     ) -> Result<JsRows> {
-        self.rows(&env, handle, &params_, SqlMode::Get)
+        self.rows(&env, handle, params(&params_), SqlMode::Get)
+    }
+
+    /// `sqlAll` (`one` false) or `sqlGet` (`one` true) with parameters
+    /// packed as for `runPacked` (nothing is written back).
+    #[napi(
+        catch_unwind,
+        ts_args_type = "handle: ExternalObject<unknown>, io: Float64Array, text: string, one: boolean"
+    )]
+    pub fn rows_packed(
+        &mut self,
+        env: Env,
+        handle: &External<PreparedSql>,
+        io: JsOut,
+        text: JsUtf16,
+        one: bool,
+    ) -> Result<JsRows> {
+        let values = io.params(env.raw(), 3, &text.0)?;
+        let mode = if one { SqlMode::Get } else { SqlMode::All };
+        self.rows(&env, handle, Params::Positional(&values), mode)
     }
 
     /// `transaction(fn)` starts (nested: a savepoint).
