@@ -49,14 +49,14 @@ export declare class NativeReplicator {
    */
   runPacked(handle: ExternalObject<unknown>, io: Float64Array, text: string): void
   /** Every row of a prepared statement (writes are captured). */
-  sqlAll(handle: ExternalObject<unknown>, params?: unknown): JsRows
+  sqlAll(handle: ExternalObject<unknown>, params?: unknown): any
   /** The first row of a prepared statement, or undefined. */
-  sqlGet(handle: ExternalObject<unknown>, params?: unknown): JsRows
+  sqlGet(handle: ExternalObject<unknown>, params?: unknown): any
   /**
    * `sqlAll` (`one` false) or `sqlGet` (`one` true) with parameters
    * packed as for `runPacked` (nothing is written back).
    */
-  rowsPacked(handle: ExternalObject<unknown>, io: Float64Array, text: string, one: boolean): JsRows
+  rowsPacked(handle: ExternalObject<unknown>, io: Float64Array, text: string, one: boolean): any
   /** `transaction(fn)` starts (nested: a savepoint). */
   begin(): void
   /** `transaction(fn)` returned: commit. */
@@ -116,9 +116,9 @@ export declare class NativeReplicator {
   /** Events since the last call. */
   takeEvents(): Array<NativeEvent>
   /** Read-only query, all rows. */
-  all(sql: string, params?: unknown): JsRows
+  all(sql: string, params?: unknown): any
   /** Read-only query, first row or undefined. */
-  get(sql: string, params?: unknown): JsRows
+  get(sql: string, params?: unknown): any
   /** True once `(origin, seq)` is applied here. */
   has(origin: number, seq: number): boolean
   /** Cluster status. */
@@ -159,7 +159,7 @@ export interface NativeApply {
 export interface NativeChange {
   table: string
   /** Primary-key column to value. */
-  key: JsRows
+  key: Record<string, unknown>
   columns: Array<string>
   origin: number
   deleted: boolean

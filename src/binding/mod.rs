@@ -474,7 +474,11 @@ impl NativeReplicator {
     }
 
     /// Read-only query, all rows.
-    #[napi(catch_unwind, ts_args_type = "sql: string, params?: unknown")]
+    #[napi(
+        catch_unwind,
+        ts_args_type = "sql: string, params?: unknown",
+        ts_return_type = "any"
+    )]
     pub fn all(&mut self, env: Env, sql: JsSql, params: Option<JsParams>) -> Result<JsRows> {
         let (names, rows) = query(&env, self.e(&env)?, &sql.0, params, false)?;
         Ok(JsRows {
@@ -485,7 +489,11 @@ impl NativeReplicator {
     }
 
     /// Read-only query, first row or undefined.
-    #[napi(catch_unwind, ts_args_type = "sql: string, params?: unknown")]
+    #[napi(
+        catch_unwind,
+        ts_args_type = "sql: string, params?: unknown",
+        ts_return_type = "any"
+    )]
     pub fn get(&mut self, env: Env, sql: JsSql, params: Option<JsParams>) -> Result<JsRows> {
         let (names, rows) = query(&env, self.e(&env)?, &sql.0, params, true)?;
         Ok(JsRows {

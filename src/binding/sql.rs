@@ -29,6 +29,7 @@ pub struct NativeStatementInfo {
 pub struct NativeChange {
     pub table: String,
     /// Primary-key column to value.
+    #[napi(ts_type = "Record<string, unknown>")]
     pub key: JsRows,
     pub columns: Vec<String>,
     pub origin: u32,
@@ -147,7 +148,8 @@ impl NativeReplicator {
     /// Every row of a prepared statement (writes are captured).
     #[napi(
         catch_unwind,
-        ts_args_type = "handle: ExternalObject<unknown>, params?: unknown"
+        ts_args_type = "handle: ExternalObject<unknown>, params?: unknown",
+        ts_return_type = "any"
     )]
     pub fn sql_all(
         &mut self,
@@ -161,7 +163,8 @@ impl NativeReplicator {
     /// The first row of a prepared statement, or undefined.
     #[napi(
         catch_unwind,
-        ts_args_type = "handle: ExternalObject<unknown>, params?: unknown"
+        ts_args_type = "handle: ExternalObject<unknown>, params?: unknown",
+        ts_return_type = "any"
     )]
     pub fn sql_get(
         &mut self,
@@ -176,7 +179,8 @@ impl NativeReplicator {
     /// packed as for `runPacked` (nothing is written back).
     #[napi(
         catch_unwind,
-        ts_args_type = "handle: ExternalObject<unknown>, io: Float64Array, text: string, one: boolean"
+        ts_args_type = "handle: ExternalObject<unknown>, io: Float64Array, text: string, one: boolean",
+        ts_return_type = "any"
     )]
     pub fn rows_packed(
         &mut self,
