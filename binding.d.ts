@@ -57,6 +57,16 @@ export declare class NativeReplicator {
    * packed as for `runPacked` (nothing is written back).
    */
   rowsPacked(handle: ExternalObject<unknown>, io: Float64Array, text: string, one: boolean): any
+  /**
+   * `get` with packed parameters (as `rowsPacked`) and, when it can, a
+   * packed row: when the row's columns are the statement's as prepared
+   * (`columns` of `prepare`), each value null, text or a number
+   * (integers within 2^53), and `io` has room, `io` from index 3 gets a
+   * tag per column, then each one's number (a string's UTF-16 length),
+   * and the result is every string joined. Otherwise the row object, or
+   * undefined when there is no row.
+   */
+  getPacked(handle: ExternalObject<unknown>, io: Float64Array, text: string): string | Record<string, unknown> | undefined
   /** `transaction(fn)` starts (nested: a savepoint). */
   begin(): void
   /** `transaction(fn)` returned: commit. */
@@ -206,6 +216,8 @@ export interface NativeStatementInfo {
   params?: Array<string>
   /** How many parameters it binds. */
   count: number
+  /** Its result column names (empty when it returns no rows). */
+  columns: Array<string>
   /** Passed back to `run`/`sqlAll`/`sqlGet` (no SQL text per call). */
   handle: ExternalObject<unknown>
 }

@@ -42,11 +42,14 @@ class Statement {
     this._names = info.params ?? null
     // The native statement (no SQL text crosses per call).
     this._handle = info.handle
-    // Parameters packed by `_pack` (from io[3], a tag each, then their
-    // numbers) and run()'s results, written natively into io[0..3]:
-    // [changes, lastInsertRowid, seq].
+    // Parameters packed by `_pack` (their count in io[2], then from io[3]
+    // a tag each, then their numbers) and run()'s results, written
+    // natively into io[0..3]: [changes, lastInsertRowid, seq].
     this._count = info.count
-    this._io = new Float64Array(3 + 2 * info.count)
+    // get()'s row comes back packed the same way (a tag per column, then
+    // their numbers; `_unpack`) while its columns are these.
+    this._columns = info.columns
+    this._io = new Float64Array(3 + 2 * Math.max(info.count, info.columns.length))
     /** The SQL text. */
     this.source = source
     /** True when the statement returns rows. */
@@ -85,9 +88,12 @@ class Statement {
     this._checkReader('get')
     const r = this._r
     const text = this._pack(params)
-    const row = text === undefined
-      ? r._native.sqlGet(this._handle, bindArgs(params, this._names))
-      : r._native.rowsPacked(this._handle, this._io, text, true)
+    let row
+    if (text === undefined) row = r._native.sqlGet(this._handle, bindArgs(params, this._names))
+    else {
+      row = r._native.getPacked(this._handle, this._io, text)
+      if (typeof row === 'string') row = this._unpack(row)
+    }
     if (!this.readonly) r._afterWrite()
     return row
   }
@@ -103,8 +109,8 @@ class Statement {
   /**
    * Pack the parameters of `run()`, `all()` or `get()` when each is a
    * number (not NaN), a string or null, and they are as many as the
-   * statement binds: into `_io` from index 3 a tag each, then each one's
-   * number (a string's length). Returns
+   * statement binds: their count into `_io[2]`, then from index 3 a tag
+   * each, then each one's number (a string's length). Returns
    * the strings joined, or `undefined` for anything else, which goes over
    * as it is and is checked natively (this chooses a fast path; it does not
    * validate).
@@ -124,6 +130,7 @@ class Statement {
     if (named === null && src.length !== n) return undefined
     const io = this._io
     const at = 3 + n
+    io[2] = n
     const names = this._names
     let text = ''
     for (let i = 0; i < n; i++) {
@@ -142,6 +149,33 @@ class Statement {
       }
     }
     return text
+  }
+
+  /**
+   * The row `getPacked` packed into `_io` (from index 3, a tag per column,
+   * then each one's number or a string's length) and `text`, its strings
+   * joined: an object set column by column, as the native row object is.
+   */
+  _unpack (text) {
+    const cols = this._columns
+    const n = cols.length
+    const io = this._io
+    const at = 3 + n
+    const row = {}
+    let pos = 0
+    for (let i = 0; i < n; i++) {
+      const tag = io[3 + i]
+      if (tag === NUMBER) {
+        row[cols[i]] = io[at + i]
+      } else if (tag === TEXT) {
+        const end = pos + io[at + i]
+        row[cols[i]] = text.slice(pos, end)
+        pos = end
+      } else {
+        row[cols[i]] = null
+      }
+    }
+    return row
   }
 
   _checkReader (what) {

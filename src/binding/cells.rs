@@ -69,32 +69,44 @@ pub struct JsOut {
 impl JsOut {
     /// Write `values` from index 0 (as many as fit).
     pub fn set(&self, values: &[f64]) {
-        for (i, v) in values.iter().enumerate().take(self.len) {
-            // SAFETY: `data` points at `len` f64s of a typed array the JS
-            // caller holds for the whole call; nothing runs JS meanwhile.
-            unsafe { self.data.add(i).write_unaligned(*v) };
+        self.set_at(0, values);
+    }
+
+    /// Write `values` from index `at` (as many as fit).
+    fn set_at(&self, at: usize, values: &[f64]) {
+        for (i, v) in values.iter().enumerate() {
+            if let Some(k) = at.checked_add(i).filter(|&k| k < self.len) {
+                // SAFETY: `data` points at `len` f64s of a typed array the
+                // JS caller holds for the whole call; nothing runs JS
+                // meanwhile; `k < len`.
+                unsafe { self.data.add(k).write_unaligned(*v) };
+            }
         }
     }
-}
 
-impl JsOut {
     /// Element `i` (`None` past the end).
     fn get(&self, i: usize) -> Option<f64> {
-        // SAFETY: as in `set`; `i < len` is checked.
+        // SAFETY: as in `set_at`; `i < len` is checked.
         (i < self.len).then(|| unsafe { self.data.add(i).read_unaligned() })
     }
 
-    /// One statement's parameters packed by `lib/sql.js` (`_pack`): from
-    /// index `at` on, a tag per parameter (those of a packed batch: null,
-    /// number, text), then each one's number (a string's UTF-16 length);
-    /// every string joined in `text`. In binding order.
+    /// One statement's parameters packed by `lib/sql.js` (`_pack`): their
+    /// count at index `at - 1`, then from index `at` a tag per parameter
+    /// (those of a packed batch: null, number, text), then each one's
+    /// number (a string's UTF-16 length); every string joined in `text`.
+    /// In binding order. Slots past them are not read.
     pub fn params(&self, env: sys::napi_env, at: usize, text: &[u16]) -> Result<Vec<Value>> {
         let bad = || type_err(env, "packed parameters are malformed");
-        let rest = self.len.checked_sub(at).ok_or_else(bad)?;
-        if rest % 2 != 0 {
-            return Err(bad());
-        }
-        let n = rest / 2;
+        let n = at
+            .checked_sub(1)
+            .and_then(|k| self.get(k))
+            .and_then(as_index)
+            .filter(|n| {
+                n.checked_mul(2)
+                    .and_then(|k| k.checked_add(at))
+                    .is_some_and(|end| end <= self.len)
+            })
+            .ok_or_else(bad)?;
         let mut out = Vec::with_capacity(n);
         let mut pos = 0usize;
         for i in 0..n {
@@ -105,7 +117,7 @@ impl JsOut {
                 t if t == f64::from(NULL) => Value::Null,
                 t if t == f64::from(NUMBER) => number_value(env, num, "param")?,
                 t if t == f64::from(TEXT) => {
-                    let end = text_len(num)
+                    let end = as_index(num)
                         .and_then(|len| pos.checked_add(len))
                         .ok_or_else(bad)?;
                     let units = text.get(pos..end).ok_or_else(bad)?;
@@ -120,6 +132,38 @@ impl JsOut {
         }
         Ok(out)
     }
+
+    /// Pack one result row from index `at` (a tag per value, then each
+    /// one's number or a string's UTF-16 length) and return its strings
+    /// joined; `None` (nothing written) when a value is a blob or an
+    /// integer beyond 2^53, or the array is too short.
+    pub fn pack_row(&self, at: usize, row: &[Value]) -> Option<String> {
+        let n = row.len();
+        if at.checked_add(n.checked_mul(2)?)? > self.len {
+            return None;
+        }
+        let mut cells = Vec::with_capacity(n);
+        let mut text = String::new();
+        for v in row {
+            cells.push(match v {
+                Value::Null => (f64::from(NULL), 0.0),
+                Value::Int(i) if i.unsigned_abs() <= 9_007_199_254_740_991 => {
+                    (f64::from(NUMBER), *i as f64)
+                }
+                Value::Real(f) => (f64::from(NUMBER), *f),
+                Value::Text(s) => {
+                    text.push_str(s);
+                    (f64::from(TEXT), s.encode_utf16().count() as f64)
+                }
+                Value::Int(_) | Value::Blob(_) => return None,
+            });
+        }
+        let tags: Vec<f64> = cells.iter().map(|c| c.0).collect();
+        let nums: Vec<f64> = cells.iter().map(|c| c.1).collect();
+        self.set_at(at, &tags);
+        self.set_at(at + n, &nums);
+        Some(text)
+    }
 }
 
 /// UTF-16 code units as a `String` (a lone surrogate becomes U+FFFD, as
@@ -132,8 +176,8 @@ fn text_of(units: &[u16]) -> String {
     }
 }
 
-/// A string's UTF-16 length as packed in a `Float64Array`.
-fn text_len(num: f64) -> Option<usize> {
+/// A count or a length packed in a `Float64Array`, as an index.
+fn as_index(num: f64) -> Option<usize> {
     (num >= 0.0 && num.fract() == 0.0 && num <= usize::MAX as f64).then_some(num as usize)
 }
 
@@ -224,7 +268,7 @@ impl JsPacked {
                 NULL => batch.push(p, ValueRef::Null),
                 NUMBER => batch.push(p, number_value(env, num, col)?.to_ref()),
                 TEXT => {
-                    let end = text_len(num)
+                    let end = as_index(num)
                         .and_then(|len| at.checked_add(len))
                         .ok_or_else(bad)?;
                     let units = self.text.get(at..end).ok_or_else(bad)?;

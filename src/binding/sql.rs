@@ -19,9 +19,31 @@ pub struct NativeStatementInfo {
     pub params: Option<Vec<String>>,
     /// How many parameters it binds.
     pub count: u32,
+    /// Its result column names (empty when it returns no rows).
+    pub columns: Vec<String>,
     /// Passed back to `run`/`sqlAll`/`sqlGet` (no SQL text per call).
     #[napi(ts_type = "ExternalObject<unknown>")]
     pub handle: External<PreparedSql>,
+}
+
+/// `getPacked`'s result.
+pub enum PackedRow {
+    /// No row: `undefined`.
+    None,
+    /// The row packed into `io`; its strings joined.
+    Text(String),
+    /// The row as an object.
+    Row(JsRows),
+}
+
+impl ToNapiValue for PackedRow {
+    unsafe fn to_napi_value(env: napi::sys::napi_env, val: Self) -> Result<napi::sys::napi_value> {
+        match val {
+            PackedRow::None => <()>::to_napi_value(env, ()),
+            PackedRow::Text(t) => String::to_napi_value(env, t),
+            PackedRow::Row(r) => JsRows::to_napi_value(env, r),
+        }
+    }
 }
 
 /// One changed row of a `'change'` event.
@@ -55,10 +77,20 @@ impl NativeReplicator {
     ) -> Result<JsRows> {
         let out = self.e(env)?.run_prepared(handle, params, mode).js(env)?;
         Ok(JsRows {
-            names: out.names,
+            names: result_names(handle, out.names, out.names_as_prepared),
             rows: out.rows,
             one: mode == SqlMode::Get,
         })
+    }
+}
+
+/// A run's result column names (the statement's own when they are as
+/// prepared).
+fn result_names(handle: &PreparedSql, names: Vec<String>, as_prepared: bool) -> Vec<String> {
+    if as_prepared {
+        handle.columns().to_vec()
+    } else {
+        names
     }
 }
 
@@ -95,6 +127,7 @@ impl NativeReplicator {
             readonly: info.readonly,
             params: info.params,
             count: u32::try_from(info.count).unwrap_or(u32::MAX),
+            columns: info.prepared.columns().to_vec(),
             handle: External::new(info.prepared),
         })
     }
@@ -193,6 +226,45 @@ impl NativeReplicator {
         let values = io.params(env.raw(), 3, &text.0)?;
         let mode = if one { SqlMode::Get } else { SqlMode::All };
         self.rows(&env, handle, Params::Positional(&values), mode)
+    }
+
+    /// `get` with packed parameters (as `rowsPacked`) and, when it can, a
+    /// packed row: when the row's columns are the statement's as prepared
+    /// (`columns` of `prepare`), each value null, text or a number
+    /// (integers within 2^53), and `io` has room, `io` from index 3 gets a
+    /// tag per column, then each one's number (a string's UTF-16 length),
+    /// and the result is every string joined. Otherwise the row object, or
+    /// undefined when there is no row.
+    #[napi(
+        catch_unwind,
+        ts_args_type = "handle: ExternalObject<unknown>, io: Float64Array, text: string",
+        ts_return_type = "string | Record<string, unknown> | undefined"
+    )]
+    pub fn get_packed(
+        &mut self,
+        env: Env,
+        handle: &External<PreparedSql>,
+        io: JsOut,
+        text: JsUtf16,
+    ) -> Result<PackedRow> {
+        let values = io.params(env.raw(), 3, &text.0)?;
+        let mut out = self
+            .e(&env)?
+            .run_prepared(handle, Params::Positional(&values), SqlMode::Get)
+            .js(&env)?;
+        let Some(row) = out.rows.pop() else {
+            return Ok(PackedRow::None);
+        };
+        if out.names_as_prepared {
+            if let Some(text) = io.pack_row(3, &row) {
+                return Ok(PackedRow::Text(text));
+            }
+        }
+        Ok(PackedRow::Row(JsRows {
+            names: result_names(handle, out.names, out.names_as_prepared),
+            rows: vec![row],
+            one: true,
+        }))
     }
 
     /// `transaction(fn)` starts (nested: a savepoint).

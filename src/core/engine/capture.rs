@@ -45,7 +45,10 @@ pub struct SqlOutput {
     /// This peer's seq after the statement: its session token is
     /// `"<peerId>.<seq>"` (`Engine::token`).
     pub seq: u64,
+    /// Result column names; empty when they are the statement's columns
+    /// as prepared (`names_as_prepared`: no copy per call).
     pub names: Vec<String>,
+    pub names_as_prepared: bool,
     pub rows: Vec<Vec<Value>>,
 }
 
@@ -75,6 +78,16 @@ pub struct PreparedSql {
     /// It may be DDL (`maybe_ddl`): a run reads the schema cookie.
     ddl: bool,
     readonly: bool,
+    /// Its result columns when prepared (a schema change may change them
+    /// for `SELECT *`; a run then reports its own).
+    columns: Vec<String>,
+}
+
+impl PreparedSql {
+    /// The result column names it had when prepared.
+    pub fn columns(&self) -> &[String] {
+        &self.columns
+    }
 }
 
 /// One row's first old image and last new image within a unit of capture.
@@ -144,6 +157,7 @@ impl Engine {
             key,
             ddl: maybe_ddl(sql),
             readonly: st.readonly(),
+            columns: st.column_names().into_iter().map(String::from).collect(),
         };
         let count = st.parameter_count();
         let params = (1..=count)
@@ -257,7 +271,12 @@ impl Engine {
             let readonly = st.readonly();
             let mut out = SqlOutput::default();
             if mode != SqlMode::Run {
-                out.names = st.column_names().into_iter().map(String::from).collect();
+                let now = st.column_names();
+                if now.len() == p.columns.len() && now.iter().zip(&p.columns).all(|(a, b)| a == b) {
+                    out.names_as_prepared = true;
+                } else {
+                    out.names = now.into_iter().map(String::from).collect();
+                }
             }
             {
                 let mut rows = st.raw_query();
