@@ -157,6 +157,33 @@ async function quiltPreparedTxn (rows) {
   return ms
 }
 
+// (i) Point reads: prepare(POINT).get(id, tenantId) for every row, in
+// quilt and in better-sqlite3, on tables filled the same way (not timed).
+const POINT = 'SELECT name, score FROM t WHERE id = ? AND tenantId = ?'
+
+function betterPointReads (rows) {
+  const db = openBetter()
+  const stmt = db.prepare(UPSERT)
+  db.transaction((rs) => { for (const r of rs) stmt.run(r) })(rows)
+  const get = db.prepare(POINT)
+  const t0 = now()
+  for (const r of rows) get.get(r.id, r.tenantId)
+  const ms = msSince(t0)
+  db.close()
+  return ms
+}
+
+async function quiltPointReads (rows) {
+  const r = openQuilt()
+  r.upsertMany('t', rows)
+  const get = r.prepare(POINT)
+  const t0 = now()
+  for (const x of rows) get.get(x.id, x.tenantId)
+  const ms = msSince(t0)
+  await closeQuilt(r)
+  return ms
+}
+
 async function quiltAutocommit (rows) {
   const r = openQuilt()
   const t0 = now()
@@ -345,7 +372,7 @@ async function main () {
   betterOneTxn(warm); betterAutocommit(warm)
   await quiltOneTxn(warm); await quiltAutocommit(warm)
 
-  const m = { qa: [], ba: [], qb: [], bb: [], qc: [], bc: [], qf: [], qh: [], bh: [], fl: [] }
+  const m = { qa: [], ba: [], qb: [], bb: [], qc: [], bc: [], qf: [], qh: [], bh: [], fl: [], qi: [], bi: [] }
   const { w: writer, frames } = capture(rows)
   await closeQuilt(writer)
   const wireBytes = frames.reduce((n, f) => n + f.length, 0)
@@ -358,6 +385,7 @@ async function main () {
     const fl = pairedFloor(floorBuilt)
     if (fl !== undefined) m.fl.push(fl)
     m.qh.push(await quiltPreparedTxn(rows)); m.bh.push(betterOneTxn(rows))
+    m.qi.push(await quiltPointReads(rows)); m.bi.push(betterPointReads(rows))
     m.bb.push(betterAutocommit(rowsAuto)); m.qb.push(await quiltAutocommit(rowsAuto))
     const rc = await quiltReceive(frames)
     applied = rc.applied
@@ -395,6 +423,7 @@ async function main () {
     const rh = median(m.qh) / median(m.bh)
     table.push([`(h) ${k(N)} prepare().run() captured, one transaction`, fmtMs(median(m.qh)), fmtMs(median(m.bh)), `${rh.toFixed(2)}x`, '<= 1.2 x (a)', rh <= 1.2 * ra ? `met (${(rh / ra).toFixed(2)} x (a))` : `MISSED (${(rh / ra).toFixed(2)} x (a))`])
   }
+  row(`(i) ${k(N)} prepare().get() point reads`, median(m.qi), median(m.bi), '', undefined)
   if (m.fl.length === RUNS) row(`(g) (a) against quilt's SQL through rusqlite (floor)`, median(m.qa), median(m.fl), '<= 1.15x', 1.15)
   else if (floor.json) row(`(g) (a) against quilt's SQL through rusqlite (floor)`, median(m.qa), floor.json.floorMs, '<= 1.15x', 1.15)
   else table.push([`(g) quilt's SQL through rusqlite (floor)`, 'not run', '', '', '<= 1.15x', ''])
