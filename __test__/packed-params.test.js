@@ -207,3 +207,22 @@ test('get() returns the same row whether it comes back packed or as an object', 
     fs.rmSync(dir, { recursive: true, force: true })
   }
 })
+
+test("run() returns its own result when a 'change' listener runs the same statement", async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'quilt-packed-'))
+  const r = open(dir, 'fast')
+  try {
+    const put = r.prepare('INSERT INTO t (id, a) VALUES (?, ?)')
+    let inner = null
+    r.on('change', (changes) => {
+      // Synchronously, from inside the outer run(): the same statement.
+      if (inner === null && changes[0].key.id === 1) inner = put.run(1000, 'inner')
+    })
+    const outer = put.run(1, 'outer')
+    assert.deepEqual(inner, { changes: 1, lastInsertRowid: 1000, token: '1.2' })
+    assert.deepEqual(outer, { changes: 1, lastInsertRowid: 1, token: '1.1' })
+  } finally {
+    await r.close({ timeoutMs: 0 })
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+})

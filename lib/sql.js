@@ -66,9 +66,12 @@ class Statement {
     const text = this._pack(params)
     if (text === undefined) r._native.run(this._handle, bindArgs(params, this._names), out)
     else r._native.runPacked(this._handle, out, text)
+    // Read before what follows a write: a 'change' listener may run this
+    // statement again, which writes `out`.
+    const result = { changes: out[0], lastInsertRowid: out[1], token: `${r.peerId}.${out[2]}` }
     // Inside transaction(fn) the commit does what follows a write.
     if (!this.readonly && r._txDepth === 0) r._afterWrite()
-    return { changes: out[0], lastInsertRowid: out[1], token: `${r.peerId}.${out[2]}` }
+    return result
   }
 
   /** Every row, as objects. */
