@@ -38,6 +38,21 @@ function open (dir, name) {
   return r
 }
 
+// A test body run with a fresh replicator in its own directory, closed and
+// removed after.
+function withReplicator (fn) {
+  return async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'quilt-packed-'))
+    const r = open(dir, 'fast')
+    try {
+      await fn(r)
+    } finally {
+      await r.close({ timeoutMs: 0 })
+      fs.rmSync(dir, { recursive: true, force: true })
+    }
+  }
+}
+
 function cells (r) {
   return r.prepare('SELECT id, typeof(a) AS ta, quote(a) AS qa, typeof(b) AS tb, quote(b) AS qb, typeof(c) AS tc, quote(c) AS qc FROM t ORDER BY id').all()
 }
@@ -127,102 +142,81 @@ test('packed parameters bind exactly what value-by-value parameters bind', async
   }
 })
 
-test('a statement with no parameters, or given the wrong kind of argument, still runs or fails as before', async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'quilt-packed-'))
-  const r = open(dir, 'fast')
-  try {
-    assert.equal(r.prepare("INSERT INTO t (id, a) VALUES (1, 'z')").run().changes, 1)
-    const named = r.prepare('UPDATE t SET a = @a WHERE id = @id')
-    assert.equal(named.run({ id: 1, a: 'y' }).changes, 1)
-    // An array binds in the statement's order: @a, then @id.
-    assert.equal(named.run(['w', 1]).changes, 1)
-    assert.throws(() => named.run({ id: 1 }), (e) => e.code === 'E_ARG')
-    assert.throws(() => named.run(1), (e) => e.code === 'E_ARG')
-    assert.deepEqual(r.prepare('SELECT a FROM t').all(), [{ a: 'w' }])
-    // A forged packed call is refused, not read past its array: io is
-    // [changes, rowid, count, tag per parameter..., number per parameter...].
-    const st = r.prepare('INSERT INTO t (id, a) VALUES (?, ?)')
-    const forged = (io, text) => () => r._native.runPacked(st._handle, new Float64Array(io), text)
-    const refused = (e) => e.code === 'E_ARG'
-    assert.throws(forged([0, 0, 2, 2, 3, 2, 10], 'abc'), refused, 'text longer than its lengths')
-    assert.throws(forged([0, 0, 2, 2, 3, 2, 10], 'a'), refused, 'text shorter than its lengths')
-    assert.throws(forged([0, 0, 2, 2, 9, 2, 10], ''), refused, 'an unknown tag')
-    assert.throws(forged([0, 0, 2, 2, 2.5, 2, 10], ''), refused, 'a tag that is not an integer')
-    assert.throws(forged([0, 0, 2, 2, 3, 2, -1], ''), refused, 'a negative length')
-    assert.throws(forged([0, 0, 2, 2, 3, 2, 1e300], 'a'), refused, 'a huge length')
-    assert.throws(forged([0, 0, 3, 2, 2, 2, 2], ''), refused, 'a count past the array')
-    assert.throws(forged([0, 0, 1e300, 2, 2], ''), refused, 'a huge count')
-    assert.throws(forged([0, 0, -1, 2, 2], ''), refused, 'a negative count')
-    assert.throws(forged([0, 0, 1.5, 2, 2], ''), refused, 'a count that is not an integer')
-    assert.throws(forged([0, 0], ''), refused, 'no count')
-    assert.throws(forged([0, 0, 3, 2, 2, 2, 2, 2, 2], ''), refused, 'more parameters than the statement binds')
-    assert.throws(() => r._native.rowsPacked(st._handle, new Float64Array([0, 0, 1, 7, 1]), '', true), refused)
-    assert.throws(() => r._native.getPacked(st._handle, new Float64Array([0, 0, 1, 7, 1]), ''), refused)
-    assert.throws(() => r._native.runPacked(st._handle, new Uint8Array(7), ''), (e) => e instanceof TypeError)
-    assert.equal(r.prepare('SELECT count(*) AS n FROM t').get().n, 1)
-  } finally {
-    await r.close({ timeoutMs: 0 })
-    fs.rmSync(dir, { recursive: true, force: true })
-  }
-})
+test('a statement with no parameters, or given the wrong kind of argument, still runs or fails as before', withReplicator(async (r) => {
+  assert.equal(r.prepare("INSERT INTO t (id, a) VALUES (1, 'z')").run().changes, 1)
+  const named = r.prepare('UPDATE t SET a = @a WHERE id = @id')
+  assert.equal(named.run({ id: 1, a: 'y' }).changes, 1)
+  // An array binds in the statement's order: @a, then @id.
+  assert.equal(named.run(['w', 1]).changes, 1)
+  assert.throws(() => named.run({ id: 1 }), (e) => e.code === 'E_ARG')
+  assert.throws(() => named.run(1), (e) => e.code === 'E_ARG')
+  assert.deepEqual(r.prepare('SELECT a FROM t').all(), [{ a: 'w' }])
+  // A forged packed call is refused, not read past its array: io is
+  // [changes, rowid, count, tag per parameter..., number per parameter...].
+  const st = r.prepare('INSERT INTO t (id, a) VALUES (?, ?)')
+  const forged = (io, text) => () => r._native.runPacked(st._handle, new Float64Array(io), text)
+  const refused = (e) => e.code === 'E_ARG'
+  assert.throws(forged([0, 0, 2, 2, 3, 2, 10], 'abc'), refused, 'text longer than its lengths')
+  assert.throws(forged([0, 0, 2, 2, 3, 2, 10], 'a'), refused, 'text shorter than its lengths')
+  assert.throws(forged([0, 0, 2, 2, 9, 2, 10], ''), refused, 'an unknown tag')
+  assert.throws(forged([0, 0, 2, 2, 2.5, 2, 10], ''), refused, 'a tag that is not an integer')
+  assert.throws(forged([0, 0, 2, 2, 3, 2, -1], ''), refused, 'a negative length')
+  assert.throws(forged([0, 0, 2, 2, 3, 2, 1e300], 'a'), refused, 'a huge length')
+  assert.throws(forged([0, 0, 3, 2, 2, 2, 2], ''), refused, 'a count past the array')
+  assert.throws(forged([0, 0, 1e300, 2, 2], ''), refused, 'a huge count')
+  assert.throws(forged([0, 0, -1, 2, 2], ''), refused, 'a negative count')
+  assert.throws(forged([0, 0, 1.5, 2, 2], ''), refused, 'a count that is not an integer')
+  assert.throws(forged([0, 0], ''), refused, 'no count')
+  assert.throws(forged([0, 0, 3, 2, 2, 2, 2, 2, 2], ''), refused, 'more parameters than the statement binds')
+  assert.throws(() => r._native.rowsPacked(st._handle, new Float64Array([0, 0, 1, 7, 1]), '', true), refused)
+  assert.throws(() => r._native.getPacked(st._handle, new Float64Array([0, 0, 1, 7, 1]), ''), refused)
+  assert.throws(() => r._native.runPacked(st._handle, new Uint8Array(7), ''), (e) => e instanceof TypeError)
+  assert.equal(r.prepare('SELECT count(*) AS n FROM t').get().n, 1)
+}))
 
-test('get() returns the same row whether it comes back packed or as an object', async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'quilt-packed-'))
-  const r = open(dir, 'fast')
-  try {
-    const put = r.prepare('INSERT INTO t (id, a, b, c) VALUES (?, ?, ?, ?)')
-    put.run(1, 'plain', -0, null)
-    put.run(2, 'ab😀c\u00e9', '', 2 ** 53 - 1)
-    put.run(3, 2 ** 53 + 2, 0.5, '\u0000x')
-    put.run(4, BigInt('9007199254740993'), Buffer.from([1, 2]), 'z')
-    put.run(5, Infinity, -Infinity, 'x'.repeat(5000))
-    const queries = [
-      'SELECT a, b, c FROM t WHERE id = ?',
-      'SELECT * FROM t WHERE id = ?',
-      'SELECT a AS x, b AS x, c AS "__proto__", id FROM t WHERE id = ?',
-      'SELECT a, b || c AS bc, length(a) AS n FROM t WHERE id = ?'
-    ]
-    for (const sql of queries) {
-      const fast = r.prepare(sql)
-      const slow = r.prepare(sql)
-      slow._pack = () => undefined
-      for (let id = 0; id <= 6; id++) {
-        const a = fast.get(id)
-        const b = slow.get(id)
-        assert.deepEqual(a, b, `${sql} with id ${id}`)
-        if (b !== undefined) assert.deepEqual(Object.getPrototypeOf(a), Object.getPrototypeOf(b))
-        if (b !== undefined) assert.deepEqual(Object.keys(a), Object.keys(b))
-      }
+test('get() returns the same row whether it comes back packed or as an object', withReplicator(async (r) => {
+  const put = r.prepare('INSERT INTO t (id, a, b, c) VALUES (?, ?, ?, ?)')
+  put.run(1, 'plain', -0, null)
+  put.run(2, 'ab😀c\u00e9', '', 2 ** 53 - 1)
+  put.run(3, 2 ** 53 + 2, 0.5, '\u0000x')
+  put.run(4, BigInt('9007199254740993'), Buffer.from([1, 2]), 'z')
+  put.run(5, Infinity, -Infinity, 'x'.repeat(5000))
+  const queries = [
+    'SELECT a, b, c FROM t WHERE id = ?',
+    'SELECT * FROM t WHERE id = ?',
+    'SELECT a AS x, b AS x, c AS "__proto__", id FROM t WHERE id = ?',
+    'SELECT a, b || c AS bc, length(a) AS n FROM t WHERE id = ?'
+  ]
+  for (const sql of queries) {
+    const fast = r.prepare(sql)
+    const slow = r.prepare(sql)
+    slow._pack = () => undefined
+    for (let id = 0; id <= 6; id++) {
+      const a = fast.get(id)
+      const b = slow.get(id)
+      assert.deepEqual(a, b, `${sql} with id ${id}`)
+      if (b !== undefined) assert.deepEqual(Object.getPrototypeOf(a), Object.getPrototypeOf(b))
+      if (b !== undefined) assert.deepEqual(Object.keys(a), Object.keys(b))
     }
-    // After a migration adds a column, SELECT * returns it (the row no
-    // longer matches the columns the statement was prepared with).
-    const star = r.prepare('SELECT * FROM t WHERE id = ?')
-    assert.deepEqual(Object.keys(star.get(1)), ['id', 'a', 'b', 'c'])
-    r.migrate([{ up: SCHEMA }, { up: 'ALTER TABLE t ADD COLUMN d; ALTER TABLE t_patches ADD COLUMN d;' }])
-    r.prepare('UPDATE t SET d = ? WHERE id = 1').run('new')
-    assert.deepEqual(star.get(1), { id: 1, a: 'plain', b: 0, c: null, d: 'new' })
-    assert.equal(star.get(7), undefined)
-  } finally {
-    await r.close({ timeoutMs: 0 })
-    fs.rmSync(dir, { recursive: true, force: true })
   }
-})
+  // After a migration adds a column, SELECT * returns it (the row no
+  // longer matches the columns the statement was prepared with).
+  const star = r.prepare('SELECT * FROM t WHERE id = ?')
+  assert.deepEqual(Object.keys(star.get(1)), ['id', 'a', 'b', 'c'])
+  r.migrate([{ up: SCHEMA }, { up: 'ALTER TABLE t ADD COLUMN d; ALTER TABLE t_patches ADD COLUMN d;' }])
+  r.prepare('UPDATE t SET d = ? WHERE id = 1').run('new')
+  assert.deepEqual(star.get(1), { id: 1, a: 'plain', b: 0, c: null, d: 'new' })
+  assert.equal(star.get(7), undefined)
+}))
 
-test("run() returns its own result when a 'change' listener runs the same statement", async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'quilt-packed-'))
-  const r = open(dir, 'fast')
-  try {
-    const put = r.prepare('INSERT INTO t (id, a) VALUES (?, ?)')
-    let inner = null
-    r.on('change', (changes) => {
-      // Synchronously, from inside the outer run(): the same statement.
-      if (inner === null && changes[0].key.id === 1) inner = put.run(1000, 'inner')
-    })
-    const outer = put.run(1, 'outer')
-    assert.deepEqual(inner, { changes: 1, lastInsertRowid: 1000, token: '1.2' })
-    assert.deepEqual(outer, { changes: 1, lastInsertRowid: 1, token: '1.1' })
-  } finally {
-    await r.close({ timeoutMs: 0 })
-    fs.rmSync(dir, { recursive: true, force: true })
-  }
-})
+test("run() returns its own result when a 'change' listener runs the same statement", withReplicator(async (r) => {
+  const put = r.prepare('INSERT INTO t (id, a) VALUES (?, ?)')
+  let inner = null
+  r.on('change', (changes) => {
+    // Synchronously, from inside the outer run(): the same statement.
+    if (inner === null && changes[0].key.id === 1) inner = put.run(1000, 'inner')
+  })
+  const outer = put.run(1, 'outer')
+  assert.deepEqual(inner, { changes: 1, lastInsertRowid: 1000, token: '1.2' })
+  assert.deepEqual(outer, { changes: 1, lastInsertRowid: 1, token: '1.1' })
+}))

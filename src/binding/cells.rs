@@ -60,7 +60,8 @@ impl FromNapiValue for JsCells {
     }
 }
 
-/// A `Float64Array` the native side writes results into (`run()`).
+/// A statement's `Float64Array`: `run()`'s results are written into it,
+/// and packed parameters and `get()` rows travel in it (`lib/sql.js`).
 pub struct JsOut {
     data: *mut f64,
     len: usize,
@@ -158,10 +159,10 @@ impl JsOut {
                 Value::Int(_) | Value::Blob(_) => return None,
             });
         }
-        let tags: Vec<f64> = cells.iter().map(|c| c.0).collect();
-        let nums: Vec<f64> = cells.iter().map(|c| c.1).collect();
-        self.set_at(at, &tags);
-        self.set_at(at + n, &nums);
+        for (i, &(tag, num)) in cells.iter().enumerate() {
+            self.set_at(at + i, &[tag]);
+            self.set_at(at + n + i, &[num]);
+        }
         Some(text)
     }
 }
