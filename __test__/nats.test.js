@@ -35,16 +35,16 @@ const SCHEMA = [{
 }]
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 
-async function until (what, fn, ms = 15000, every = 100) {
+async function until (what, fn, ms = 15000, every = 100, detail = () => '') {
   const end = Date.now() + ms
   for (;;) {
     if (await fn()) return
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what} ${detail()}`)
     await sleep(every)
   }
 }
 
-describe('NATS JetStream transport', { skip: SKIP, timeout: 150000 }, () => {
+describe('NATS JetStream transport', { skip: SKIP, timeout: 240000 }, () => {
   let cluster
   const TMP = fs.mkdtempSync(path.join(os.tmpdir(), 'quilt-nats-db-'))
   before(async () => { cluster = await startCluster(3) })
@@ -53,7 +53,7 @@ describe('NATS JetStream transport', { skip: SKIP, timeout: 150000 }, () => {
     fs.rmSync(TMP, { recursive: true, force: true })
   })
 
-  it('skips and counts messages that are not valid frames; catches up from the durable consumer', { timeout: 40000 }, async () => {
+  it('skips and counts messages that are not valid frames; catches up from the durable consumer', { timeout: 90000 }, async () => {
     const opts = (id) => ({ path: path.join(TMP, `in-${id}.db`), peerId: id, heartbeatMs: 100, clusterKey: 'k', maxFrameBytes: 512 * 1024 })
     const a = new Replicator(opts(1))
     const b = new Replicator(opts(2))
@@ -78,12 +78,16 @@ describe('NATS JetStream transport', { skip: SKIP, timeout: 150000 }, () => {
       await other.close({ timeoutMs: 0 })
       for (const junk of [Buffer.from('not a frame'), Buffer.alloc(0), ...forged]) await ta.js.publish(ta.subjectAll, junk)
       a.upsert('t', { id: 1, v: 'after junk' })
-      await until('b gets the write past the junk', () => b.get('SELECT v FROM t WHERE id = 1'))
+      // A fresh three-node stream and consumer may lack a raft leader for
+      // a while on a loaded machine: bounds of 30 s, and what both sides
+      // saw when one passes.
+      const state = () => JSON.stringify({ ta: ta.stats(), tb: tb.stats(), a: a.status(), b: b.status() })
+      await until('b gets the write past the junk', () => b.get('SELECT v FROM t WHERE id = 1'), 30000, 100, state)
       assert.ok(tb.stats().invalid >= 3, JSON.stringify(tb.stats()))
       assert.match(b.metrics(), /quilt_rejected_frames_total\{reason="E_FRAME"\} [1-9]/)
       assert.match(b.metrics(), /quilt_rejected_frames_total\{reason="E_AUTH"\} [1-9]/)
       assert.equal(b.get('SELECT v FROM t WHERE id = 99'), undefined)
-      await a.waitForPeers(a.upsert('t', { id: 2, v: 'acked' }), { level: 'all', timeoutMs: 5000 })
+      await a.waitForPeers(a.upsert('t', { id: 2, v: 'acked' }), { level: 'all', timeoutMs: 20000 })
 
       // b goes offline (its durable consumer stays); a writes; b comes back.
       await tb.close()
@@ -91,10 +95,10 @@ describe('NATS JetStream transport', { skip: SKIP, timeout: 150000 }, () => {
         a.upsertMany('t', Array.from({ length: 25 }, (_, k) => ({ id: 100 + i * 25 + k, v: 'while b was away' })))
         await new Promise((resolve) => setImmediate(resolve)) // one frame each
       }
-      await until('a published', () => ta.pending() === 0)
+      await until('a published', () => ta.pending() === 0, 30000, 100, state)
       tb = await NatsTransport.connect(b, conn)
       assert.ok(tb.stats().caughtUp >= 20, `replayed ${tb.stats().caughtUp} stream messages before adding peers`)
-      await until('b caught up', () => b.get('SELECT count(*) AS n FROM t').n === 502)
+      await until('b caught up', () => b.get('SELECT count(*) AS n FROM t').n === 502, 30000, 100, state)
     } finally {
       await a.close({ timeoutMs: 1000 })
       await b.close({ timeoutMs: 1000 })
