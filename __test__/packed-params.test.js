@@ -220,3 +220,18 @@ test("run() returns its own result when a 'change' listener runs the same statem
   assert.deepEqual(inner, { changes: 1, lastInsertRowid: 1000, token: '1.2' })
   assert.deepEqual(outer, { changes: 1, lastInsertRowid: 1, token: '1.1' })
 }))
+
+// Named parameters given as one object are read by a function generated
+// per statement (lib/rows.js `paramPacker`). SQLite's Tcl-style names
+// (`$a::b(...)`) may hold quotes, backslashes and semicolons: such a name is
+// only ever a string literal there, and binds like any other.
+test('named parameters with quotes in their names bind, and nothing they spell runs', withReplicator(async (r) => {
+  const odd = "x(a\"b'c\\d];globalThis.__quiltParamPwned=1;//)"
+  const st = r.prepare(`INSERT INTO t (id, a, b) VALUES (@id, $${odd}, :plain)`)
+  assert.deepEqual(st.run({ id: 1, [odd]: 'odd', plain: 2.5 }).changes, 1)
+  assert.deepEqual(st.run({ id: 2, [odd]: null, plain: 'p' }).changes, 1)
+  // A value that is not packed (a bigint) takes the value-by-value path.
+  assert.deepEqual(st.run({ id: 3, [odd]: 12n, plain: 1 }).changes, 1)
+  assert.equal(globalThis.__quiltParamPwned, undefined)
+  assert.deepEqual(r.all('SELECT id, a, b FROM t ORDER BY id'), [{ id: 1, a: 'odd', b: 2.5 }, { id: 2, a: null, b: 'p' }, { id: 3, a: 12, b: 1 }])
+}))

@@ -5,7 +5,7 @@
 // captured as patches natively (src/core/engine/capture.rs); this file only
 // shapes arguments and results.
 const { typeError } = require('./errors.js')
-const { NULL, NUMBER, TEXT } = require('./rows.js').cellTags
+const { paramPacker, cellTags: { NULL, NUMBER, TEXT } } = require('./rows.js')
 
 /**
  * Bind parameters the way better-sqlite3 takes them: nothing, one array,
@@ -40,6 +40,8 @@ class Statement {
   constructor (replicator, source, info) {
     this._r = replicator
     this._names = info.params ?? null
+    // Named parameters given as one object are read by generated code.
+    this._packNamed = this._names === null || this._names.length !== info.count ? null : paramPacker(this._names)
     // The native statement (no SQL text crosses per call).
     this._handle = info.handle
     // Parameters packed by `_pack` (their count in io[2], then from io[3]
@@ -121,23 +123,21 @@ class Statement {
   _pack (args) {
     const n = this._count
     let src = args
-    let named = null
     if (args.length === 1) {
       const p = args[0]
       if (Array.isArray(p)) src = p
       else if (p !== null && typeof p === 'object') {
-        if (this._names === null || p instanceof Uint8Array) return undefined
-        named = p
+        if (this._packNamed === null || p instanceof Uint8Array) return undefined
+        return this._packNamed(p, this._io)
       }
     }
-    if (named === null && src.length !== n) return undefined
+    if (src.length !== n) return undefined
     const io = this._io
     const at = 3 + n
     io[2] = n
-    const names = this._names
     let text = ''
     for (let i = 0; i < n; i++) {
-      const v = named === null ? src[i] : named[names[i]]
+      const v = src[i]
       if (typeof v === 'number' && !Number.isNaN(v)) {
         io[3 + i] = NUMBER
         io[at + i] = v
