@@ -235,3 +235,28 @@ test('named parameters with quotes in their names bind, and nothing they spell r
   assert.equal(globalThis.__quiltParamPwned, undefined)
   assert.deepEqual(r.all('SELECT id, a, b FROM t ORDER BY id'), [{ id: 1, a: 'odd', b: 2.5 }, { id: 2, a: null, b: 'p' }, { id: 3, a: 12, b: 1 }])
 }))
+
+// Where code cannot be generated (node
+// --disallow-code-generation-from-strings), the packers are loops over the
+// names: the same rows are stored. (A Node flag: not run under Bun.)
+test('without code generation from strings, upsertMany and named parameters store the same rows', { skip: process.versions.bun ? 'a Node flag' : false }, async () => {
+  const { execFileSync } = require('node:child_process')
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'quilt-nocodegen-'))
+  try {
+    const script = path.join(__dirname, 'fixtures', 'no-codegen.js')
+    const run = (flags) => JSON.parse(execFileSync(process.execPath, [...flags, script, dir, SCHEMA], { encoding: 'utf8', timeout: 30000 }))
+    const without = run(['--disallow-code-generation-from-strings'])
+    fs.rmSync(path.join(dir, 'nocodegen.db'), { force: true })
+    const withGen = run([])
+    assert.equal(without.canEval, false)
+    assert.equal(withGen.canEval, true)
+    assert.deepEqual(without.rows, withGen.rows)
+    assert.deepEqual(without.rows, [
+      { id: 1, a: 'x', b: 1.5, c: null }, { id: 2, a: 'y', b: 2, c: 'z' },
+      { id: 3, a: 'only a', b: null, c: null }, { id: 4, a: null, b: 7, c: null },
+      { id: 5, a: 'named', b: null, c: 3 }, { id: 6, a: 12, b: 'slow path', c: null }
+    ])
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+})

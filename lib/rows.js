@@ -107,11 +107,24 @@ function pack (rows, cols, own) {
 const packers = new Map()
 const MAX_PACKERS = 128
 
-function generated (key, build) {
+// Where code cannot be generated (`node
+// --disallow-code-generation-from-strings`, a content security policy):
+// the same packers as loops over the names, checked by the same tests.
+let canGenerate = true
+
+function generated (key, build, loop) {
   let f = packers.get(key)
   if (f === undefined) {
     if (packers.size >= MAX_PACKERS) packers.clear()
-    f = build()
+    if (canGenerate) {
+      try {
+        f = build()
+      } catch (e) {
+        if (!(e instanceof EvalError)) throw e
+        canGenerate = false
+      }
+    }
+    if (f === undefined) f = loop()
     packers.set(key, f)
   }
   return f
@@ -145,6 +158,31 @@ function packerFor (cols, own) {
     const r = rows[i]${cells}
   }
   return text`)
+  }, () => (rows, tags, nums, others, max) => {
+    let text = ''
+    let size = 0
+    let k = 0
+    for (let i = 0; i < rows.length; i++) {
+      const r = rows[i]
+      for (let j = 0; j < cols.length; j++, k++) {
+        const v = own && !Object.hasOwn(r, cols[j]) ? undefined : r[cols[j]]
+        if (typeof v === 'number' && v === v) { // eslint-disable-line no-self-compare
+          tags[k] = NUMBER
+          nums[k] = v
+        } else if (typeof v === 'string') {
+          tags[k] = TEXT
+          nums[k] = v.length
+          size += v.length
+          if (size > max) return null
+          text += v
+        } else if (v === null) tags[k] = NULL
+        else if (v !== undefined) {
+          tags[k] = OTHER
+          others.push(v)
+        }
+      }
+    }
+    return text
   })
 }
 
@@ -173,6 +211,22 @@ function paramPacker (names) {
   let v
   io[2] = ${n}${cells}
   return text`)
+  }, () => (p, io) => {
+    let text = ''
+    io[2] = n
+    for (let i = 0; i < n; i++) {
+      const v = p[names[i]]
+      if (typeof v === 'number' && v === v) { // eslint-disable-line no-self-compare
+        io[3 + i] = NUMBER
+        io[3 + n + i] = v
+      } else if (typeof v === 'string') {
+        io[3 + i] = TEXT
+        io[3 + n + i] = v.length
+        text += v
+      } else if (v === null) io[3 + i] = NULL
+      else return undefined
+    }
+    return text
   })
 }
 
