@@ -9,6 +9,7 @@ const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
 const { Replicator } = require('..')
+const { rng } = require('./helpers/rng.js')
 
 const TMP = fs.mkdtempSync(path.join(os.tmpdir(), 'quilt-batch-'))
 let n = 0
@@ -233,16 +234,6 @@ test('rows whose keys differ from the first row, even only by inherited ones, la
 // A seeded generator of batches: random value kinds (ASCII and non-ASCII
 // text, lone surrogates, numbers on both sides of 2^53, bytes, bigint,
 // booleans, null, undefined), random key subsets and orders, repeated ids.
-function rng (seed) {
-  let s = seed >>> 0
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0
-    let t = Math.imul(s ^ (s >>> 15), 1 | s)
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
-
 function randomValue (r) {
   const units = () => Array.from({ length: Math.floor(r() * 12) }, () =>
     r() < 0.6 ? 32 + Math.floor(r() * 95) : r() < 0.5 ? 0x80 + Math.floor(r() * 0x80) : Math.floor(r() * 0x10000))

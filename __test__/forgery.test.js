@@ -16,6 +16,7 @@ const os = require('node:os')
 const path = require('node:path')
 const { spawnSync } = require('node:child_process')
 const { Replicator } = require('..')
+const { rng: prng } = require('./helpers/rng.js')
 
 const KEY = 'forgery-test-cluster-key'
 const OTHER_KEY = 'some-other-cluster-key'
@@ -76,17 +77,6 @@ function sign (unsigned, key) {
 }
 const stripTag = (f) => f.subarray(0, f.length - TAG_LEN)
 
-/** Seeded PRNG (mulberry32). */
-function prng (seed) {
-  let a = seed >>> 0
-  return function () {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 function randomBytes (rnd, n) {
   const b = Buffer.alloc(n)
   for (let i = 0; i < n; i++) b[i] = Math.floor(rnd() * 256)

@@ -11,19 +11,10 @@ const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
 const { Replicator } = require('..')
+const { rng } = require('./helpers/rng.js')
 
 const SCHEMA = `CREATE TABLE t (id INTEGER PRIMARY KEY, a, b, c);
 CREATE TABLE t_patches (_patchedAt INTEGER NOT NULL, _sequenceId INTEGER NOT NULL, _peerId INTEGER NOT NULL, id INTEGER, a, b, c);`
-
-// A small seeded generator (mulberry32), so a failure can be replayed.
-function rng (seed) {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed)
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 const KINDS = [
   () => 0, () => -0, () => 1, () => -7, () => 2 ** 53 - 1, () => 2 ** 53 + 2, () => -(2 ** 60),

@@ -211,23 +211,32 @@ function paramPacker (names) {
   let v
   io[2] = ${n}${cells}
   return text`)
-  }, () => (p, io) => {
-    let text = ''
-    io[2] = n
-    for (let i = 0; i < n; i++) {
-      const v = p[names[i]]
-      if (typeof v === 'number' && v === v) { // eslint-disable-line no-self-compare
-        io[3 + i] = NUMBER
-        io[3 + n + i] = v
-      } else if (typeof v === 'string') {
-        io[3 + i] = TEXT
-        io[3 + n + i] = v.length
-        text += v
-      } else if (v === null) io[3 + i] = NULL
-      else return undefined
-    }
-    return text
-  })
+  }, () => (p, io) => packParams(names.map((k) => p[k]), io))
+}
+
+/**
+ * Parameters given as a list, packed into `io` as `paramPacker` packs
+ * them: their count in io[2], a tag each from io[3], then numbers or
+ * string lengths; the strings joined are returned. `undefined` at the
+ * first value that is not a number (not NaN), a string or null.
+ */
+function packParams (vals, io) {
+  const n = vals.length
+  io[2] = n
+  let text = ''
+  for (let i = 0; i < n; i++) {
+    const v = vals[i]
+    if (typeof v === 'number' && v === v) { // eslint-disable-line no-self-compare
+      io[3 + i] = NUMBER
+      io[3 + n + i] = v
+    } else if (typeof v === 'string') {
+      io[3 + i] = TEXT
+      io[3 + n + i] = v.length
+      text += v
+    } else if (v === null) io[3 + i] = NULL
+    else return undefined
+  }
+  return text
 }
 
 /**
@@ -246,4 +255,4 @@ function oneRow (row) {
   return [cols, vals]
 }
 
-module.exports = { columnar, oneRow, paramPacker, cellTags: { NULL, NUMBER, TEXT } }
+module.exports = { columnar, oneRow, paramPacker, packParams, cellTags: { NULL, NUMBER, TEXT } }

@@ -5,7 +5,7 @@
 // captured as patches natively (src/core/engine/capture.rs); this file only
 // shapes arguments and results.
 const { typeError } = require('./errors.js')
-const { paramPacker, cellTags: { NULL, NUMBER, TEXT } } = require('./rows.js')
+const { paramPacker, packParams, cellTags: { NUMBER, TEXT } } = require('./rows.js')
 
 /**
  * Bind parameters the way better-sqlite3 takes them: nothing, one array,
@@ -131,27 +131,7 @@ class Statement {
         return this._packNamed(p, this._io)
       }
     }
-    if (src.length !== n) return undefined
-    const io = this._io
-    const at = 3 + n
-    io[2] = n
-    let text = ''
-    for (let i = 0; i < n; i++) {
-      const v = src[i]
-      if (typeof v === 'number' && !Number.isNaN(v)) {
-        io[3 + i] = NUMBER
-        io[at + i] = v
-      } else if (typeof v === 'string') {
-        io[3 + i] = TEXT
-        io[at + i] = v.length
-        text += v
-      } else if (v === null) {
-        io[3 + i] = NULL
-      } else {
-        return undefined
-      }
-    }
-    return text
+    return src.length === n ? packParams(src, this._io) : undefined
   }
 
   /**
